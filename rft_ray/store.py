@@ -1,0 +1,109 @@
+"""Parquet result store: one file per run, replaced atomically at each evaluation point.
+
+Each run owns `<root>/<run_id>.parquet` and rewrites it whole (a run has at most a few hundred
+rows), written to a hidden temporary name and renamed into place, so readers only ever see complete
+files, concurrent runs never touch each other's rows, and a rerun or resumed run replaces its rows
+instead of appending duplicates. `root` is a local path or any URI pyarrow's filesystems take
+(`s3://bucket/prefix`, `gs://...`); object stores replace an object atomically on write.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from rft_ray.records import EvalRecord
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
+
+
+class StoreError(ValueError):
+    """A result store that cannot be read or written as asked."""
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id or ""):
+        raise StoreError(
+            f"run id {run_id!r} is not allowed: use 1-200 letters, digits, '_', '.', '=' or '-', "
+            "starting with a letter or digit (it names a file in the result store)"
+        )
+    return run_id
+
+
+class ResultStore:
+    def __init__(self, root: str | os.PathLike):
+        root = str(root)
+        if "://" in root:
+            self.fs, self.path = pafs.FileSystem.from_uri(root)
+            self.local = False
+        else:
+            self.fs, self.path = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+            self.local = True
+        self.root = root
+
+    def run_path(self, run_id: str) -> str:
+        return f"{self.path}/{check_run_id(run_id)}.parquet"
+
+    def ensure_writable(self) -> None:
+        """Fail before any training if the store cannot be written (missing permission, bad URI)."""
+        probe = f"{self.path}/.probe-{uuid.uuid4().hex}"
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+            with self.fs.open_output_stream(probe) as out:
+                out.write(b"ok")
+            self.fs.delete_file(probe)
+        except OSError as err:
+            raise StoreError(f"result store {self.root!r} is not writable: {err}") from err
+
+    def write_run(self, run_id: str, records: Iterable[EvalRecord]) -> None:
+        rows = [record.to_row() for record in records]
+        if any(row["run_id"] != run_id for row in rows):
+            raise StoreError(f"records written under run id {run_id!r} carry another run id")
+        table = pa.Table.from_pylist(rows) if rows else pa.table({})
+        final = self.run_path(run_id)
+        self.fs.create_dir(self.path, recursive=True)
+        if not self.local:
+            pq.write_table(table, final, filesystem=self.fs)
+            return
+        temporary = f"{self.path}/.{run_id}.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(table, temporary, filesystem=self.fs)
+            os.replace(temporary, final)  # atomic on POSIX: readers see the old file or the new one
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+
+    def run_ids(self) -> list[str]:
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        except OSError as err:
+            raise StoreError(f"cannot list result store {self.root!r}: {err}") from err
+        names = [Path(info.path).name for info in infos if info.type == pafs.FileType.File]
+        return sorted(n[: -len(".parquet")] for n in names if n.endswith(".parquet") and not n.startswith((".", "_")))
+
+    def read_run(self, run_id: str) -> list[EvalRecord]:
+        path = self.run_path(run_id)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return []
+        return [EvalRecord.from_row(row) for row in self._read_file(path).to_pylist()]
+
+    def read(self) -> pa.Table:
+        """Every run's rows as one table; OOD columns of runs that lack them are null."""
+        tables = [self._read_file(self.run_path(run_id)) for run_id in self.run_ids()]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return pa.table({})
+        return pa.concat_tables(tables, promote_options="permissive").sort_by([("run_id", "ascending"), ("step", "ascending")])
+
+    def _read_file(self, path: str) -> pa.Table:
+        try:
+            return pq.read_table(path, filesystem=self.fs)
+        except (OSError, pa.ArrowInvalid) as err:
+            raise StoreError(f"result file {path} is not readable Parquet: {err}") from err

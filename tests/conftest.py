@@ -1,0 +1,28 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    # The CI machine has two cores; more threads only contend.
+    torch.set_num_threads(2)
+
+
+def tiny_run(tmp_path: Path, **overrides) -> dict:
+    """A run spec dict that trains in a few seconds: random-init small ViT on 16px digits."""
+    spec = {
+        "model": {"name": "rft_vit_cifar_patch8_32", "source": "random", "image_size": 16},
+        "strategy": {"name": "lora"},
+        "dataset": {"name": "digits", "corruptions": ["contrast", "gaussian_noise"]},
+        "training": {"steps": 60, "batch_size": 16, "lr": 3e-3, "seed": 0},
+        "evaluation": {"schedule": [{"until": None, "every": 20}], "train_examples": 40, "test_examples": 40,
+                       "ood_examples": 20, "batch_size": 64, "pgd": {"eps": "4/255", "alpha": "1/255", "steps": 3}},
+        "output": {"results": str(tmp_path / "store"), "checkpoints": str(tmp_path / "ckpt")},
+    }
+    from rft_ray.spec import apply_overrides
+
+    return apply_overrides(spec, overrides)
