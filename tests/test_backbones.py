@@ -1,0 +1,68 @@
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from rft_ray.backbones import BackboneError, create_classifier, read_weight_file
+from rft_ray.spec import ModelSpec, SpecError
+
+
+def source_model():
+    return create_classifier(ModelSpec(source="random"), num_classes=10, seed=3)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_weight_file_loads_backbone_and_gets_a_new_head(tmp_path, suffix):
+    upstream = source_model()
+    state = {k: v.contiguous() for k, v in upstream.backbone.state_dict().items()}
+    path = tmp_path / f"w{suffix}"
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    model = create_classifier(ModelSpec(source="file", weights=str(path)), num_classes=4, seed=0)
+    assert torch.equal(model.backbone.blocks[0].attn.qkv.weight, upstream.backbone.blocks[0].attn.qkv.weight)
+    assert model.backbone.head.weight.shape == (4, 128)
+
+
+def test_weight_file_at_another_resolution_resamples_position_embeddings(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source_model().backbone.state_dict().items()}, str(path))
+    model = create_classifier(ModelSpec(source="file", weights=str(path), image_size=64), num_classes=3)
+    assert model.image_size == 64
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_normalisation_is_inside_the_model():
+    model = create_classifier(ModelSpec(source="random", mean=[0.2, 0.3, 0.4], std=[0.5, 0.5, 0.5]), 5).eval()
+    images = torch.rand(2, 3, 32, 32)
+    expected = model.backbone((images - torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1)) / 0.5)
+    torch.testing.assert_close(model(images), expected)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_pickled_code_in_a_pth_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as handle:
+        pickle.dump({"weight": Exploit()}, handle)
+    with pytest.raises(BackboneError, match="cannot read weight file"):
+        read_weight_file(path)
+
+
+@pytest.mark.parametrize("spec, error, message", [
+    (ModelSpec(source="file", weights="/nonexistent/w.safetensors"), BackboneError, "does not exist"),
+    (ModelSpec(name="vit_nonexistent_model", source="random"), SpecError, "unknown timm model"),
+    (ModelSpec(name="vit_tiny_patch16_224", source="embedded"), SpecError, "embedded checkpoint is a"),
+])
+def test_backbone_errors(spec, error, message):
+    with pytest.raises(error, match=message):
+        create_classifier(spec, 10)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({"something.weight": torch.zeros(3)}, str(path))
+    with pytest.raises(BackboneError, match="do not fit"):
+        create_classifier(ModelSpec(source="file", weights=str(path)), 10)
