@@ -1,0 +1,95 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rft_ray.backbones import create_classifier
+from rft_ray.robustness import PGDConfig, clean_correct, pgd_robust
+from rft_ray.spec import ModelSpec
+
+torchattacks = pytest.importorskip("torchattacks")
+CPU = torch.device("cpu")
+
+
+def trained_model(steps: int):
+    """A small ViT trained briefly on a learnable synthetic task: accuracy high, robustness in between."""
+    torch.manual_seed(0)
+    model = create_classifier(ModelSpec(source="random", image_size=16), num_classes=4, seed=0)
+    g = torch.Generator().manual_seed(0)
+    prototypes = torch.rand(4, 3, 16, 16, generator=g)
+    labels = torch.arange(256) % 4
+    images = (prototypes[labels] * 0.6 + 0.4 * torch.rand(256, 3, 16, 16, generator=g)).clamp(0, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    for i in range(steps):
+        idx = torch.arange(i * 32, i * 32 + 32) % 256
+        loss = F.cross_entropy(model(images[idx]), labels[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), images, labels
+
+
+def reference_any_iterate(model, images, labels, config, seed):
+    """Full-batch PGD without early exit, tracking whether any iterate (or the clean input) was wrong."""
+    torch.manual_seed(seed)
+    adv = (images + torch.empty_like(images).uniform_(-config.eps, config.eps)).clamp(0, 1)
+    with torch.no_grad():
+        survived = model(images).argmax(1) == labels
+    for step in range(config.steps + 1):
+        adv.requires_grad_(True)
+        logits = model(adv)
+        survived &= (logits.argmax(1) == labels).detach()
+        if step == config.steps:
+            break
+        grad, = torch.autograd.grad(F.cross_entropy(logits, labels), adv)
+        adv = adv.detach() + config.alpha * grad.sign()
+        adv = torch.min(torch.max(adv, images - config.eps), images + config.eps).clamp(0, 1)
+    return survived
+
+
+@pytest.mark.parametrize("train_steps, eps", [(40, 8 / 255), (40, 2 / 255), (120, 8 / 255)])
+def test_pgd_matches_torchattacks_and_is_never_higher(train_steps, eps):
+    model, images, labels = trained_model(train_steps)
+    config = PGDConfig(eps=eps, alpha=eps / 4, steps=10)
+    ours = pgd_robust(model, images, labels, config, batch_size=64, device=CPU, seed=7).float().mean().item()
+    attack = torchattacks.PGD(model, eps=config.eps, alpha=config.alpha, steps=config.steps, random_start=True)
+    theirs = []
+    torch.manual_seed(7)  # our generator seeded 7 draws the same random start, batch by batch
+    for start in range(0, len(images), 64):
+        x, y = images[start:start + 64], labels[start:start + 64]
+        adversarial = attack(x, y)
+        with torch.no_grad():
+            theirs.append(model(adversarial).argmax(1) == y)
+    theirs = torch.cat(theirs).float().mean().item()
+    assert ours <= theirs + 1e-9
+    assert theirs - ours <= 0.01
+    clean = clean_correct(model, images, labels, 64, CPU).float().mean().item()
+    assert ours <= clean
+
+
+def test_early_exit_is_exact():
+    model, images, labels = trained_model(60)
+    config = PGDConfig(eps=6 / 255, alpha=1.5 / 255, steps=8)
+    ours = pgd_robust(model, images, labels, config, batch_size=len(images), device=CPU, seed=3)
+    reference = reference_any_iterate(model, images, labels, config, seed=3)
+    assert 0 < ours.sum() < len(images)  # the case is not trivial
+    assert torch.equal(ours, reference)
+
+
+def test_pgd_is_deterministic_and_uint8_input_is_pixel_space():
+    model, images, labels = trained_model(40)
+    config = PGDConfig(eps=4 / 255, alpha=1 / 255, steps=5)
+    pixels = (images * 255).round().to(torch.uint8)
+    first = pgd_robust(model, pixels, labels, config, 50, CPU, seed=1)
+    second = pgd_robust(model, pixels, labels, config, 50, CPU, seed=1)
+    assert torch.equal(first, second)
+    assert torch.equal(first, pgd_robust(model, pixels.float() / 255, labels, config, 50, CPU, seed=1))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"eps": 0.0, "alpha": 0.1, "steps": 1}, "eps must be in"),
+    ({"eps": 0.1, "alpha": 0.1, "steps": 0}, "steps must be at least 1"),
+])
+def test_bad_pgd_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PGDConfig(**kwargs)
