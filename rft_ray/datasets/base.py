@@ -7,7 +7,6 @@ normalises inside, so attacks work in pixel space).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rft_ray.spec import DatasetSpec, SpecError, build_options
+from rft_ray.registry import Registry
+from rft_ray.spec import DatasetSpec, build_options
 
 
 class DataError(ValueError):
@@ -187,7 +187,7 @@ class DatasetEntry:
     summary: str
 
 
-_DATASETS: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset", "dataset.name")
 
 
 def register_dataset(name: str, config: type = NoOptions, natural_ood: bool = False):
@@ -197,22 +197,18 @@ def register_dataset(name: str, config: type = NoOptions, natural_ood: bool = Fa
     """
 
     def wrap(fn):
-        _DATASETS[name] = DatasetEntry(name, fn, config, natural_ood, (fn.__doc__ or "").strip().split("\n")[0])
+        DATASETS.add(name, DatasetEntry(name, fn, config, natural_ood, (fn.__doc__ or "").strip().split("\n")[0]))
         return fn
 
     return wrap
 
 
 def dataset_names() -> list[str]:
-    return sorted(_DATASETS)
+    return sorted(DATASETS.names())
 
 
 def dataset_entry(name: str) -> DatasetEntry:
-    if name not in _DATASETS:
-        close = difflib.get_close_matches(name, _DATASETS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise SpecError(f"unknown dataset {name!r}.{hint} Available: {', '.join(dataset_names())}", "dataset.name")
-    return _DATASETS[name]
+    return DATASETS.get(name)
 
 
 def dataset_config(name: str, options: dict[str, Any]) -> Any:

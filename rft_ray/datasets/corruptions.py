@@ -6,7 +6,6 @@ images. Severity parameters follow Hendrycks & Dietterich (2019) for 32px images
 """
 from __future__ import annotations
 
-import difflib
 import io
 from typing import Callable
 
@@ -15,31 +14,25 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rft_ray.spec import SpecError
+from rft_ray.registry import Registry
 
 Corruption = Callable[[torch.Tensor, int, int], torch.Tensor]
-_CORRUPTIONS: dict[str, Corruption] = {}
+CORRUPTIONS: Registry[Corruption] = Registry("corruption", "dataset.corruptions")
 
 
 def register_corruption(name: str):
     def wrap(fn: Corruption) -> Corruption:
-        _CORRUPTIONS[name] = fn
-        return fn
+        return CORRUPTIONS.add(name, fn)
 
     return wrap
 
 
 def corruption_names() -> list[str]:
-    return sorted(_CORRUPTIONS)
+    return sorted(CORRUPTIONS.names())
 
 
 def create_corruption(name: str, severity: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    if name not in _CORRUPTIONS:
-        close = difflib.get_close_matches(name, _CORRUPTIONS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise SpecError(f"unknown corruption {name!r}.{hint} Available: {', '.join(corruption_names())}",
-                        "dataset.corruptions")
-    fn = _CORRUPTIONS[name]
+    fn = CORRUPTIONS.get(name)
     return lambda image, index: fn(image, index, severity)
 
 

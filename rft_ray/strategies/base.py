@@ -6,13 +6,13 @@ what trains (`is_trainable`), and always leaves the classification head trainabl
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
 
+from rft_ray.registry import Registry
 from rft_ray.spec import SpecError, build_options
 
 
@@ -66,37 +66,28 @@ class Strategy:
         return model
 
 
-_STRATEGIES: dict[str, type[Strategy]] = {}
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategy.name")
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    _STRATEGIES[cls.name] = cls
-    return cls
+    return STRATEGIES.add(cls.name, cls)
 
 
 def strategy_names() -> list[str]:
-    return list(_STRATEGIES)  # registration order: full, linear, bitfit, lora, ia3, adapter, compacter
-
-
-def _strategy_class(name: str) -> type[Strategy]:
-    if name not in _STRATEGIES:
-        close = difflib.get_close_matches(name, _STRATEGIES, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise SpecError(f"unknown strategy {name!r}.{hint} Available: {', '.join(_STRATEGIES)}", "strategy.name")
-    return _STRATEGIES[name]
+    return STRATEGIES.names()  # registration order: full, linear, bitfit, lora, ia3, adapter, compacter
 
 
 def strategy_config(name: str, options: dict[str, Any]) -> Any:
-    return build_options(_strategy_class(name).Config, options, "strategy.options")
+    return build_options(STRATEGIES.get(name).Config, options, "strategy.options")
 
 
 def create_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
-    cls = _strategy_class(name)
+    cls = STRATEGIES.get(name)
     return cls(strategy_config(name, options or {}))
 
 
 def config_help(name: str) -> dict[str, tuple[Any, str]]:
-    cls = _strategy_class(name)
+    cls = STRATEGIES.get(name)
     return {f.name: (f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls.Config)}
 
 
