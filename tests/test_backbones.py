@@ -66,3 +66,17 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
     save_file({"something.weight": torch.zeros(3)}, str(path))
     with pytest.raises(BackboneError, match="do not fit"):
         create_classifier(ModelSpec(source="file", weights=str(path)), 10)
+
+
+def test_hub_weights_without_a_network_get_a_clear_error():
+    import os
+    import subprocess
+    import sys
+
+    code = ("from rft_ray.backbones import create_classifier\nfrom rft_ray.spec import ModelSpec\n"
+            "create_classifier(ModelSpec(name='vit_tiny_patch16_224.augreg_in21k', source='hub'), 10)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")  # what a machine without a network sees, without waiting for it
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "could not download pretrained weights for 'vit_tiny_patch16_224.augreg_in21k'" in result.stderr
+    assert "model.source: file" in result.stderr

@@ -47,9 +47,15 @@ def reference_any_iterate(model, images, labels, config, seed):
     return survived
 
 
-@pytest.mark.parametrize("train_steps, eps", [(40, 8 / 255), (40, 2 / 255), (120, 8 / 255)])
-def test_pgd_matches_torchattacks_and_is_never_higher(train_steps, eps):
-    model, images, labels = trained_model(train_steps)
+@pytest.fixture(scope="module")
+def model_and_data():
+    return trained_model(40)
+
+
+# Robust accuracy high (early in fine-tuning), middling, and low (late): eps chosen on this model.
+@pytest.mark.parametrize("eps, low, high", [(8 / 255, 0.8, 1.0), (16 / 255, 0.2, 0.8), (22 / 255, 0.0, 0.3)])
+def test_pgd_matches_torchattacks_and_is_never_higher(model_and_data, eps, low, high):
+    model, images, labels = model_and_data
     config = PGDConfig(eps=eps, alpha=eps / 4, steps=10)
     ours = pgd_robust(model, images, labels, config, batch_size=64, device=CPU, seed=7).float().mean().item()
     attack = torchattacks.PGD(model, eps=config.eps, alpha=config.alpha, steps=config.steps, random_start=True)
@@ -61,24 +67,25 @@ def test_pgd_matches_torchattacks_and_is_never_higher(train_steps, eps):
         with torch.no_grad():
             theirs.append(model(adversarial).argmax(1) == y)
     theirs = torch.cat(theirs).float().mean().item()
+    assert low <= ours <= high
     assert ours <= theirs + 1e-9
     assert theirs - ours <= 0.01
     clean = clean_correct(model, images, labels, 64, CPU).float().mean().item()
     assert ours <= clean
 
 
-def test_early_exit_is_exact():
-    model, images, labels = trained_model(60)
-    config = PGDConfig(eps=6 / 255, alpha=1.5 / 255, steps=8)
+def test_early_exit_is_exact(model_and_data):
+    model, images, labels = model_and_data
+    config = PGDConfig(eps=16 / 255, alpha=4 / 255, steps=8)
     ours = pgd_robust(model, images, labels, config, batch_size=len(images), device=CPU, seed=3)
     reference = reference_any_iterate(model, images, labels, config, seed=3)
     assert 0 < ours.sum() < len(images)  # the case is not trivial
     assert torch.equal(ours, reference)
 
 
-def test_pgd_is_deterministic_and_uint8_input_is_pixel_space():
-    model, images, labels = trained_model(40)
-    config = PGDConfig(eps=4 / 255, alpha=1 / 255, steps=5)
+def test_pgd_is_deterministic_and_uint8_input_is_pixel_space(model_and_data):
+    model, images, labels = model_and_data
+    config = PGDConfig(eps=16 / 255, alpha=4 / 255, steps=5)
     pixels = (images * 255).round().to(torch.uint8)
     first = pgd_robust(model, pixels, labels, config, 50, CPU, seed=1)
     second = pgd_robust(model, pixels, labels, config, 50, CPU, seed=1)

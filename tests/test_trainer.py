@@ -1,0 +1,118 @@
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_run
+from rft_ray.records import EvalRecord
+from rft_ray.runner import run_in_process
+from rft_ray.schedule import EvalSchedule
+from rft_ray.spec import RunSpec, SpecError
+from rft_ray.store import ResultStore
+from rft_ray.trainer import TrainingDiverged, train_loop
+
+METRICS = ["step", "epoch", "examples_seen", "train_loss", "train_clean_acc", "test_clean_acc", "pgd_adv_acc",
+           "test_ood_accuracy", "ood_acc"]
+
+
+def metrics(records):
+    def comparable(value):
+        return None if isinstance(value, float) and math.isnan(value) else value  # NaN != NaN
+
+    return [{k: comparable(getattr(r, k)) for k in METRICS} for r in records]
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfter:
+    def __init__(self, points):
+        self.points, self.seen = points, 0
+
+    def records_changed(self, records, checkpoint_dir):
+        self.seen += 1
+        if self.seen == self.points:
+            raise Interrupt()
+
+
+def test_run_follows_schedule_and_writes_store_and_json(tmp_path):
+    spec = RunSpec.from_dict(tiny_run(tmp_path))
+    result = run_in_process(spec, progress=False, json_path=tmp_path / "run.json")
+    steps = [r.step for r in result.records]
+    assert steps == EvalSchedule.from_spec(spec.evaluation).points(60) == [0, 20, 40, 60]
+    rows = ResultStore(spec.output.results).read().to_pylist()
+    assert [r["step"] for r in rows] == steps
+    for row in rows:
+        assert 0 <= row["pgd_adv_acc"] <= row["test_clean_acc"] <= 1
+        assert set(k for k in row if k.startswith("ood_acc/")) == {"ood_acc/contrast", "ood_acc/gaussian_noise"}
+        assert row["run_id"] == spec.run_id and row["trainable_params"] < row["total_params"]
+    assert math.isnan(rows[0]["train_loss"]) and rows[-1]["train_loss"] > 0
+    assert rows[-1]["test_clean_acc"] > rows[0]["test_clean_acc"]  # it learns
+    assert rows[-1]["examples_seen"] == 60 * 16
+    paper = json.loads((tmp_path / "run.json").read_text())
+    assert [p["step"] for p in paper] == steps
+    assert set(paper[0]) == {"step", "epoch", "train_clean_acc", "test_clean_acc", "pgd_adv_acc", "test_ood_accuracy"}
+
+
+def test_same_spec_and_seed_give_same_numbers_and_other_seed_differs(tmp_path):
+    first = run_in_process(RunSpec.from_dict(tiny_run(tmp_path / "a", **{"training.steps": 20})), progress=False)
+    second = run_in_process(RunSpec.from_dict(tiny_run(tmp_path / "b", **{"training.steps": 20})), progress=False)
+    assert metrics(first.records) == metrics(second.records)
+    other = run_in_process(RunSpec.from_dict(tiny_run(tmp_path / "c", **{"training.steps": 20, "training.seed": 1})),
+                           progress=False)
+    assert metrics(other.records) != metrics(first.records)
+
+
+@pytest.mark.parametrize("strategy", ["full", "adapter"])
+def test_resume_from_checkpoint_gives_the_same_records(tmp_path, strategy):
+    data = tiny_run(tmp_path / "whole", **{"strategy.name": strategy, "training.augment": "crop_flip"})
+    whole = run_in_process(RunSpec.from_dict(data), progress=False).records
+
+    data = tiny_run(tmp_path / "cut", **{"strategy.name": strategy, "training.augment": "crop_flip"})
+    spec = RunSpec.from_dict(data)
+    checkpoints = tmp_path / "cut" / "ckpt" / spec.run_id
+    with pytest.raises(Interrupt):
+        train_loop(spec, StopAfter(2), checkpoint_dir=checkpoints)  # dies after the step-20 point
+    resumed = run_in_process(spec, progress=False)
+    assert resumed.resumed
+    assert metrics(resumed.records) == metrics(whole)
+    assert [r["step"] for r in ResultStore(spec.output.results).read().to_pylist()] == [0, 20, 40, 60]
+
+
+def test_resume_refuses_a_checkpoint_from_other_settings(tmp_path):
+    spec = RunSpec.from_dict(tiny_run(tmp_path, **{"training.steps": 20}))
+    run_in_process(spec, progress=False)
+    changed = RunSpec.from_dict(tiny_run(tmp_path, **{"training.steps": 20, "evaluation.pgd.steps": 4,
+                                                      "output.run_id": spec.run_id}))
+    with pytest.raises(SpecError, match="different settings in evaluation"):
+        run_in_process(changed, progress=False)
+    assert len(run_in_process(changed, progress=False, restart=True).records) == 2
+
+
+def test_diverging_loss_stops_the_run_and_keeps_its_records(tmp_path, monkeypatch):
+    spec = RunSpec.from_dict(tiny_run(tmp_path))
+    import rft_ray.trainer as trainer
+
+    real = trainer.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        if "reduction" in kwargs:  # PGD's loss, not a training step's
+            return loss
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == 30 else loss
+
+    monkeypatch.setattr(trainer.F, "cross_entropy", poisoned)
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 30"):
+        run_in_process(spec, progress=False)
+    assert [r.step for r in ResultStore(spec.output.results).read_run(spec.run_id)] == [0, 20]
+
+
+def test_records_round_trip_through_rows(tmp_path):
+    spec = RunSpec.from_dict(tiny_run(tmp_path, **{"training.steps": 20}))
+    records = run_in_process(spec, progress=False).records
+    again = [EvalRecord.from_row(r.to_row()) for r in records]
+    assert metrics(again) == metrics(records)
