@@ -1,0 +1,199 @@
+"""Figures (matplotlib, Agg canvas; pyplot and the global backend are never touched).
+
+Each function writes one PNG and returns its path. Strategies keep one colour in every figure
+(`strategy_color`). Step axes plot ``step + 1`` on a log scale so that step 0 shows (at x = 1).
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from analysis.frontier import frontier_outline, pareto_frontier
+from analysis.tables import group_points, order_strategies, pivot
+
+STRATEGY_COLORS: dict[str, str] = {
+    "full": "#1f77b4",       # blue
+    "linear": "#7f7f7f",     # grey
+    "bitfit": "#2ca02c",     # green
+    "lora": "#d62728",       # red
+    "ia3": "#9467bd",        # purple
+    "adapter": "#ff7f0e",    # orange
+    "compacter": "#8c564b",  # brown
+}
+_FALLBACK_COLORS = ("#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#ad494a", "#7b4173", "#3182bd")
+DPI = 110
+
+
+def strategy_color(name: str) -> str:
+    """Fixed colour per strategy; unknown names get a colour derived from the name (stable across runs)."""
+    return STRATEGY_COLORS.get(name) or _FALLBACK_COLORS[zlib.crc32(name.encode()) % len(_FALLBACK_COLORS)]
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_path: str | Path) -> str:
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=DPI, bbox_inches="tight")
+    return str(out)
+
+
+def _best_final_run(run_ids: np.ndarray, steps: np.ndarray, acc: np.ndarray, rob: np.ndarray) -> str:
+    """The run with the best final clean accuracy (ties: final robustness, then smaller id), as in RQ1."""
+    finals = []
+    for run in sorted(set(run_ids)):
+        m = run_ids == run
+        last = int(np.argmax(steps[m]))
+        finals.append((-acc[m][last], -rob[m][last], run))
+    return sorted(finals)[0][2]
+
+
+def plot_curves(
+    table: pa.Table, dataset: str, out_path: str | Path, *, selected_runs: dict[str, str] | None = None
+) -> str:
+    """Clean and PGD accuracy against step + 1 (log axis) for every strategy on one dataset.
+
+    Per strategy the selected run (default: the best final clean accuracy, as in RQ1) is drawn solid
+    with its robustness peak marked; the other runs of the strategy are drawn faint."""
+    groups = {s: g for (s, d), g in group_points(table).items() if d == dataset}
+    if not groups:
+        raise ValueError(f"no points for dataset {dataset!r}")
+    fig = _new_figure(11.0, 4.2)
+    ax_acc, ax_rob = fig.subplots(1, 2, sharex=True)
+    max_step = 0
+    for strategy in order_strategies(groups):
+        g = groups[strategy]
+        color = strategy_color(strategy)
+        chosen = (selected_runs or {}).get(strategy) or _best_final_run(g["run_id"], g["step"], g["acc"], g["rob"])
+        for run in sorted(set(g["run_id"])):
+            m = g["run_id"] == run
+            x = g["step"][m] + 1
+            max_step = max(max_step, int(x.max()))
+            main = run == chosen
+            style = dict(color=color, lw=1.8 if main else 0.8, alpha=1.0 if main else 0.3,
+                         label=strategy if main else None, zorder=3 if main else 2)
+            ax_acc.plot(x, g["acc"][m], marker="o" if main else None, ms=3, **style)
+            ax_rob.plot(x, g["rob"][m], marker="o" if main else None, ms=3, **style)
+            if main:
+                peak = int(np.argmax(g["rob"][m]))
+                ax_rob.plot(x[peak], g["rob"][m][peak], marker="*", ms=13, color=color, mec="black", mew=0.6, zorder=4)
+    for ax, title, ylabel in ((ax_acc, "clean accuracy", "test_clean_acc"), (ax_rob, "PGD robustness", "pgd_adv_acc")):
+        ax.set_xscale("log")
+        ax.set_xlim(0.9, max(max_step, 2) * 1.3)
+        ax.set_xlabel("step + 1 (log scale; step 0 at x = 1)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{dataset}: {title}")
+        ax.grid(True, which="major", alpha=0.3)
+    ax_rob.plot([], [], ls="none", marker="*", ms=11, color="white", mec="black", label="robustness peak")
+    handles, labels = ax_rob.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="strategy")
+    fig.suptitle(f"Accuracy and robustness during fine-tuning: {dataset}\n"
+                 "(solid: run with best final clean accuracy per strategy; faint: other runs)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def plot_frontiers(
+    table: pa.Table,
+    dataset: str,
+    out_path: str | Path,
+    *,
+    kind: str = "hypervolume",
+    step_budget: int | None = None,
+    auc_rows: Sequence[dict[str, Any]] | None = None,
+) -> str:
+    """Pareto frontiers of all strategies on one dataset: raw points faint, frontier outline bold.
+
+    The outline is the region whose area is the AUC (staircase for hypervolume, straight segments for
+    trapezoid). With per-trial `auc_rows` (their `best_run_id` set), the best run's frontier is drawn."""
+    groups = {s: g for (s, d), g in group_points(table, step_budget).items() if d == dataset}
+    if not groups:
+        raise ValueError(f"no points for dataset {dataset!r}")
+    rows = {r["strategy"]: r for r in (auc_rows or []) if r["dataset"] == dataset}
+    fig = _new_figure(7.8, 5.6)
+    ax = fig.subplots()
+    max_acc = max_rob = 0.0
+    for strategy in order_strategies(groups):
+        g = groups[strategy]
+        color = strategy_color(strategy)
+        if len(g["acc"]) == 0:
+            continue
+        ax.scatter(g["acc"], g["rob"], s=14, color=color, alpha=0.35, linewidths=0, zorder=2)
+        best_run = rows.get(strategy, {}).get("best_run_id")
+        m = g["run_id"] == best_run if best_run else np.ones(len(g["acc"]), dtype=bool)
+        front = pareto_frontier(np.column_stack([g["acc"][m], g["rob"][m]]))
+        outline = frontier_outline(front, kind)
+        label = strategy
+        if strategy in rows:
+            label += f" (AUC {rows[strategy]['auc']:.3f})"
+        ax.plot(outline[:, 0], outline[:, 1], color=color, lw=1.8, label=label, zorder=3)
+        ax.scatter(front[:, 0], front[:, 1], s=22, color=color, edgecolors="black", linewidths=0.4, zorder=4)
+        max_acc, max_rob = max(max_acc, g["acc"].max()), max(max_rob, g["rob"].max())
+    ax.set_xlim(0, min(1.0, max_acc + 0.05) if max_acc > 0 else 1.0)
+    ax.set_ylim(0, min(1.0, max_rob + 0.05) if max_rob > 0 else 1.0)
+    ax.set_xlabel("accuracy (test_clean_acc)")
+    ax.set_ylabel("robustness (pgd_adv_acc)")
+    pooled = "best run per strategy" if any(r.get("best_run_id") for r in rows.values()) else "all runs and steps pooled"
+    budget = f", steps <= {step_budget}" if step_budget is not None else ""
+    ax.set_title(f"Pareto frontiers on {dataset}\n({kind} AUC; {pooled}{budget}; faint dots: all points)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, title="strategy")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def plot_auc_heatmap(auc_rows: Sequence[dict[str, Any]], out_path: str | Path, *, kind: str = "hypervolume") -> str:
+    """Strategies x datasets heat map of AUC, each cell annotated with AUC and % above the dataset mean;
+    the best strategy per dataset is outlined and bold."""
+    if not auc_rows:
+        raise ValueError("no AUC rows to plot")
+    strategies, datasets, auc = pivot(list(auc_rows), "auc")
+    _, _, pct = pivot(list(auc_rows), "pct_above_average")
+    _, _, best = pivot([{**r, "is_best": float(r["is_best"])} for r in auc_rows], "is_best")
+    fig = _new_figure(max(4.5, 1.7 * len(datasets) + 2.8), max(3.0, 0.55 * len(strategies) + 1.6))
+    ax = fig.subplots()
+    finite = auc[np.isfinite(auc)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if vmax - vmin < 1e-9:
+        vmin, vmax = vmin - 0.01, vmax + 0.01
+    image = ax.imshow(np.ma.masked_invalid(auc), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    cmap = image.get_cmap()
+    for i in range(len(strategies)):
+        for j in range(len(datasets)):
+            if not np.isfinite(auc[i, j]):
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=9, color="grey")
+                continue
+            r, g, b, _ = cmap((auc[i, j] - vmin) / (vmax - vmin))
+            color = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+            text = f"{auc[i, j]:.3f}"
+            if np.isfinite(pct[i, j]):
+                text += f"\n({pct[i, j]:+.1f}%)"
+            is_best = best[i, j] == 1.0
+            ax.text(j, i, text, ha="center", va="center", fontsize=9, color=color,
+                    fontweight="bold" if is_best else "normal")
+            if is_best:
+                ax.add_patch(_Rect((j - 0.47, i - 0.47), 0.94, 0.94, fill=False, edgecolor="red", lw=2.0))
+    ax.set_xticks(range(len(datasets)), labels=datasets, rotation=20 if len(datasets) > 3 else 0, ha="right" if len(datasets) > 3 else "center")
+    ax.set_yticks(range(len(strategies)), labels=strategies)
+    ax.set_xlabel("dataset")
+    ax.set_ylabel("strategy")
+    ax.set_title(f"{kind} AUC per strategy and dataset\n(% vs dataset mean; best outlined in red)", fontsize=10)
+    fig.colorbar(image, ax=ax, label=f"{kind} AUC", fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def _Rect(*args, **kwargs):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle(*args, **kwargs)
