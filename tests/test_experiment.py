@@ -1,0 +1,177 @@
+"""The experiment (sweep) spec: validation with dotted paths, groups, and the specs shipped in experiments/."""
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+
+from rft_ray.experiment import ExperimentSpec, load_experiment, parse_sets, startup_trials
+from rft_ray.spec import RunSpec, SpecError
+from rft_ray.trial import objective_value, relabel, trial_metrics, trial_run_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {
+    "model": {"name": "rft_vit_cifar_patch8_32", "source": "random", "image_size": 16},
+    "dataset": {"name": "digits"},
+    "training": {"steps": 40, "batch_size": 16},
+    "evaluation": {"schedule": [{"until": None, "every": 20}], "train_examples": 20, "test_examples": 20},
+}
+
+
+def spec(**top):
+    data = {"name": "t", "base": BASE, "strategies": ["lora", "bitfit"]}
+    data.update(top)
+    return ExperimentSpec.from_dict(data)
+
+
+def error_of(data) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        ExperimentSpec.from_dict(data)
+    return info.value
+
+
+def test_defaults_and_groups(tmp_path):
+    e = spec(storage={"path": str(tmp_path / "sweep")})
+    assert [g.name for g in e.groups] == ["lora-digits", "bitfit-digits"]
+    assert e.search.mode == "optuna" and e.search.num_samples == 8 and e.search.sampler_name() == "tpe"
+    assert e.storage_root == str(tmp_path / "sweep") and e.store_root.endswith("/sweep/store")
+    assert e.tracking_uri() == f"sqlite:///{tmp_path / 'sweep' / 'mlflow.db'}"
+    assert e.groups[0].run["strategy"] == {"name": "lora", "options": {}}
+
+
+@pytest.mark.parametrize("data, path, words", [
+    ({"strategies": ["lora", "lora"]}, "strategies", "twice"),
+    ({"strategies": [{"name": "lora", "options": {"rank": 4}}]}, "strategies[0].options.rank", "unknown key"),
+    ({"strategies": ["lorra"]}, "strategies[0].name", "lora"),
+    ({"search": {"objectives": [{"metric": "accuracy"}]}}, "search.objectives[0].metric", "must be one of"),
+    ({"search": {"objectives": [{"metric": "test_clean_acc", "mode": "up"}]}}, "search.objectives[0].mode", "max"),
+    ({"search": {"space": {"lr": {"low": 0, "high": 1e-3}}}}, "search.space.lr.low", "positive"),
+    ({"search": {"space": {"lr": {"low": 1e-2, "high": 1e-3}}}}, "search.space.lr.high", "above low"),
+    ({"search": {"mode": "grid"}}, "search.grid", "required"),
+    ({"search": {"mode": "grid", "grid": {"lr": [1e-3], "weight_decay": [0.0]}, "num_samples": 3}},
+     "search.num_samples", "exactly once"),
+    ({"search": {"num_samples": 1, "points_to_evaluate": [{"lr": 1e-3}, {"lr": 1e-4}]}},
+     "search.points_to_evaluate", "budget"),
+    ({"search": {"points_to_evaluate": [{"lr": 1.0}]}}, "search.points_to_evaluate[0].lr", "outside"),
+    ({"search": {"asha": {"enabled": True}}, "base": {**BASE, "training": {"epochs": 1}}}, "search.asha.max_t",
+     "step budget"),
+    ({"search": {"samples": 3}}, "search.samples", "num_samples"),
+    ({"base": {**BASE, "output": {"results": "x"}}}, "base.output", "storage.path"),
+    ({"base": {**BASE, "training": {"steps": -1}}}, "base.training.steps", "must be in"),
+    ({"datasets": [{"name": "digits", "options": {"nope": 1}}]}, "datasets[0].options.nope", "unknown key"),
+    ({"resources": {"gpus_per_trial": "many"}}, "resources.gpus_per_trial", "auto"),
+    ({"name": "a b"}, "name", "letters"),
+])
+def test_errors_name_the_field(data, path, words):
+    full = {"name": "t", "base": BASE, "strategies": ["lora"]}
+    full.update(data)
+    err = error_of(full)
+    assert err.field_path == path, str(err)
+    assert words in str(err)
+
+
+def test_lr_in_base_warns_that_the_search_sets_it():
+    with pytest.warns(UserWarning, match="base.training.lr is ignored"):
+        spec(base={**BASE, "training": {"steps": 40, "lr": 0.1}})
+
+
+def test_strategy_entries_override_the_search():
+    e = spec(strategies=["lora", {"name": "full", "space": {"lr": {"low": 1e-6, "high": 1e-4}},
+                                  "points_to_evaluate": [{"lr": 1e-5, "weight_decay": 0.01}]}],
+             search={"points_to_evaluate": [{"lr": 1e-3, "weight_decay": 0.01}], "num_samples": 2})
+    lora, full = e.groups
+    assert lora.space.lr.high == 1e-2 and lora.points_to_evaluate[0].lr == 1e-3
+    assert full.space.lr.high == 1e-4 and full.points_to_evaluate[0].lr == 1e-5
+
+
+def test_duplicate_dataset_names_get_domain_labels():
+    e = spec(strategies=["lora"], datasets=[
+        {"name": "domainnet", "root": "/data/dn", "options": {"domain": "clipart"}},
+        {"name": "domainnet", "root": "/data/dn", "options": {"domain": "sketch"}}])
+    assert [g.name for g in e.groups] == ["lora-domainnet-clipart", "lora-domainnet-sketch"]
+    assert e.groups[1].run["dataset"]["options"]["domain"] == "sketch"
+
+
+def test_multi_objective_defaults_to_gp_and_keys():
+    e = spec(search={"objectives": [{"metric": "test_clean_acc"}, {"metric": "pgd_adv_acc", "reduce": "best"},
+                                    {"metric": "pareto_auc"}], "num_samples": 12})
+    assert e.search.multi_objective and e.search.sampler_name() == "gp"
+    assert [o.key for o in e.search.objectives] == ["test_clean_acc", "best/pgd_adv_acc", "pareto_auc"]
+    assert startup_trials(e.search) == 4
+
+
+def test_asha_max_t_defaults_to_steps_and_fingerprint_ignores_resources():
+    a = spec(search={"asha": {"enabled": True, "grace_period": 10}})
+    assert a.search.asha.max_t == 40
+    b = spec(search={"asha": {"enabled": True, "grace_period": 10}}, resources={"cpus_per_trial": 2})
+    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() != spec().fingerprint()
+
+
+def test_set_overrides_and_yaml_values():
+    assert parse_sets(["search.num_samples=4", "base.evaluation.pgd.eps=2/255"]) == {
+        "search.num_samples": 4, "base.evaluation.pgd.eps": "2/255"}
+    with pytest.raises(SpecError):
+        parse_sets(["nonsense"])
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "domainnet_ood.yaml"])
+def test_shipped_experiment_specs_validate(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        e = load_experiment(ROOT / "experiments" / name)
+    assert len(e.strategies) == 7
+    assert {s.name for s in e.strategies} == {"full", "linear", "bitfit", "lora", "ia3", "adapter", "compacter"}
+    for group in e.groups:
+        RunSpec.from_dict(group.run)
+
+
+def test_paper_and_domainnet_shapes():
+    paper = load_experiment(ROOT / "experiments" / "paper.yaml")
+    assert sorted({g.dataset for g in paper.groups}) == ["caltech256", "cifar10", "cifar100", "cub200", "stanford_dogs"]
+    assert paper.search.mode == "grid" and paper.resources.gpus_per_trial == 1
+    assert paper.base["model"]["name"] == "vit_base_patch16_224.augreg_in21k"
+    ood = load_experiment(ROOT / "experiments" / "domainnet_ood.yaml")
+    domains = sorted({g.run["dataset"]["options"]["domain"] for g in ood.groups})
+    assert domains == ["clipart", "infograph", "painting", "quickdraw", "real", "sketch"]
+    assert len(ood.groups) == 7 * 6
+
+
+# -- the trial's pure pieces ------------------------------------------------------------------------
+
+
+def _records(tmp_path):
+    from rft_ray.records import EvalRecord
+
+    common = dict(run_id="r", strategy="lora", dataset="digits", model="m", lr=1e-3, weight_decay=0.0, seed=0,
+                  total_steps=40, epoch=0.0, examples_seen=0, pgd_eps=0.01, test_ood_accuracy=0.5,
+                  trainable_params=10, total_params=100, wall_seconds=1.0, eval_seconds=0.1, train_clean_acc=0.5)
+    points = [(0, float("nan"), 0.2, 0.15), (20, 1.0, 0.8, 0.3), (40, 0.5, 0.7, 0.4)]
+    return [EvalRecord(step=s, train_loss=loss, test_clean_acc=acc, pgd_adv_acc=pgd, ood_acc={"contrast": acc / 2},
+                       **common) for s, loss, acc, pgd in points]
+
+
+def test_objectives_from_records(tmp_path):
+    records = _records(tmp_path)
+    assert objective_value(records, {"metric": "test_clean_acc", "reduce": "final"}) == 0.7
+    assert objective_value(records, {"metric": "test_clean_acc", "reduce": "best", "mode": "max"}) == 0.8
+    assert objective_value(records, {"metric": "train_loss", "reduce": "best", "mode": "min"}) == 0.5
+    assert objective_value(records, {"metric": "ood_acc/contrast"}) == 0.35
+    # Staircase under the frontier {(0.7, 0.4), (0.8, 0.3)}: 0.7 * 0.4 + 0.1 * 0.3.
+    assert math.isclose(objective_value(records, {"metric": "pareto_auc"}), 0.31)
+    with pytest.raises(ValueError, match="OOD domains: contrast"):
+        objective_value(records, {"metric": "ood_acc/fog"})
+    metrics = trial_metrics(records, [{"metric": "pgd_adv_acc", "reduce": "best", "mode": "max"}])
+    assert metrics["step"] == 40 and metrics["total_steps"] == 40 and metrics["best/pgd_adv_acc"] == 0.4
+    assert metrics["ood_acc/contrast"] == 0.35 and metrics["trainable_params"] == 10
+    assert [r.dataset for r in relabel(records, "digits-x")] == ["digits-x"] * 3
+    assert relabel(records, "digits") is records
+
+
+def test_trial_run_spec_sets_lr_wd_and_run_id(tmp_path):
+    e = spec(storage={"path": str(tmp_path)})
+    config = {"run": {**e.groups[0].run, "output": {"results": str(tmp_path / "store")}}, "lr": 3e-3,
+              "weight_decay": 0.02}
+    run = trial_run_spec(config, "lora-digits-abc")
+    assert (run.training.lr, run.training.weight_decay, run.run_id) == (3e-3, 0.02, "lora-digits-abc")
+    assert run.output.results == str(tmp_path / "store") and run.strategy.name == "lora"
