@@ -269,7 +269,7 @@ def train_loop(spec: RunSpec, observer: RunObserver, checkpoint_dir: Path | None
             bar.set_postfix(acc=f"{records[-1].test_clean_acc:.3f}", pgd=f"{records[-1].pgd_adv_acc:.3f}")
 
     bar = _progress(progress, run.total_steps, step, spec.run_id)
-    if step == 0:
+    if state is None:  # a fresh run measures step 0; a resumed one already has it among its records
         evaluation_point(float("nan"))
     model.train()
     loss_sum, loss_count = 0.0, 0

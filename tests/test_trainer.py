@@ -65,8 +65,8 @@ def test_same_spec_and_seed_give_same_numbers_and_other_seed_differs(tmp_path):
     assert metrics(other.records) != metrics(first.records)
 
 
-@pytest.mark.parametrize("strategy", ["full", "adapter"])
-def test_resume_from_checkpoint_gives_the_same_records(tmp_path, strategy):
+@pytest.mark.parametrize("strategy, points_before_kill", [("full", 2), ("adapter", 2), ("lora", 1)])
+def test_resume_from_checkpoint_gives_the_same_records(tmp_path, strategy, points_before_kill):
     data = tiny_run(tmp_path / "whole", **{"strategy.name": strategy, "training.augment": "crop_flip"})
     whole = run_in_process(RunSpec.from_dict(data), progress=False).records
 
@@ -74,7 +74,7 @@ def test_resume_from_checkpoint_gives_the_same_records(tmp_path, strategy):
     spec = RunSpec.from_dict(data)
     checkpoints = tmp_path / "cut" / "ckpt" / spec.run_id
     with pytest.raises(Interrupt):
-        train_loop(spec, StopAfter(2), checkpoint_dir=checkpoints)  # dies after the step-20 point
+        train_loop(spec, StopAfter(points_before_kill), checkpoint_dir=checkpoints)  # dies after step 0 or 20
     resumed = run_in_process(spec, progress=False)
     assert resumed.resumed
     assert metrics(resumed.records) == metrics(whole)
