@@ -171,7 +171,7 @@ class Run:
         device = resolve_device(spec.training.device)
         dtype = autocast_dtype(spec.training.precision, device)
         seed_everything(spec.training.seed)
-        bundle = create_bundle(spec.dataset, resolve_image_size(spec))
+        bundle = create_bundle(spec.dataset, resolve_image_size(spec), cache=True)  # decoded once per node
         model = create_classifier(spec.model, bundle.num_classes, seed=spec.training.seed)
         create_strategy(spec.strategy.name, spec.strategy.options).apply(model)
         model.to(device)

@@ -34,11 +34,29 @@ __all__ = [
 ]
 
 
-def create_bundle(spec: DatasetSpec, image_size: int) -> DataBundle:
+def create_bundle(spec: DatasetSpec, image_size: int, cache: bool = False) -> DataBundle:
+    """The dataset's splits at `image_size`, decoded lazily. With `cache` (what training runs use; off when
+    RFT_DATA_CACHE=off) the splits are decoded once per node and memory-mapped by every later trial."""
+    from rft_ray.datasets import cache as data_cache
+
     entry = dataset_entry(spec.name)
     options = dataset_config(spec.name, spec.options)
     # Fail on a bad corruption name before reading any data.
     corruptions = {name: create_corruption(name, spec.severity) for name in spec.corruptions}
+    if not cache or not data_cache.enabled():
+        train, val, test, natural_ood, class_names = _splits(spec, entry, options, image_size)
+    else:
+        train, val, test, natural_ood, class_names = data_cache.cached_splits(
+            spec, image_size, lambda: _splits(spec, entry, options, image_size))
+    if entry.natural_ood:
+        ood = dict(natural_ood)
+    else:
+        ood = {name: TransformedImageSet(test, fn) for name, fn in corruptions.items()}
+    return DataBundle(train=train, val=val, test=test, ood=ood, class_names=list(class_names), image_size=image_size)
+
+
+def _splits(spec: DatasetSpec, entry, options, image_size: int):
+    """(train, val, test, natural OOD domains, class names): the loader's output, split and checked."""
     train, test, natural_ood, class_names = entry.loader(spec, options, image_size)
     if test is None:
         fraction = getattr(options, "test_fraction", 0.2)
@@ -49,14 +67,10 @@ def create_bundle(spec: DatasetSpec, image_size: int) -> DataBundle:
         train = seeded_subset(train, spec.train_limit, spec.split_seed, "train_limit")
     keep, held = stratified_split(train.labels, spec.val_fraction, spec.split_seed, "val")
     train, val = train.subset(keep), train.subset(held)
-    if entry.natural_ood:
-        ood = dict(natural_ood)
-    else:
-        ood = {name: TransformedImageSet(test, fn) for name, fn in corruptions.items()}
     if len(train) == 0 or len(test) == 0:
         raise DataError(f"dataset {spec.name!r} has {len(train)} training and {len(test)} test images after "
                         "splitting; both must be non-empty")
-    return DataBundle(train=train, val=val, test=test, ood=ood, class_names=list(class_names), image_size=image_size)
+    return train, val, test, (dict(natural_ood) if entry.natural_ood else {}), class_names
 
 
 def _check_classes(name: str, split: str, images: ImageSet, class_names: list[str]) -> None:
