@@ -107,6 +107,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from rft_ray.estimate import run_estimate
+    from rft_ray.experiment import parse_sets
+
+    flags = {"train_s_per_image": args.train_s_per_image, "eval_s_per_image": args.eval_s_per_image,
+             "pgd_s_per_iteration_image": args.pgd_s_per_iteration_image, "trial_overhead_s": args.trial_overhead_s,
+             "tflops": args.tflops}
+    print(run_estimate(args.spec, parse_sets(args.set), args.costs, flags, args.clean_acc, args.robust_acc,
+                       args.recalibrate, args.json, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    return 0
+
+
 def cmd_analyze(argv: list[str]) -> int:
     from analysis.report import main as analyze_main
 
@@ -163,6 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="results/demo")
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(handler=cmd_demo)
+
+    est = sub.add_parser("estimate", help="trials, steps, evaluation points and accelerator-hours of a spec",
+                         description=(
+        "Count what a run spec or an experiment spec does (trials, training steps, evaluation points, PGD passes) "
+        "and estimate accelerator-hours with full PGD and with our early-exit PGD. Per-image costs: flags, else the "
+        "spec's `costs:` section or --costs FILE (seconds per image, or `tflops` of a target accelerator), else a "
+        "short calibration run on this machine (remembered in the rft-ray cache)."))
+    est.add_argument("spec", help="experiment spec (e.g. experiments/paper.yaml) or run spec YAML")
+    est.add_argument("--set", action="append", metavar="KEY=VALUE", help="any spec field, e.g. search.num_samples=4")
+    est.add_argument("--costs", help="YAML file with a costs section (train_s_per_image, eval_s_per_image, "
+                     "pgd_s_per_iteration_image, trial_overhead_s, tflops, device, strategies)")
+    est.add_argument("--train-s-per-image", type=float, help="seconds per training image (forward, backward, update)")
+    est.add_argument("--eval-s-per-image", type=float, help="seconds per clean evaluation image (forward)")
+    est.add_argument("--pgd-s-per-iteration-image", type=float, help="seconds per PGD iteration per image")
+    est.add_argument("--trial-overhead-s", type=float, help="fixed seconds per trial (Ray start-up; default 27 for "
+                     "sweeps, 0 for run specs)")
+    est.add_argument("--tflops", type=float, help="sustained TFLOP/s of a target accelerator (costs from counted FLOPs)")
+    est.add_argument("--clean-acc", type=float, default=0.9, help="assumed clean accuracy of attacked images (0.9)")
+    est.add_argument("--robust-acc", type=float, default=0.3, help="assumed robust accuracy (0.3) for early exit")
+    est.add_argument("--recalibrate", action="store_true", help="measure this machine again")
+    est.add_argument("--json", action="store_true")
+    est.set_defaults(handler=cmd_estimate)
 
     from rft_ray.sweep_cli import add_sweep_commands
 

@@ -234,6 +234,8 @@ class ExperimentSpec:
     tracking: TrackingSpec = _help("MLflow", factory=TrackingSpec)
     storage: StorageSpec = _help("where everything goes", factory=StorageSpec)
     failure: FailureSpec = _help("retries", factory=FailureSpec)
+    costs: dict[str, Any] | None = _help("per-image costs on a target accelerator, for `rft estimate` only (the "
+                                         "sweep ignores them)", None)
 
     def __post_init__(self):
         check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", self.name)), "name",

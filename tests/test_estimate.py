@@ -1,0 +1,174 @@
+"""`rft estimate`: the counting (trials, steps, evaluation points, PGD passes) and the hour arithmetic.
+
+Fast: every test gives its costs, so nothing is calibrated and no model is built.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rft_ray.estimate import (
+    count_run,
+    hours,
+    load_plan,
+    pgd_forwards_per_image,
+    pgd_passes_per_image,
+    plan_from_dict,
+    resolve_costs,
+)
+from rft_ray.schedule import EvalSchedule
+from rft_ray.spec import PGDSpec, RunSpec, SpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+GIVEN = {"train_s_per_image": 0.01, "eval_s_per_image": 0.002, "pgd_s_per_iteration_image": 0.005,
+         "trial_overhead_s": 30.0}
+
+
+def run_dict(**overrides):
+    from rft_ray.spec import apply_overrides
+
+    spec = {
+        "model": {"name": "rft_vit_cifar_patch8_32", "source": "random", "image_size": 16},
+        "dataset": {"name": "digits", "corruptions": ["contrast", "gaussian_noise"]},
+        "training": {"steps": 60, "batch_size": 16},
+        "evaluation": {"schedule": [{"until": None, "every": 20}], "train_examples": 40, "test_examples": 40,
+                       "ood_examples": 20, "pgd": {"steps": 3, "examples": 30}},
+    }
+    return apply_overrides(spec, overrides)
+
+
+def test_demo_counts():
+    plan = load_plan(ROOT / "experiments" / "demo.yaml")
+    assert plan.kind == "experiment" and len(plan.groups) == 7
+    assert plan.trials == 14  # 7 strategies x num_samples 2
+    for g in plan.groups:
+        assert g.steps == 250 and g.batch_size == 32
+        assert g.points == 6  # 0, 50, ..., 250
+        assert g.sizes.source == "data"  # scikit-learn's digits are always here
+        # train subset 200 + test subset 300 (of 450) + 4 corruption domains x 100
+        assert g.clean_images_per_point == 200 + 300 + 4 * 100
+        assert g.pgd_images_per_point == 200 and g.pgd_steps == 15 and g.pgd_radii == 1
+    assert plan.points == 14 * 6
+    assert plan.steps == 14 * 250
+
+
+def test_paper_counts_from_known_sizes():
+    plan = load_plan(ROOT / "experiments" / "paper.yaml")
+    assert plan.trials == 210 and len(plan.groups) == 35
+    assert plan.concurrency == 8
+    cifar = next(g for g in plan.groups if g.dataset == "cifar10" and g.strategy == "lora")
+    assert cifar.sizes.source == "known" and (cifar.sizes.train, cifar.sizes.test) == (50_000, 10_000)
+    assert cifar.trials == 6
+    assert cifar.steps == 20 * (50_000 // 128)  # epochs x full batches (drop_last)
+    expected_points = EvalSchedule.from_spec(RunSpec().evaluation).points(cifar.steps)
+    assert cifar.points == len(expected_points) == 15 + 3 + 1 + 1  # to 700 by 50, 1000-3000, 6000, final
+    assert cifar.clean_images_per_point == 1000 + 10_000 + 4 * 1000  # test_examples null: the whole test split
+    assert cifar.pgd_images_per_point == 1000
+    assert cifar.pgd_iteration_images_full == cifar.points * 1000 * 15
+    caltech = next(g for g in plan.groups if g.dataset == "caltech256")
+    assert caltech.sizes.test == round(0.2 * 29_780) and caltech.sizes.train == 29_780 - caltech.sizes.test
+    full = next(g for g in plan.groups if g.strategy == "full" and g.dataset == "cifar10")
+    assert full.trials == 6  # its own 3 x 2 grid
+
+
+def test_run_spec_counts(tmp_path):
+    plan = plan_from_dict(run_dict(), "tiny")
+    assert plan.kind == "run" and plan.trials == 1 and not plan.under_ray
+    g = plan.groups[0]
+    assert g.steps == 60 and g.points == 4  # 0, 20, 40, 60
+    assert g.clean_images_per_point == 40 + 40 + 2 * 20
+    assert g.pgd_images_per_point == 30 and g.train_images == 60 * 16
+
+
+def test_epochs_and_limits():
+    g = plan_from_dict(run_dict(**{"training.steps": None, "training.epochs": 2, "dataset.train_limit": 500,
+                                   "dataset.val_fraction": 0.0}), "x").groups[0]
+    assert g.sizes.train == 500 and g.steps == 2 * (500 // 16)
+
+
+def test_extra_eps_counts_a_pass_per_radius():
+    if "extra_eps" not in PGDSpec.__dataclass_fields__:
+        pytest.skip("evaluation.pgd.extra_eps is not in this version of the spec")
+    g = plan_from_dict(run_dict(**{"evaluation.pgd.extra_eps": ["2/255", "4/255"]}), "x").groups[0]
+    assert g.pgd_radii == 3
+    assert g.pgd_iteration_images_full == g.points * 30 * 3 * 3
+
+
+def test_early_exit_passes():
+    assert pgd_passes_per_image(15) == 15
+    assert pgd_forwards_per_image() == 1
+    # Nothing breaks (a = r = 1): every iteration on every image, plus the clean pass.
+    assert pgd_passes_per_image(15, 1.0, 1.0) == 15
+    assert pgd_forwards_per_image(1.0, 1.0) == 2
+    # Images wrong on the clean input are never attacked.
+    assert pgd_passes_per_image(10, 0.5, 0.5) == 5
+    # Survivors fall linearly from a to r: the iterations see a, ..., the mean is about (a + r) / 2.
+    assert pgd_passes_per_image(15, 0.9, 0.3) == pytest.approx(15 * 0.9 - 0.6 * 14 / 2)
+    with pytest.raises(ValueError):
+        pgd_passes_per_image(15, 0.3, 0.9)
+
+
+def test_hours_arithmetic():
+    plan = plan_from_dict(run_dict(), "tiny")
+    costs = resolve_costs(plan, dict(GIVEN), {})
+    g, c = plan.groups[0], costs[plan.groups[0].group]
+    assert c.trial_overhead_s == 30.0
+    full = hours(plan, costs)
+    assert full.training * 3600 == pytest.approx(60 * 16 * 0.01)
+    assert full.clean_eval * 3600 == pytest.approx(4 * 120 * 0.002)
+    assert full.pgd * 3600 == pytest.approx(4 * 30 * (3 * 0.005 + 0.002))
+    assert full.overhead * 3600 == pytest.approx(30.0)
+    ours = hours(plan, costs, 0.8, 0.2)
+    assert ours.pgd < full.pgd and ours.training == full.training
+    assert ours.pgd * 3600 == pytest.approx(4 * 30 * (pgd_passes_per_image(3, 0.8, 0.2) * 0.005 + 1.2 * 0.002))
+
+
+def test_flags_win_over_the_costs_section_and_strategies_over_the_top_level():
+    data = yaml.safe_load((ROOT / "experiments" / "demo.yaml").read_text())
+    data["costs"] = {**GIVEN, "strategies": {"linear": {"train_s_per_image": 0.001}}}
+    plan = plan_from_dict(data, "demo")
+    costs = resolve_costs(plan, plan.costs_section, {"eval_s_per_image": 0.004})
+    linear = next(g for g in plan.groups if g.strategy == "linear")
+    lora = next(g for g in plan.groups if g.strategy == "lora")
+    assert costs[linear.group].train_s_per_image == 0.001 and costs[lora.group].train_s_per_image == 0.01
+    assert costs[lora.group].eval_s_per_image == 0.004
+
+
+def test_experiment_spec_accepts_a_costs_section():
+    from rft_ray.experiment import ExperimentSpec
+
+    data = yaml.safe_load((ROOT / "experiments" / "demo.yaml").read_text())
+    data["costs"] = dict(GIVEN)
+    assert ExperimentSpec.from_dict(data).costs["train_s_per_image"] == 0.01
+
+
+def test_bad_costs_are_named():
+    plan = plan_from_dict(run_dict(), "tiny")
+    with pytest.raises(SpecError, match="costs: unknown field"):
+        resolve_costs(plan, {"train_s_per_img": 1}, {})
+    with pytest.raises(SpecError, match="costs.eval_s_per_image"):
+        resolve_costs(plan, {**GIVEN, "eval_s_per_image": "fast"}, {})
+
+
+def test_cli_json(tmp_path, capsys):
+    from rft_ray.cli import main
+
+    spec = tmp_path / "run.yaml"
+    spec.write_text(yaml.safe_dump(run_dict()))
+    assert main(["estimate", str(spec), "--json", "--train-s-per-image", "0.01", "--eval-s-per-image", "0.002",
+                 "--pgd-s-per-iteration-image", "0.005"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["trials"] == 1 and out["evaluation_points"] == 4 and out["training_steps"] == 60
+    assert out["hours_early_exit"]["total"] < out["hours_full_pgd"]["total"]
+
+
+def test_cli_text_for_the_paper(capsys):
+    from rft_ray.cli import main
+
+    assert main(["estimate", str(ROOT / "experiments" / "paper.yaml"), "--train-s-per-image", "0.003",
+                 "--eval-s-per-image", "0.001", "--pgd-s-per-iteration-image", "0.002"]) == 0
+    out = capsys.readouterr().out
+    assert "210 trial(s)" in out and "accelerator-hours" in out and "robust accuracy 0.30" in out
