@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.frontier import AUC_KINDS
+from rft_ray.records import PGD_PREFIX, eps_label, parse_eps_label
 from analysis.tables import (
     ANALYSIS_COLUMNS,
     POOLINGS,
@@ -78,37 +79,78 @@ def load_results(results: str | os.PathLike | pa.Table) -> pa.Table:
 
 
 def _eps_values(table: pa.Table) -> list[float]:
-    if "pgd_eps" not in table.column_names:
-        return []
-    return sorted({round(float(v), 9) for v in table.column("pgd_eps").to_pylist() if v is not None})
+    """Every PGD radius the table holds: its pgd_eps values and its pgd_adv_acc/<radius> columns."""
+    values = set()
+    if "pgd_eps" in table.column_names:
+        values |= {round(float(v), 9) for v in table.column("pgd_eps").to_pylist() if v is not None}
+    values |= {round(radius, 9) for radius in _extra_columns(table)}
+    return sorted(values)
+
+
+def _extra_columns(table: pa.Table) -> dict[float, str]:
+    """Radius -> column name of the robust accuracies measured at evaluation.pgd.extra_eps radii."""
+    out = {}
+    for name in table.column_names:
+        if name.startswith(PGD_PREFIX):
+            try:
+                out[parse_eps_label(name[len(PGD_PREFIX):])] = name
+            except ValueError:
+                continue
+    return out
 
 
 def _eps_label(value: float) -> str:
-    return f"{value * 255:g}/255"
+    return eps_label(value)
 
 
 def select_eps(table: pa.Table, eps: float | None) -> pa.Table:
-    """Rows measured at one PGD radius: robustness at different eps values is not one axis, never pooled."""
+    """Rows measured at one PGD radius: robustness at different eps values is not one axis, never pooled.
+
+    A radius found in a pgd_adv_acc/<radius> column (evaluation.pgd.extra_eps) becomes the table's
+    pgd_adv_acc for the rows that measured it; those rows' pgd_eps is set to that radius.
+    """
     values = _eps_values(table)
     if eps is None:
-        if len(values) > 1:
-            raise TableError(f"the results hold PGD accuracy at {len(values)} radii "
-                             f"({', '.join(_eps_label(v) for v in values)}); frontiers mix nothing measured at "
+        # Without --eps: the run specs' own radius (evaluation.pgd.eps); extra radii only on request.
+        primary = sorted({round(float(v), 9) for v in table.column("pgd_eps").to_pylist() if v is not None}) \
+            if "pgd_eps" in table.column_names else []
+        if len(primary) > 1:
+            raise TableError(f"the results hold PGD accuracy at {len(primary)} radii "
+                             f"({', '.join(_eps_label(v) for v in primary)}); frontiers mix nothing measured at "
                              "different eps: choose one with --eps (e.g. --eps 1/255)")
-        return table
+        return _without_extra_radii(table)
     keep = [v for v in values if math.isclose(v, eps, rel_tol=1e-6, abs_tol=1e-9)]
     if not keep:
         raise TableError(f"no results at PGD eps {_eps_label(eps)}; the results hold "
                          f"{', '.join(_eps_label(v) for v in values) or 'no pgd_eps column'}")
-    column = table.column("pgd_eps").to_numpy(zero_copy_only=False).astype(float)
-    mask = np.isclose(column, keep[0], rtol=1e-6, atol=1e-9)
-    return table.filter(pa.array(mask))
+    radius = keep[0]
+    n = table.num_rows
+    mask = np.zeros(n, dtype=bool)
+    robust = table.column("pgd_adv_acc").to_numpy(zero_copy_only=False).astype(float).copy()
+    if "pgd_eps" in table.column_names:
+        column = np.array([np.nan if v is None else v for v in table.column("pgd_eps").to_pylist()], dtype=float)
+        mask |= np.isclose(column, radius, rtol=1e-6, atol=1e-9)
+    for value, name in _extra_columns(table).items():
+        if math.isclose(value, radius, rel_tol=1e-6, abs_tol=1e-9):
+            extra = np.array([np.nan if v is None else v for v in table.column(name).to_pylist()], dtype=float)
+            measured = ~np.isnan(extra) & ~mask
+            robust[measured] = extra[measured]
+            mask |= measured
+    out = table.set_column(table.column_names.index("pgd_adv_acc"), "pgd_adv_acc", pa.array(robust))
+    if "pgd_eps" in out.column_names:
+        out = out.set_column(out.column_names.index("pgd_eps"), "pgd_eps", pa.array(np.full(n, radius)))
+    return _without_extra_radii(out.filter(pa.array(mask)))
+
+
+def _without_extra_radii(table: pa.Table) -> pa.Table:
+    """After selection: one radius, in pgd_adv_acc / pgd_eps alone."""
+    return table.drop_columns([name for name in table.column_names if name.startswith(PGD_PREFIX)])
 
 
 def parse_eps(text: str) -> float:
     """'2/255', '0.0078' -> a float in (0, 1]."""
     try:
-        value = (float(text.split("/")[0]) / float(text.split("/")[1])) if "/" in text else float(text)
+        value = parse_eps_label(text)
     except (ValueError, ZeroDivisionError):
         raise _UsageError(f"--eps takes a number or a fraction such as 2/255, got {text!r}") from None
     if not 0 < value <= 1:
@@ -217,7 +259,8 @@ def analyze(
     if provenance is not None and not isinstance(provenance, dict):
         raise ValueError(f"provenance must be a dict, got {type(provenance).__name__}")
 
-    raw = select_eps(load_results(results), eps)
+    loaded = load_results(results)
+    raw = select_eps(loaded, eps)
     table, cleaning = clean_table(raw, strict=strict, required=ANALYSIS_COLUMNS, warn=True)
 
     auc_rows = auc_table(table, kind=kind, pooling=pooling, step_budget=step_budget)
@@ -254,7 +297,8 @@ def analyze(
         "schema": SCHEMA,
         "results": str(results) if not isinstance(results, pa.Table) else "<table>",
         "conventions": {**_conventions(kind, pooling, step_budget, tol), "tolerance": tol,
-                        "pgd_eps": _eps_values(table)},
+                        "pgd_eps": _eps_values(table),
+                        "other_pgd_eps": [v for v in _eps_values(loaded) if v not in _eps_values(table)]},
         "provenance": dict(provenance or {}),
         "summary": {
             "n_runs": len(set(table.column("run_id").to_pylist())),
@@ -309,7 +353,9 @@ def _report_blocks(data: dict[str, Any]) -> list[tuple]:
     b.append(("h2", "Conventions"))
     b.append(("list", [
         "Robustness: PGD accuracy at eps " + (", ".join(_eps_label(v) for v in conv["pgd_eps"]) or "unknown")
-        + " (one radius per analysis; results at other radii are analysed separately with --eps).",
+        + " (one radius per analysis; results at other radii are analysed separately with --eps"
+        + (": this store also holds " + ", ".join(_eps_label(v) for v in conv["other_pgd_eps"])
+           if conv.get("other_pgd_eps") else "") + ").",
         f"AUC kind: {conv['auc_definition']}.",
         f"Pooling: {conv['pooling_definition']}.",
         f"Step budget: {conv['step_budget_definition']}.",

@@ -280,7 +280,7 @@ class ExperimentSpec:
         for section, path in entries:
             if not isinstance(section, dict):
                 raise SpecError(f"must be a dataset section (a mapping), got {section!r}", path)
-            labels.append(str(section.get("name", "digits")))
+            labels.append(str(section.get("label") or section.get("name", "digits")))
         if len(set(labels)) < len(labels):  # e.g. one DomainNet entry per training domain
             refined = []
             for (section, _), label in zip(entries, labels):
@@ -295,8 +295,9 @@ class ExperimentSpec:
         groups = []
         for i, entry in enumerate(self.strategies):
             for label, section, path in self._dataset_entries():
+                # The group's label names the dataset in every record (e.g. domainnet-clipart per training domain).
                 run = apply_overrides(self.base, {"strategy": {"name": entry.name, "options": dict(entry.options)},
-                                                  "dataset": section})
+                                                  "dataset": {**section, "label": label}})
                 try:
                     RunSpec.from_dict(run)
                 except SpecError as err:

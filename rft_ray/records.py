@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 OOD_PREFIX = "ood_acc/"
+PGD_PREFIX = "pgd_adv_acc/"  # + radius label: robust accuracy at evaluation.pgd.extra_eps radii
 # Keys the paper's public code wrote per evaluation point; `rft run --json` keeps them so old scripts work.
 PAPER_JSON_KEYS = ("step", "epoch", "train_clean_acc", "test_clean_acc", "pgd_adv_acc", "test_ood_accuracy")
 
@@ -34,23 +35,27 @@ class EvalRecord:
     wall_seconds: float  # since the run (or its resumed part's original start) began
     eval_seconds: float  # spent on this evaluation point
     ood_acc: dict[str, float] = field(default_factory=dict)
+    pgd_extra: dict[str, float] = field(default_factory=dict)  # radius label (eps_label) -> robust accuracy
 
     def to_row(self) -> dict[str, Any]:
         """Flat columns: one `ood_acc/<domain>` column per OOD domain."""
-        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ood_acc"}
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _DICT_FIELDS}
         for domain, acc in sorted(self.ood_acc.items()):
             row[OOD_PREFIX + domain] = acc
+        for radius, acc in sorted(self.pgd_extra.items(), key=lambda item: parse_eps_label(item[0])):
+            row[PGD_PREFIX + radius] = acc
         return row
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "EvalRecord":
-        names = {f.name for f in fields(cls)} - {"ood_acc"}
-        ood = {
-            key[len(OOD_PREFIX):]: value
-            for key, value in row.items()
-            if key.startswith(OOD_PREFIX) and value is not None and not _is_nan(value)
-        }
-        return cls(**{name: row[name] for name in names}, ood_acc=ood)
+        names = {f.name for f in fields(cls)} - _DICT_FIELDS
+
+        def prefixed(prefix: str) -> dict[str, float]:
+            return {key[len(prefix):]: value for key, value in row.items()
+                    if key.startswith(prefix) and value is not None and not _is_nan(value)}
+
+        return cls(**{name: row[name] for name in names}, ood_acc=prefixed(OOD_PREFIX),
+                   pgd_extra=prefixed(PGD_PREFIX))
 
     def paper_json(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in PAPER_JSON_KEYS}
@@ -61,10 +66,27 @@ class EvalRecord:
                 "epoch", "examples_seen", "wall_seconds", "eval_seconds")
         out = {key: float(getattr(self, key)) for key in keys}
         out.update({OOD_PREFIX + domain: acc for domain, acc in self.ood_acc.items()})
+        out.update({PGD_PREFIX + radius: acc for radius, acc in self.pgd_extra.items()})
         return out
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_DICT_FIELDS = {"ood_acc", "pgd_extra"}
+
+
+def eps_label(radius: float) -> str:
+    """A PGD radius as people write it: 1/255 -> '1/255', 0.5/255 -> '0.5/255'."""
+    return f"{radius * 255:g}/255"
+
+
+def parse_eps_label(text: str) -> float:
+    """'2/255' or '0.0078' -> the radius as a float (ValueError when it is neither)."""
+    if "/" in text:
+        top, bottom = text.split("/", 1)
+        return float(top) / float(bottom)
+    return float(text)
 
 
 def _is_nan(value: Any) -> bool:

@@ -83,6 +83,8 @@ class StrategySpec:
 @dataclass
 class DatasetSpec:
     name: str = _help("dataset: digits, cifar10, cifar100, caltech256, cub200, stanford_dogs, domainnet, parquet", "digits")
+    label: str | None = _help("the dataset's name in results, run ids and reports (default: name); keeps one name "
+                              "for one task whichever loader reads it (e.g. cifar100 online, parquet offline)", None)
     root: str | None = _help("local folder holding the data (for parquet: the base of relative train/test paths)", None)
     download: bool = _help("let torchvision download cifar10/cifar100 into root when missing (needs a network)", False)
     val_fraction: float = _help("share of the training data held out, seeded, as the validation split", 0.1)
@@ -100,6 +102,13 @@ class DatasetSpec:
               f"must be a positive number of images, got {self.train_limit}")
         check(1 <= self.severity <= 5, "severity", f"must be 1 to 5, got {self.severity}")
         check(0 <= self.split_seed < 2**32, "split_seed", f"must be in [0, 2^32), got {self.split_seed}")
+        check(self.label is None or bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=-]{0,99}", self.label)), "label",
+              f"use 1-100 letters, digits, '_', '.', '=' or '-' (it names files), got {self.label!r}")
+
+    @property
+    def title(self) -> str:
+        """What results call this dataset: the label, else the loader's name."""
+        return self.label or self.name
 
 
 @dataclass
@@ -143,9 +152,18 @@ class PGDSpec:
     steps: int = _help("PGD iterations (the paper: 15)", 15)
     random_start: bool = _help("start from a uniform random point in the eps-ball", True)
     examples: int | None = _help("attack the first N images of the test evaluation subset (null: all of it)", None)
+    extra_eps: list[float] = _help(
+        "more L-inf radii attacked at every evaluation point, on the same images with the same steps and alpha "
+        "scaled alike (alpha * radius / eps); stored as pgd_adv_acc/<radius> columns (e.g. pgd_adv_acc/4/255)",
+        factory=list)
 
     def __post_init__(self):
         check(0 < self.eps <= 1, "eps", f"must be in (0, 1] (pixel units: 1/255 = {1/255:.5f}), got {self.eps}")
+        for i, radius in enumerate(self.extra_eps):
+            check(0 < radius <= 1, f"extra_eps[{i}]", f"must be in (0, 1] (pixel units), got {radius}")
+        radii = [round(r * 255, 6) for r in [self.eps, *self.extra_eps]]
+        check(len(set(radii)) == len(radii), "extra_eps",
+              f"radii must differ from eps and from each other, got eps {self.eps:g} and {self.extra_eps}")
         check(0 < self.alpha <= 1, "alpha", f"must be in (0, 1], got {self.alpha}")
         check(1 <= self.steps <= 10_000, "steps", f"must be 1 to 10000, got {self.steps}")
         check(self.examples is None or self.examples > 0, "examples", f"must be positive or null, got {self.examples}")
@@ -210,7 +228,7 @@ class RunSpec:
         if self.output.run_id:
             return self.output.run_id
         t = self.training
-        return f"{self.strategy.name}-{self.dataset.name}-lr{t.lr:g}-wd{t.weight_decay:g}-s{t.seed}"
+        return f"{self.strategy.name}-{self.dataset.title}-lr{t.lr:g}-wd{t.weight_decay:g}-s{t.seed}"
 
     @classmethod
     def from_dict(cls, data: Any) -> "RunSpec":

@@ -358,7 +358,6 @@ def param_space(experiment: ExperimentSpec, group: Group, resources: dict[str, A
         "lr": lr,
         "weight_decay": wd,
         "group": group.name,
-        "dataset_label": group.dataset,
         "run": json.dumps(run, sort_keys=True),  # one line in Tune's output; the worker parses it
         "objectives": [asdict(o) for o in search.objectives],
         "resources": {"cpus_per_trial": resources["cpus_per_trial"], "gpus_per_trial": resources["gpus_per_trial"]},
@@ -612,6 +611,45 @@ def _child_tags(group: Group) -> dict[str, str]:
             "seed": str((run.get("training") or {}).get("seed", 0))}
 
 
+def source_commit() -> str:
+    """The git commit of the rft_ray source that ran (with '+changes' when the checkout differs from it)."""
+    import subprocess
+
+    folder = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import version
+
+        return f"unknown (not a git checkout; rft-ray {version('rft-ray')})"
+    return commit + (" +changes" if dirty else "")
+
+
+def sweep_provenance(experiment: ExperimentSpec, spec_path: str | None, wall_seconds: float) -> dict[str, str]:
+    """What a report needs to be traced to its run: spec, seeds, code, time."""
+    training = experiment.base.get("training") or {}
+    return {"sweep": experiment.name, "spec": spec_path or "",
+            "spec as run": f"{experiment.local_dir() / 'experiment.json'} (fingerprint {experiment.fingerprint()})",
+            "search seed": str(experiment.search.seed), "training seed": str(training.get("seed", 0)),
+            "commit": source_commit(), "storage": experiment.storage_root,
+            "wall seconds": f"{wall_seconds:.0f}"}
+
+
+def extra_radii(experiment: ExperimentSpec) -> list[float]:
+    """The evaluation.pgd.extra_eps radii the sweep's runs measure."""
+    from rft_ray.spec import RunSpec
+
+    radii: list[float] = []
+    for group in experiment.groups:
+        for radius in RunSpec.from_dict(group.run).evaluation.pgd.extra_eps:
+            if not any(math.isclose(radius, r, rel_tol=1e-9) for r in radii):
+                radii.append(radius)
+    return radii
+
+
 def _child_params(group: Group) -> dict[str, Any]:
     options = (group.run.get("strategy") or {}).get("options") or {}
     from rft_ray.spec import to_plain
@@ -668,12 +706,19 @@ def _finish(experiment: ExperimentSpec, state: dict[str, Any], folder: SweepFold
         analysis_dir = str(local / "analysis")
         try:
             from analysis.report import analyze as run_analysis
+            from rft_ray.records import eps_label
 
-            report = run_analysis(experiment.store_root, analysis_dir, provenance={
-                "sweep": experiment.name, "spec": spec_path or "", "storage": experiment.storage_root,
-                "wall seconds": f"{time.time() - began:.0f}"})
+            provenance = sweep_provenance(experiment, spec_path, time.time() - began)
+            report = run_analysis(experiment.store_root, analysis_dir, provenance=provenance)
             files += list(report.files)
             print(f"analysis: {analysis_dir}/report.html", flush=True)
+            # One more report per extra PGD radius (evaluation.pgd.extra_eps): radii are never pooled.
+            for radius in extra_radii(experiment):
+                folder_name = "eps-" + eps_label(radius).replace("/", "_")
+                report = run_analysis(experiment.store_root, f"{analysis_dir}/{folder_name}", eps=radius,
+                                      provenance=provenance)
+                files += list(report.files)
+                print(f"analysis at eps {eps_label(radius)}: {analysis_dir}/{folder_name}/report.html", flush=True)
         except Exception as err:  # noqa: BLE001 - the sweep's results stand without the report
             print(f"rft sweep: warning: the analysis failed ({type(err).__name__}: {err}); run `rft analyze "
                   f"{experiment.store_root}` to retry", file=sys.stderr)

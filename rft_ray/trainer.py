@@ -22,7 +22,7 @@ from torch import nn
 from rft_ray.backbones import ImageClassifier, create_classifier
 from rft_ray.datasets import DataBundle, ImageSet, create_bundle
 from rft_ray.datasets.base import seeded_subset
-from rft_ray.records import EvalRecord
+from rft_ray.records import EvalRecord, eps_label
 from rft_ray.robustness import EvalSet, PGDConfig, accuracy, clean_correct, pgd_robust
 from rft_ray.schedule import EvalSchedule
 from rft_ray.spec import RunSpec, SpecError
@@ -113,6 +113,13 @@ def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.devi
         robust = pgd_robust(model, attacked.images, attacked.labels, pgd, e.batch_size, device,
                             seed=spec.dataset.split_seed)
         robust &= test_ok[: len(attacked)]  # the same clean verdict everywhere, whatever the precision
+        extra = {}
+        for radius in e.pgd.extra_eps:
+            scaled = PGDConfig(radius, e.pgd.alpha * radius / e.pgd.eps, e.pgd.steps, e.pgd.random_start)
+            phase(f"PGD-{e.pgd.steps} at eps {eps_label(radius)}")
+            survived = pgd_robust(model, attacked.images, attacked.labels, scaled, e.batch_size, device,
+                                  seed=spec.dataset.split_seed)
+            extra[eps_label(radius)] = accuracy(survived & test_ok[: len(attacked)])
         phase("OOD")
         ood_ok = {name: clean_correct(model, s.images, s.labels, e.batch_size, device, dtype)
                   for name, s in sets.ood.items()}
@@ -120,7 +127,8 @@ def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.devi
         model.train(was_training)
     pooled = torch.cat(list(ood_ok.values())) if ood_ok else torch.zeros(0, dtype=torch.bool)
     return dict(train_clean_acc=accuracy(train_ok), test_clean_acc=accuracy(test_ok), pgd_adv_acc=accuracy(robust),
-                test_ood_accuracy=accuracy(pooled), ood_acc={k: accuracy(v) for k, v in ood_ok.items()})
+                test_ood_accuracy=accuracy(pooled), ood_acc={k: accuracy(v) for k, v in ood_ok.items()},
+                pgd_extra=extra)
 
 
 class BatchOrder:
@@ -245,7 +253,7 @@ def train_loop(spec: RunSpec, observer: RunObserver, checkpoint_dir: Path | None
     def make_record(metrics: dict, loss: float, eval_seconds: float) -> EvalRecord:
         examples = step * run.order.batch_size
         return EvalRecord(
-            run_id=spec.run_id, strategy=spec.strategy.name, dataset=spec.dataset.name, model=spec.model.name,
+            run_id=spec.run_id, strategy=spec.strategy.name, dataset=spec.dataset.title, model=spec.model.name,
             lr=t.lr, weight_decay=t.weight_decay, seed=t.seed, step=step, total_steps=run.total_steps,
             epoch=examples / len(run.bundle.train), examples_seen=examples, train_loss=loss,
             pgd_eps=spec.evaluation.pgd.eps, trainable_params=run.params.trainable, total_params=run.params.total,

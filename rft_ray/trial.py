@@ -12,7 +12,6 @@ exactly the rows up to that point: no duplicated and no missing rows, whatever w
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -87,14 +86,6 @@ def trial_metrics(records: list[EvalRecord], objectives: list[dict[str, Any]]) -
     return out
 
 
-def relabel(records: list[EvalRecord], label: str | None) -> list[EvalRecord]:
-    """Name the dataset by the sweep's label (e.g. `domainnet-clipart`), so runs on different DomainNet
-    training domains stay apart in the store and the analysis."""
-    if not label or all(r.dataset == label for r in records):
-        return records
-    return [dataclasses.replace(r, dataset=label) for r in records]
-
-
 def maybe_inject_fault(run_id: str, step: int) -> None:
     folder = os.environ.get(FAULT_DIR_ENV)
     if not folder:
@@ -122,15 +113,13 @@ def maybe_inject_fault(run_id: str, step: int) -> None:
 class TrialObserver:
     """Store first, then `ray.train.report` with the checkpoint; at the resume call, the store only."""
 
-    def __init__(self, run_id: str, store, objectives: list[dict[str, Any]], label: str | None, rank: int,
-                 resuming: bool):
-        self.run_id, self.store, self.objectives, self.label, self.rank = run_id, store, objectives, label, rank
+    def __init__(self, run_id: str, store, objectives: list[dict[str, Any]], rank: int, resuming: bool):
+        self.run_id, self.store, self.objectives, self.rank = run_id, store, objectives, rank
         self.resume_call_pending = resuming
 
     def records_changed(self, records: list[EvalRecord], checkpoint_dir: Path | None) -> None:
         import ray.train
 
-        records = relabel(records, self.label)
         if self.store is not None:
             self.store.write_run(self.run_id, records)
         if self.resume_call_pending:
@@ -182,7 +171,7 @@ def train_worker(config: dict[str, Any]) -> None:
         restored = ray.train.get_checkpoint()
         if restored is not None:
             resume_from = Path(restored.to_directory(str(work / "restored")))
-        observer = TrialObserver(run_id, store, config["objectives"], config.get("dataset_label"), rank,
+        observer = TrialObserver(run_id, store, config["objectives"], rank,
                                  resuming=resume_from is not None)
         train_loop(spec, observer, checkpoint_dir=work / "checkpoint", resume_from=resume_from, progress=False)
     finally:

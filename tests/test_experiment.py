@@ -7,7 +7,7 @@ import pytest
 
 from rft_ray.experiment import ExperimentSpec, load_experiment, parse_sets, startup_trials
 from rft_ray.spec import RunSpec, SpecError
-from rft_ray.trial import objective_value, relabel, trial_metrics, trial_run_spec
+from rft_ray.trial import objective_value, trial_metrics, trial_run_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {
@@ -90,6 +90,17 @@ def test_duplicate_dataset_names_get_domain_labels():
         {"name": "domainnet", "root": "/data/dn", "options": {"domain": "sketch"}}])
     assert [g.name for g in e.groups] == ["lora-domainnet-clipart", "lora-domainnet-sketch"]
     assert e.groups[1].run["dataset"]["options"]["domain"] == "sketch"
+    # Each group's runs carry its label, so their records (and run ids) name the training domain.
+    assert [RunSpec.from_dict({**g.run, "strategy": {"name": "lora"}}).dataset.title for g in e.groups] == [
+        "domainnet-clipart", "domainnet-sketch"]
+
+
+def test_dataset_label_names_the_group_whichever_loader_reads_it():
+    e = spec(strategies=["lora"], datasets=[{"name": "parquet", "label": "cifar100-10cls",
+                                             "options": {"train": "all.parquet"}}])
+    assert [g.name for g in e.groups] == ["lora-cifar100-10cls"]
+    with pytest.raises(SpecError, match=r"datasets\[0\]\.label: use 1-100 letters"):
+        spec(strategies=["lora"], datasets=[{"name": "digits", "label": "../escape"}])
 
 
 def test_multi_objective_defaults_to_gp_and_keys():
@@ -115,7 +126,7 @@ def test_set_overrides_and_yaml_values():
         parse_sets(["nonsense"])
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "domainnet_ood.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "domainnet_ood.yaml", "cifar_transfer.yaml"])
 def test_shipped_experiment_specs_validate(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -164,8 +175,6 @@ def test_objectives_from_records(tmp_path):
     metrics = trial_metrics(records, [{"metric": "pgd_adv_acc", "reduce": "best", "mode": "max"}])
     assert metrics["step"] == 40 and metrics["total_steps"] == 40 and metrics["best/pgd_adv_acc"] == 0.4
     assert metrics["ood_acc/contrast"] == 0.35 and metrics["trainable_params"] == 10
-    assert [r.dataset for r in relabel(records, "digits-x")] == ["digits-x"] * 3
-    assert relabel(records, "digits") is records
 
 
 def test_trial_run_spec_sets_lr_wd_and_run_id(tmp_path):

@@ -116,3 +116,32 @@ def test_records_round_trip_through_rows(tmp_path):
     records = run_in_process(spec, progress=False).records
     again = [EvalRecord.from_row(r.to_row()) for r in records]
     assert metrics(again) == metrics(records)
+
+
+def test_extra_eps_measures_what_a_run_at_that_eps_measures(tmp_path):
+    """pgd_adv_acc/<radius> equals pgd_adv_acc of the same run made with that radius (alpha scaled alike)."""
+    from analysis.report import analyze
+
+    both = RunSpec.from_dict(tiny_run(tmp_path / "a", **{"evaluation.pgd.extra_eps": ["12/255"]}))
+    alone = RunSpec.from_dict(tiny_run(tmp_path / "b", **{"evaluation.pgd.eps": "12/255",
+                                                          "evaluation.pgd.alpha": "3/255"}))
+    with_extra = run_in_process(both, progress=False).records
+    single = run_in_process(alone, progress=False).records
+    assert [r.pgd_extra["12/255"] for r in with_extra] == [r.pgd_adv_acc for r in single]
+    assert any(r.pgd_extra["12/255"] < r.pgd_adv_acc for r in with_extra)  # a larger radius does break images
+    table = ResultStore(str(tmp_path / "a" / "store")).read()
+    assert "pgd_adv_acc/12/255" in table.column_names
+    # The analysis of the extra radius is the analysis of the run made at it; without --eps, the spec's own eps.
+    extra = analyze(tmp_path / "a" / "store", tmp_path / "out-a", figures=False, eps=12 / 255).data
+    made = analyze(tmp_path / "b" / "store", tmp_path / "out-b", figures=False).data
+    default = analyze(tmp_path / "a" / "store", tmp_path / "out-c", figures=False).data
+    assert extra["auc"] == made["auc"] and extra["conventions"]["pgd_eps"] == [round(12 / 255, 9)]
+    assert default["conventions"]["pgd_eps"] == [round(4 / 255, 9)]
+    assert default["conventions"]["other_pgd_eps"] == [round(12 / 255, 9)]
+
+
+def test_extra_eps_must_differ_from_eps(tmp_path):
+    with pytest.raises(SpecError, match=r"evaluation\.pgd\.extra_eps: radii must differ"):
+        RunSpec.from_dict(tiny_run(tmp_path, **{"evaluation.pgd.extra_eps": ["4/255"]}))
+    with pytest.raises(SpecError, match=r"evaluation\.pgd\.extra_eps\[0\]: must be in \(0, 1\]"):
+        RunSpec.from_dict(tiny_run(tmp_path, **{"evaluation.pgd.extra_eps": [-0.01]}))
