@@ -255,14 +255,67 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+# Limits on what a spec file may expand to: a spec is a few hundred values; an adversarial file (YAML aliases
+# nested to a "billion laughs", or lists nested thousands deep) must fail here, not hang a later deep copy.
+MAX_SPEC_VALUES = 100_000
+MAX_SPEC_DEPTH = 64
+
+
 def load_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file {str(path)!r} does not exist or is not a file")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(f"spec file {str(path)!r} is not UTF-8 text ({err})") from err
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpecError(f"spec file {str(path)!r} is not valid YAML: {err}") from err
+    except (ValueError, RecursionError, OverflowError) as err:  # e.g. a 5000-digit number, nesting too deep
+        raise SpecError(f"spec file {str(path)!r} cannot be read as a spec: {type(err).__name__}: {err}") from err
+    try:
+        return plain_data(data) if data is not None else {}
+    except SpecError as err:
+        raise SpecError(f"{err} (in {path})") from err
+
+
+def plain_data(data: Any) -> Any:
+    """YAML values as JSON-like plain data: dates become ISO strings; binary values, too many values (aliases
+    expanded) or too deep a nesting are errors naming where they are."""
+    import datetime
+
+    count = 0
+
+    def walk(value: Any, where: str, depth: int) -> Any:
+        nonlocal count
+        count += 1
+        if count > MAX_SPEC_VALUES:
+            raise SpecError(f"the spec holds more than {MAX_SPEC_VALUES} values (counting each use of a YAML alias); "
+                            "a spec is a few hundred")
+        if depth > MAX_SPEC_DEPTH:
+            raise SpecError(f"is nested more than {MAX_SPEC_DEPTH} levels deep", where)
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if isinstance(key, (datetime.date, datetime.datetime)):
+                    key = key.isoformat()
+                elif not isinstance(key, (str, int, float, bool)) and key is not None:
+                    raise SpecError(f"has a key of type {type(key).__name__}; keys must be names", where)
+                out[key] = walk(item, _join(where, str(key)), depth + 1)
+            return out
+        if isinstance(value, (list, tuple, set, frozenset)):
+            items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+            return [walk(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(items)]
+        if isinstance(value, (datetime.date, datetime.datetime)):
+            return value.isoformat()
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        raise SpecError(f"holds a {type(value).__name__} value; a spec holds numbers, strings, lists and mappings",
+                        where)
+
+    return walk(data, "", 0)
 
 
 def load_run_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunSpec:
@@ -279,7 +332,10 @@ def apply_overrides(data: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys (`training.lr`) on a plain spec dict; used by CLI flags and sweeps."""
     if not isinstance(data, dict):
         raise SpecError(f"a spec must be a mapping of sections, got {type(data).__name__}")
-    data = json.loads(json.dumps(data))  # deep copy of plain data
+    try:
+        data = json.loads(json.dumps(data))  # deep copy of plain data
+    except (TypeError, ValueError, RecursionError) as err:
+        raise SpecError(f"a spec must hold plain data (numbers, strings, lists, mappings): {err}") from err
     for dotted, value in overrides.items():
         node = data
         *parents, last = dotted.split(".")
@@ -354,6 +410,8 @@ def convert(tp: Any, value: Any, path: str) -> Any:
         raise SpecError(f"must be true or false, got {_describe(value)}", path)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if value.bit_length() > 256:  # far beyond every range; too long even to print in a message
+                raise SpecError(f"is out of range, got {_describe(value)}", path)
             return value
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             return int(value)
@@ -376,21 +434,26 @@ _FRACTION = re.compile(r"^\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*/\s*(\d+(?:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        match = _FRACTION.match(value)
-        if match and float(match.group(2)) != 0:
-            return float(match.group(1)) / float(match.group(2))
-        try:
+    try:
+        if isinstance(value, (int, float)):
+            return float(value)  # OverflowError for an int beyond float range: not a usable number
+        if isinstance(value, str):
+            match = _FRACTION.match(value)
+            if match and float(match.group(2)) != 0:
+                return float(match.group(1)) / float(match.group(2))
             return float(value)
-        except ValueError:
-            return None
+    except (ValueError, OverflowError, ZeroDivisionError):
+        return None
     return None
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of {int(value.bit_length() * 0.30103) + 1} digits (int)"
+    try:
+        text = repr(value)
+    except ValueError:  # e.g. a list holding an integer too long to print
+        text = f"<a {type(value).__name__} too large to show>"
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
