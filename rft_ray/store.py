@@ -27,6 +27,24 @@ class StoreError(ValueError):
     """A result store that cannot be read or written as asked."""
 
 
+class StoreWriteError(StoreError, OSError):
+    """Writing a run's file failed (disk full, no permission, network); its previous version is intact."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+
+# The columns every result file must have, and the Arrow type family of each (readers rely on them).
+REQUIRED_COLUMNS = {
+    "run_id": "string", "strategy": "string", "dataset": "string", "model": "string", "lr": "number",
+    "weight_decay": "number", "seed": "integer", "step": "integer", "total_steps": "integer", "epoch": "number",
+    "examples_seen": "integer", "train_loss": "number", "train_clean_acc": "number", "test_clean_acc": "number",
+    "pgd_adv_acc": "number", "pgd_eps": "number", "test_ood_accuracy": "number", "trainable_params": "integer",
+    "total_params": "integer", "wall_seconds": "number", "eval_seconds": "number",
+}
+
+
 def check_run_id(run_id: str) -> str:
     if not _RUN_ID.match(run_id or ""):
         raise StoreError(
@@ -75,9 +93,15 @@ class ResultStore:
         try:
             pq.write_table(table, temporary, filesystem=self.fs)
             os.replace(temporary, final)  # atomic on POSIX: readers see the old file or the new one
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        except BaseException as err:
+            try:
+                if os.path.exists(temporary):
+                    os.unlink(temporary)
+            except OSError:
+                pass
+            if isinstance(err, OSError) and not isinstance(err, StoreError):
+                raise StoreWriteError(f"cannot write result file {final} ({err}); its previous version, if any, is "
+                                      "intact and readers are unaffected", getattr(err, "errno", None)) from err
             raise
 
     def run_ids(self) -> list[str]:
@@ -92,18 +116,58 @@ class ResultStore:
         path = self.run_path(run_id)
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return []
-        return [EvalRecord.from_row(row) for row in self._read_file(path).to_pylist()]
+        table = self._read_file(path)
+        return [EvalRecord.from_row(row) for row in table.to_pylist()] if table.num_rows else []
 
     def read(self) -> pa.Table:
         """Every run's rows as one table; OOD columns of runs that lack them are null."""
-        tables = [self._read_file(self.run_path(run_id)) for run_id in self.run_ids()]
+        tables = []
+        for run_id in self.run_ids():
+            try:
+                tables.append(self._read_file(self.run_path(run_id)))
+            except FileNotFoundError:
+                continue  # moved away (e.g. to orphans/) between listing and reading
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return pa.table({})
-        return pa.concat_tables(tables, promote_options="permissive").sort_by([("run_id", "ascending"), ("step", "ascending")])
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise StoreError(f"the result files in {self.root} do not combine into one table: {err}") from err
+        return table.sort_by([("run_id", "ascending"), ("step", "ascending")])
 
     def _read_file(self, path: str) -> pa.Table:
+        """One file, read through one open handle: a writer replacing it meanwhile cannot mix two versions."""
         try:
-            return pq.read_table(path, filesystem=self.fs)
+            with self.fs.open_input_file(path) as handle:
+                table = pq.read_table(handle)
+        except FileNotFoundError:
+            raise
         except (OSError, pa.ArrowInvalid) as err:
             raise StoreError(f"result file {path} is not readable Parquet: {err}") from err
+        if table.num_rows or table.num_columns:
+            check_schema(table.schema, path)
+        return table
+
+
+def check_schema(schema: pa.Schema, path: str) -> None:
+    """A result file has every EvalRecord column with its type; the error names the file and the columns."""
+    problems, missing = [], []
+    for name, family in REQUIRED_COLUMNS.items():
+        index = schema.get_field_index(name)
+        if index < 0:
+            missing.append(f"no column {name!r}")
+            continue
+        tp = schema.field(index).type
+        ok = {"string": pa.types.is_string(tp) or pa.types.is_large_string(tp),
+              "integer": pa.types.is_integer(tp),
+              "number": pa.types.is_floating(tp) or pa.types.is_integer(tp) or pa.types.is_null(tp)}[family]
+        if not ok:
+            problems.append(f"column {name!r} is {tp}, not {family}")
+    for field in schema:
+        if field.name.startswith("ood_acc/") and not (pa.types.is_floating(field.type) or pa.types.is_null(field.type)):
+            problems.append(f"column {field.name!r} is {field.type}, not number")
+    problems += missing
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; ... ({len(problems)} problems)" if len(problems) > 6 else "")
+        raise StoreError(f"result file {path} is not a result file of this platform (wrong schema: {shown})")
