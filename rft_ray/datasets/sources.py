@@ -497,6 +497,17 @@ def _read_table_file(path: Path, dataset: str, columns: int, expected: str) -> l
     return rows
 
 
+def _inside(base: Path, entry: str, listed_in: Path | str, dataset: str) -> str:
+    """`base/entry` for a path read from a dataset's list file, refusing entries that leave `base` (absolute
+    paths, `..`): a list file is data, and data must not point the loader at files elsewhere."""
+    relative = entry.strip().replace("\\", "/")
+    parts = Path(relative).parts
+    if not relative or Path(relative).is_absolute() or ".." in parts or relative.startswith("~"):
+        raise DataError(f"dataset {dataset!r}: {listed_in} lists {entry.strip()[:120]!r}, a path outside "
+                        f"{base}; entries must be relative paths inside the dataset folder")
+    return str(base / relative)
+
+
 def _require_files(paths: Sequence[str], listed_in: str, dataset: str) -> None:
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
@@ -541,7 +552,7 @@ def load_cub200(spec: DatasetSpec, options: Any, size: int):
         raise DataError(f"dataset {spec.name!r}: image {bad[0]} in {base / 'image_class_labels.txt'} has class "
                         f"{labels[bad[0]]}, outside the {len(names)} classes of classes.txt")
     order = sorted(images, key=int)
-    paths = [str(base / "images" / images[i]) for i in order]
+    paths = [_inside(base / "images", images[i], base / "images.txt", spec.name) for i in order]
     _require_files(paths, str(base / "images.txt"), spec.name)
     all_labels = np.asarray([labels[i] - 1 for i in order], dtype=np.int64)
     is_train = np.asarray([split[i] == 1 for i in order])
@@ -607,7 +618,7 @@ def load_stanford_dogs(spec: DatasetSpec, options: Any, size: int):
     names = [folder.split("-", 1)[1] for folder in folders]
     sets = []
     for split, entries in zip(("train", "test"), lists):
-        paths = [str(images / e) for e in entries]
+        paths = [_inside(images, e, root / f"{split}_list.mat", spec.name) for e in entries]
         _require_files(paths, str(root / f"{split}_list.mat"), spec.name)
         sets.append(_encoded_files(paths, [label_of[e.split("/")[0]] for e in entries], size))
     return sets[0], sets[1], {}, names
@@ -661,7 +672,7 @@ def _domain_split_file(root: Path, domain: str, split: str, class_names: list[st
         if parts[1] not in label_of:
             raise DataError(f"dataset {dataset!r}: {path} lists {rel!r}, whose class {parts[1]!r} has no folder in "
                             f"{root / domain} ({_found(root / domain)})")
-        files.append(str(root / rel))
+        files.append(_inside(root, rel, path, dataset))
         labels.append(label_of[parts[1]])
     _require_files(files, str(path), dataset)
     return files, np.asarray(labels, dtype=np.int64)
