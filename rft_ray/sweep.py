@@ -69,6 +69,7 @@ class TrialSummary:
     step: int | None
     total_steps: int | None
     objectives: dict[str, float]
+    error: str | None = None  # why an errored trial failed (its exception, one line)
 
     @property
     def completed(self) -> bool:
@@ -277,7 +278,9 @@ def _ensure_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    ray.init(address=address)
+    # A Ray started here serves its dashboard on this machine only (reach it through an SSH tunnel); when
+    # connecting to a running cluster, the host it was started with applies.
+    ray.init(address=address, dashboard_host="127.0.0.1")
     return True
 
 
@@ -418,8 +421,26 @@ def _summaries(path: str, group: Group, objectives: list[Objective]) -> list[Tri
             trial_id=trial.trial_id, run_id=f"{group.name}-{trial.trial_id}", lr=float(trial.config["lr"]),
             weight_decay=float(trial.config["weight_decay"]), status=status,
             step=int(step) if step is not None else None, total_steps=int(total) if total is not None else None,
-            objectives=values))
+            objectives=values, error=_trial_error(trial) if status == "error" else None))
     return out
+
+
+def _trial_error(trial) -> str:
+    """One line saying why a trial failed: its exception, not Ray's wrappers."""
+    try:
+        err = trial.get_pickled_error()
+    except Exception:  # noqa: BLE001 - unreadable error file: fall back to the text file
+        err = None
+    while err is not None and getattr(err, "cause", None) is not None and err.cause is not err:
+        err = err.cause  # RayTaskError -> the trainable's own exception
+    if err is not None:
+        text = str(err).strip().splitlines()
+        return f"{type(err).__name__}: {text[0] if text else ''}".strip()
+    try:
+        lines = [line for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
+        return lines[-1].strip() if lines else "unknown error"
+    except (OSError, TypeError):
+        return "unknown error"
 
 
 def _set_aside_orphans(folder: SweepFolder, experiment: ExperimentSpec, group: Group,
@@ -466,6 +487,11 @@ def _run_group(experiment: ExperimentSpec, group: Group, resources: dict[str, An
         )
     tuner.fit()
     trials = _summaries(path, group, experiment.search.objectives)
+    for trial in trials:
+        if trial.status == "error":
+            print(f"rft sweep: {group.name}: trial {trial.trial_id} (lr {trial.lr:.3g}, wd {trial.weight_decay:.3g}) "
+                  f"ended with an error: {trial.error}; its evaluation points so far are in the store",
+                  file=sys.stderr, flush=True)
     _set_aside_orphans(folder, experiment, group, trials)
     finished = len(trials) >= _expected_trials(experiment, group) and all(
         t.status in ("completed", "stopped early", "error") for t in trials)

@@ -30,6 +30,13 @@ from rft_ray.spec import RunSpec, apply_overrides
 FAULT_DIR_ENV = "RFT_FAULT_DIR"
 FAULT_FILE = "kill-worker.json"
 FIRED_FILE = "kill-worker.fired.json"
+# Also for tests: `nan-loss.json` ({"step": N, "run_id_contains": "..."}) makes the training loss of the first
+# matching run to start NaN from its N-th step on (fires once), as a diverging learning rate would.
+NAN_FAULT_FILE = "nan-loss.json"
+NAN_FIRED_FILE = "nan-loss.fired.json"
+# A run whose loss diverged leaves this file in its Train run's folder: the trial ends errored with the reason,
+# and retries (by Ray Train or Tune) end at once instead of diverging again from the same checkpoint.
+DIVERGED_FILE = "diverged.json"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -106,6 +113,69 @@ def maybe_inject_fault(run_id: str, step: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def maybe_poison_loss(run_id: str) -> None:
+    folder = os.environ.get(FAULT_DIR_ENV)
+    if not folder:
+        return
+    armed = Path(folder) / NAN_FAULT_FILE
+    try:
+        plan = json.loads(armed.read_text())
+    except (OSError, ValueError):
+        return
+    if str(plan.get("run_id_contains", "")) not in run_id:
+        return
+    fired = Path(folder) / NAN_FIRED_FILE
+    try:
+        os.rename(armed, fired)  # atomic: one run gets it
+    except OSError:
+        return
+    fired.write_text(json.dumps({**plan, "run_id": run_id, "pid": os.getpid()}))
+    import torch.nn.functional as functional
+
+    import rft_ray.trainer as trainer
+
+    class PoisonedFunctional:
+        """torch.nn.functional for the training loop, with cross_entropy NaN from the plan's step on."""
+
+        calls = 0
+
+        def __getattr__(self, name):
+            return getattr(functional, name)
+
+        def cross_entropy(self, *args, **kwargs):
+            loss = functional.cross_entropy(*args, **kwargs)
+            self.calls += 1
+            return loss * float("nan") if self.calls >= int(plan["step"]) else loss
+
+    trainer.F = PoisonedFunctional()
+
+
+def _storage(uri: str):
+    import pyarrow.fs as pafs
+
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), uri
+
+
+def mark_diverged(train_storage: str, run_id: str, reason: str) -> None:
+    fs, base = _storage(train_storage)
+    fs.create_dir(f"{base}/{run_id}", recursive=True)
+    with fs.open_output_stream(f"{base}/{run_id}/{DIVERGED_FILE}") as out:
+        out.write(json.dumps({"run_id": run_id, "reason": reason}).encode())
+
+
+def diverged_reason(train_storage: str, run_id: str) -> str | None:
+    import pyarrow.fs as pafs
+
+    fs, base = _storage(train_storage)
+    path = f"{base}/{run_id}/{DIVERGED_FILE}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as handle:
+        return json.loads(handle.read().decode())["reason"]
+
+
 # ---------------------------------------------------------------------------------------------------
 # The Ray Train worker
 
@@ -157,7 +227,7 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     from rft_ray.store import ResultStore
-    from rft_ray.trainer import train_loop
+    from rft_ray.trainer import TrainingDiverged, train_loop
 
     context = ray.train.get_context()
     run_id = context.get_experiment_name()  # the Train run's name: <group>-<trial id>
@@ -173,7 +243,16 @@ def train_worker(config: dict[str, Any]) -> None:
             resume_from = Path(restored.to_directory(str(work / "restored")))
         observer = TrialObserver(run_id, store, config["objectives"], rank,
                                  resuming=resume_from is not None)
-        train_loop(spec, observer, checkpoint_dir=work / "checkpoint", resume_from=resume_from, progress=False)
+        if diverged_reason(config["train_storage"], run_id) is not None:
+            return  # diverged before: the driver reports the error
+        maybe_poison_loss(run_id)
+        try:
+            train_loop(spec, observer, checkpoint_dir=work / "checkpoint", resume_from=resume_from, progress=False)
+        except TrainingDiverged as err:
+            # Deterministic: a retry from the last checkpoint would diverge at the same step. End the Train run
+            # here (no Train retries); the driver turns the marker into the trial's error.
+            if rank == 0:
+                mark_diverged(config["train_storage"], run_id, str(err))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -208,4 +287,11 @@ def trial_driver(config: dict[str, Any]) -> None:
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
         ),
     )
-    trainer.fit()
+    from rft_ray.trainer import TrainingDiverged
+
+    reason = diverged_reason(config["train_storage"], run_id)
+    if reason is None:
+        trainer.fit()
+        reason = diverged_reason(config["train_storage"], run_id)
+    if reason is not None:
+        raise TrainingDiverged(reason)
