@@ -40,14 +40,30 @@ def cmd_ui(args: argparse.Namespace) -> int:
         hint = f" Sweeps with an MLflow store: {', '.join(found)}" if found else ""
         raise SpecError(f"no MLflow store at {db} (a sweep writes <storage.path>/mlflow.db unless "
                         f"tracking.mlflow_uri names a server).{hint}", "--results")
-    command = _ui_command(db, "127.0.0.1", args.port)
-    print(f"rft ui: MLflow UI for {db} at http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    command = _ui_command(db, args.host, args.port)
+    print(f"rft ui: MLflow UI for {db} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"rft ui: warning: listening on {args.host} lets anyone who reaches this machine read and change the "
+              "MLflow store (the UI has no login); prefer the default 127.0.0.1 with an SSH tunnel "
+              f"(ssh -L {args.port}:127.0.0.1:{args.port} <this machine>)", file=sys.stderr, flush=True)
     if args.print_command:
         print(" ".join(command))
         return 0
     sys.stdout.flush()
     os.chdir(db.parent)
     os.execv(command[0], command)  # the server replaces this process: Ctrl-C and kill reach it directly
+
+
+def cmd_sync_mlflow(args: argparse.Namespace) -> int:
+    from rft_ray.mlflow_sync import sync_mlflow
+    from rft_ray.sweep import SweepError
+
+    try:
+        sync_mlflow(args.folder, args.mlflow_uri)
+    except SweepError as err:
+        print(f"rft: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def add_sweep_commands(sub) -> None:
@@ -64,8 +80,20 @@ def add_sweep_commands(sub) -> None:
     sweep.add_argument("--no-analysis", action="store_true", help="skip the analysis report at the end")
     sweep.set_defaults(handler=cmd_sweep)
 
+    sync = sub.add_parser("sync-mlflow", help="back-fill a sweep's runs into MLflow from its Parquet store",
+                          description=(
+        "Put into MLflow whatever a sweep's Parquet result store holds and MLflow lacks (the parent run, a child "
+        "run per trial, every metric at every evaluation point, end statuses), e.g. after the tracking server was "
+        "unreachable during the sweep. Adds only what is missing: running it again changes nothing."))
+    sync.add_argument("folder", help="the sweep's folder (its storage.path, holding sweep.json and store/)")
+    sync.add_argument("--mlflow-uri", help="tracking URI (default: the spec's tracking.mlflow_uri, else "
+                                           "<folder>/mlflow.db)")
+    sync.set_defaults(handler=cmd_sync_mlflow)
+
     ui = sub.add_parser("ui", help="the MLflow UI on 127.0.0.1 for a sweep's SQLite store")
     ui.add_argument("--results", default="results/demo", help="the sweep's folder (storage.path) or its mlflow.db")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
+                                                       "reach it from elsewhere through an SSH tunnel)")
     ui.add_argument("--print-command", action="store_true", help="print the mlflow command instead of running it")
     ui.set_defaults(handler=cmd_ui)

@@ -59,7 +59,8 @@ class Tracker:
         if not self.disabled:
             self.disabled = True
             print(f"rft sweep: warning: MLflow tracking at {self.uri} is off for the rest of this sweep ({reason}); "
-                  "the Parquet result store still gets every evaluation point", file=sys.stderr)
+                  "the Parquet result store still gets every evaluation point; back-fill MLflow from it later with "
+                  "`rft sync-mlflow <storage.path>`", file=sys.stderr)
 
     def check_reachable(self, timeout: float = 5.0) -> bool:
         """An HTTP tracking server answers /health; other URIs are tried on first use."""
