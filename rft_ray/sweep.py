@@ -346,6 +346,32 @@ def absolute_paths(run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
+def check_local_inputs(experiment: ExperimentSpec) -> None:
+    """Fail before Ray starts when a group's local data or weight file is missing (every trial would fail on
+    it, one Ray Train start-up each): the error names the field, the group and the path."""
+    for group in experiment.groups:
+        run = absolute_paths(json.loads(json.dumps(group.run)))
+        dataset, model = run.get("dataset") or {}, run.get("model") or {}
+        needed = []
+        root = dataset.get("root")
+        if root and "://" not in root:
+            needed.append(("dataset.root", root, os.path.isdir))
+        options = dataset.get("options") if isinstance(dataset.get("options"), dict) else {}
+        if dataset.get("name") == "parquet":
+            for key in ("train", "test"):
+                value = options.get(key)
+                if isinstance(value, str) and value and "://" not in value and not (root and "://" in root):
+                    path = value if os.path.isabs(value) or not root else os.path.join(root, value)
+                    needed.append((f"dataset.options.{key}", path, os.path.isfile))
+        if model.get("source") == "file" and model.get("weights") and "://" not in model["weights"]:
+            needed.append(("model.weights", model["weights"], os.path.isfile))
+        for field_name, path, exists in needed:
+            if not exists(os.path.expanduser(path)):
+                kind = "folder" if exists is os.path.isdir else "file"
+                raise SpecError(f"group {group.name}: the {kind} {path} does not exist (on this machine: a sweep "
+                                "reads local data from the same path on every node)", field_name)
+
+
 def param_space(experiment: ExperimentSpec, group: Group, resources: dict[str, Any]) -> dict[str, Any]:
     """The Tune config of every trial of a group: lr and weight decay searched, the rest constant."""
     from ray import tune
@@ -588,6 +614,7 @@ def run_sweep(experiment: ExperimentSpec, resume: bool = False, overwrite: bool 
         state = {"name": experiment.name, "fingerprint": experiment.fingerprint(), "spec": experiment.to_dict(),
                  "groups": {}, "parent_run_id": None, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     ResultStore(experiment.store_root).ensure_writable()
+    check_local_inputs(experiment)
 
     started_ray = _ensure_ray(address)
     try:
