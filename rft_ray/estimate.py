@@ -52,6 +52,7 @@ KNOWN_SIZES: dict[str, tuple[int, int | None]] = {
     "digits": (1_797, None),
 }
 CALTECH_CLUTTER = 827
+CLASS_COUNTS = {"cifar10": 10, "cifar100": 100}  # equal images per class, so `classes` scales the sizes
 # DomainNet (cleaned release), per domain: (train, test).
 DOMAINNET_SIZES: dict[str, tuple[int, int]] = {
     "clipart": (33_525, 14_604), "infograph": (36_023, 15_582), "painting": (50_416, 21_850),
@@ -93,6 +94,9 @@ def split_sizes(run: RunSpec) -> SplitSizes:
         train, test = KNOWN_SIZES[d.name]
         if d.name == "caltech256" and options.get("include_clutter"):
             train += CALTECH_CLUTTER
+        if d.name in CLASS_COUNTS and options.get("classes"):  # balanced datasets: a share of the classes
+            share = len(options["classes"]) / CLASS_COUNTS[d.name]
+            train, test = int(round(train * share)), int(round(test * share))
         if test is None:
             fraction = options.get("test_fraction", 0.25 if d.name == "digits" else 0.2)
             test = _held(train, fraction)

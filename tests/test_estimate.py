@@ -20,7 +20,7 @@ from rft_ray.estimate import (
     resolve_costs,
 )
 from rft_ray.schedule import EvalSchedule
-from rft_ray.spec import PGDSpec, RunSpec, SpecError
+from rft_ray.spec import RunSpec, SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 GIVEN = {"train_s_per_image": 0.01, "eval_s_per_image": 0.002, "pgd_s_per_iteration_image": 0.005,
@@ -74,6 +74,15 @@ def test_paper_counts_from_known_sizes():
     assert full.trials == 6  # its own 3 x 2 grid
 
 
+def test_class_selection_scales_known_sizes():
+    # The case study online: 10 of CIFAR-100's 100 classes -> 5,000 train (4,500 after the 10% validation
+    # split) and 1,000 test images; PGD on 200 of them at 2 radii.
+    plan = load_plan(ROOT / "experiments" / "cifar_transfer.yaml")
+    g = plan.groups[0]
+    assert g.sizes.source == "known" and (g.sizes.train, g.sizes.test) == (4_500, 1_000)
+    assert plan.trials == 28 and g.points == 15 and g.pgd_radii == 2 and g.pgd_images_per_point == 200
+
+
 def test_run_spec_counts(tmp_path):
     plan = plan_from_dict(run_dict(), "tiny")
     assert plan.kind == "run" and plan.trials == 1 and not plan.under_ray
@@ -90,8 +99,6 @@ def test_epochs_and_limits():
 
 
 def test_extra_eps_counts_a_pass_per_radius():
-    if "extra_eps" not in PGDSpec.__dataclass_fields__:
-        pytest.skip("evaluation.pgd.extra_eps is not in this version of the spec")
     g = plan_from_dict(run_dict(**{"evaluation.pgd.extra_eps": ["2/255", "4/255"]}), "x").groups[0]
     assert g.pgd_radii == 3
     assert g.pgd_iteration_images_full == g.points * 30 * 3 * 3
