@@ -20,7 +20,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _run_spec_from_args(args: argparse.Namespace):
-    from rft_ray.spec import RunSpec, SpecError, apply_overrides, load_yaml
+    from rft_ray.spec import RunSpec, SpecError, apply_overrides, load_yaml, parse_sets
 
     data: Any = load_yaml(args.spec) if args.spec else {}
     flags = {
@@ -38,13 +38,7 @@ def _run_spec_from_args(args: argparse.Namespace):
         overrides["training.epochs"] = None
     if args.weights is not None and args.model_source is None:
         overrides["model.source"] = "file"
-    for item in args.set or []:
-        if "=" not in item:
-            raise SpecError(f"--set takes key=value (e.g. training.lr=1e-4), got {item!r}", "--set")
-        key, value = item.split("=", 1)
-        import yaml
-
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides.update(parse_sets(args.set))
     try:
         return RunSpec.from_dict(apply_overrides(data, overrides))
     except SpecError as err:
@@ -109,7 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from rft_ray.estimate import run_estimate
-    from rft_ray.experiment import parse_sets
+    from rft_ray.spec import parse_sets
 
     flags = {"train_s_per_image": args.train_s_per_image, "eval_s_per_image": args.eval_s_per_image,
              "pgd_s_per_iteration_image": args.pgd_s_per_iteration_image, "trial_overhead_s": args.trial_overhead_s,

@@ -27,7 +27,7 @@ from rft_ray.spec import (
     apply_overrides,
     build,
     check,
-    load_yaml,
+    load_spec,
     to_plain,
 )
 
@@ -393,26 +393,7 @@ def _relocate(err: SpecError, strategy_index: int, dataset_path: str) -> SpecErr
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
-    data = load_yaml(path)
-    if overrides:
-        data = apply_overrides(data, overrides)
-    try:
-        return ExperimentSpec.from_dict(data)
-    except SpecError as err:
-        raise SpecError(f"{err} (in {path})") from err
-
-
-def parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """`--set key=value` items (values parsed as YAML) into overrides."""
-    import yaml
-
-    overrides: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SpecError(f"--set takes key=value (e.g. search.num_samples=4), got {item!r}", "--set")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
+    return load_spec(ExperimentSpec, path, overrides)
 
 
 def startup_trials(search: SearchSpec) -> int:

@@ -318,14 +318,33 @@ def plain_data(data: Any) -> Any:
     return walk(data, "", 0)
 
 
-def load_run_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunSpec:
+def load_spec(cls: Any, path: str | Path, overrides: dict[str, Any] | None = None) -> Any:
+    """A spec class (RunSpec, ExperimentSpec) from a YAML file with dotted overrides; errors name the file."""
     data = load_yaml(path)
     if overrides:
         data = apply_overrides(data, overrides)
     try:
-        return RunSpec.from_dict(data)
+        return cls.from_dict(data)
     except SpecError as err:
         raise SpecError(f"{err} (in {path})") from err
+
+
+def load_run_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunSpec:
+    return load_spec(RunSpec, path, overrides)
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` items (values parsed as YAML) into dotted overrides."""
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SpecError(f"--set takes key=value (e.g. training.lr=1e-4), got {item!r}", "--set")
+        key, value = item.split("=", 1)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise SpecError(f"the value of {key.strip()!r} is not valid YAML: {err}", "--set") from None
+    return overrides
 
 
 def apply_overrides(data: Any, overrides: dict[str, Any]) -> dict[str, Any]:

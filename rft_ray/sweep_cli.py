@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rft_ray.experiment import load_experiment, parse_sets
+    from rft_ray.experiment import load_experiment
+    from rft_ray.spec import parse_sets
     from rft_ray.sweep import SweepError, SweepInterrupted, run_sweep
 
     experiment = load_experiment(args.spec, parse_sets(args.set))

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rft_ray.experiment import ExperimentSpec, load_experiment, parse_sets, startup_trials
-from rft_ray.spec import RunSpec, SpecError
+from rft_ray.experiment import ExperimentSpec, load_experiment, startup_trials
+from rft_ray.spec import RunSpec, SpecError, parse_sets
 from rft_ray.trial import objective_value, trial_metrics, trial_run_spec
 
 ROOT = Path(__file__).resolve().parents[1]
