@@ -506,7 +506,7 @@ def resolve_costs(plan: Plan, section: dict[str, Any], flags: dict[str, float | 
                   log=None) -> dict[str, Costs]:
     """Per group: flags over the costs section (its per-strategy entries over its top level) over calibration."""
     section = _check_costs_section(dict(section or {}), "costs")
-    threads = max(1, int(plan.cpus_per_trial)) if plan.under_ray else None
+    threads = max(1, min(int(plan.cpus_per_trial), os.cpu_count() or 1)) if plan.under_ray else None
     out: dict[str, Costs] = {}
     cache: dict[str, Costs] = {}
     for g in plan.groups:
