@@ -266,6 +266,7 @@ def test_demo_sweep_matches_the_embedded_default():
     for group in experiment.groups:
         run = json.loads(json.dumps(group.run))
         expected = json.loads(json.dumps(DEMO))
+        assert run["dataset"].pop("label") == group.dataset == "digits"  # the group names its dataset
         assert run["model"] == expected["model"] and run["dataset"] == expected["dataset"]
         training = {k: v for k, v in expected["training"].items() if k not in ("lr", "weight_decay", "steps")}
         assert {k: v for k, v in run["training"].items() if k != "steps"} == training
