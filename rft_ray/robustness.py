@@ -55,13 +55,17 @@ def clean_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
 
 def pgd_robust(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: PGDConfig,
-               batch_size: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+               batch_size: int, device: torch.device, seed: int = 0,
+               clean_ok: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean [N]: does each image survive clean and every PGD iterate. Model must be in eval mode.
 
     The random start is drawn for the whole batch from a generator seeded with `seed`, so the same
     seed gives the same attack at every evaluation point (and matches torchattacks' start when its
-    global RNG is seeded alike).
+    global RNG is seeded alike). `clean_ok` ([N] booleans, e.g. from `clean_correct` on the same
+    images) is the clean verdict when the caller has it: PGD then skips its own clean forward pass.
     """
+    if clean_ok is not None and len(clean_ok) != len(images):
+        raise ValueError(f"clean_ok has {len(clean_ok)} verdicts for {len(images)} images")
     generator = torch.Generator(device="cpu").manual_seed(seed)
     out = []
     for start in range(0, len(images), batch_size):
@@ -70,14 +74,17 @@ def pgd_robust(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, con
         noise = None
         if config.random_start:
             noise = torch.empty(x.shape, dtype=x.dtype).uniform_(-config.eps, config.eps, generator=generator)
-        out.append(_pgd_batch(model, x, y, noise, config).cpu())
+        known = None if clean_ok is None else clean_ok[start:start + batch_size].to(device)
+        out.append(_pgd_batch(model, x, y, noise, config, known).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
-def _pgd_batch(model, x, y, noise, config: PGDConfig) -> torch.Tensor:
+def _pgd_batch(model, x, y, noise, config: PGDConfig, clean_ok: torch.Tensor | None = None) -> torch.Tensor:
     robust = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    with torch.no_grad():
-        active = (model(x).argmax(1) == y).nonzero().squeeze(1)  # clean errors are never attacked
+    if clean_ok is None:
+        with torch.no_grad():
+            clean_ok = model(x).argmax(1) == y
+    active = clean_ok.nonzero().squeeze(1)  # clean errors are never attacked
     if len(active) == 0:
         return robust
     origin = x[active]

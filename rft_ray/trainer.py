@@ -110,16 +110,17 @@ def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.devi
         attacked = sets.test.head(e.pgd.examples)
         pgd = PGDConfig(e.pgd.eps, e.pgd.alpha, e.pgd.steps, e.pgd.random_start)
         phase(f"PGD-{e.pgd.steps} on {len(attacked)} images")
+        # The test pass's clean verdict starts every attack: one clean forward per image, not one per radius.
+        clean_ok = test_ok[: len(attacked)]
         robust = pgd_robust(model, attacked.images, attacked.labels, pgd, e.batch_size, device,
-                            seed=spec.dataset.split_seed)
-        robust &= test_ok[: len(attacked)]  # the same clean verdict everywhere, whatever the precision
+                            seed=spec.dataset.split_seed, clean_ok=clean_ok)
         extra = {}
         for radius in e.pgd.extra_eps:
             scaled = PGDConfig(radius, e.pgd.alpha * radius / e.pgd.eps, e.pgd.steps, e.pgd.random_start)
             phase(f"PGD-{e.pgd.steps} at eps {eps_label(radius)}")
             survived = pgd_robust(model, attacked.images, attacked.labels, scaled, e.batch_size, device,
-                                  seed=spec.dataset.split_seed)
-            extra[eps_label(radius)] = accuracy(survived & test_ok[: len(attacked)])
+                                  seed=spec.dataset.split_seed, clean_ok=clean_ok)
+            extra[eps_label(radius)] = accuracy(survived)
         phase("OOD")
         ood_ok = {name: clean_correct(model, s.images, s.labels, e.batch_size, device, dtype)
                   for name, s in sets.ood.items()}

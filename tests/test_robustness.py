@@ -100,3 +100,21 @@ def test_pgd_is_deterministic_and_uint8_input_is_pixel_space(model_and_data):
 def test_bad_pgd_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PGDConfig(**kwargs)
+
+
+def test_a_given_clean_verdict_gives_the_same_attack(model_and_data):
+    """Passing the test pass's clean verdict skips PGD's own clean forward and changes nothing."""
+    model, images, labels = model_and_data
+    labels = labels.clone()
+    labels[::5] = (labels[::5] + 1) % 4  # a fifth of the images now wrong on the clean input
+    config = PGDConfig(eps=16 / 255, alpha=4 / 255, steps=5)
+    clean = clean_correct(model, images, labels, 64, CPU)
+    assert 0 < clean.sum() < len(images)
+    own = pgd_robust(model, images, labels, config, 50, CPU, seed=2)
+    given = pgd_robust(model, images, labels, config, 50, CPU, seed=2, clean_ok=clean)
+    assert torch.equal(own, given)
+    # An image declared wrong is never attacked, so never counted robust.
+    none_ok = pgd_robust(model, images, labels, config, 50, CPU, seed=2, clean_ok=torch.zeros_like(clean))
+    assert not none_ok.any()
+    with pytest.raises(ValueError, match="clean_ok has 3 verdicts"):
+        pgd_robust(model, images, labels, config, 50, CPU, clean_ok=clean[:3])
