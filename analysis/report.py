@@ -99,10 +99,6 @@ def _extra_columns(table: pa.Table) -> dict[float, str]:
     return out
 
 
-def _eps_label(value: float) -> str:
-    return eps_label(value)
-
-
 def select_eps(table: pa.Table, eps: float | None) -> pa.Table:
     """Rows measured at one PGD radius: robustness at different eps values is not one axis, never pooled.
 
@@ -116,13 +112,13 @@ def select_eps(table: pa.Table, eps: float | None) -> pa.Table:
             if "pgd_eps" in table.column_names else []
         if len(primary) > 1:
             raise TableError(f"the results hold PGD accuracy at {len(primary)} radii "
-                             f"({', '.join(_eps_label(v) for v in primary)}); frontiers mix nothing measured at "
+                             f"({', '.join(eps_label(v) for v in primary)}); frontiers mix nothing measured at "
                              "different eps: choose one with --eps (e.g. --eps 1/255)")
         return _without_extra_radii(table)
     keep = [v for v in values if math.isclose(v, eps, rel_tol=1e-6, abs_tol=1e-9)]
     if not keep:
-        raise TableError(f"no results at PGD eps {_eps_label(eps)}; the results hold "
-                         f"{', '.join(_eps_label(v) for v in values) or 'no pgd_eps column'}")
+        raise TableError(f"no results at PGD eps {eps_label(eps)}; the results hold "
+                         f"{', '.join(eps_label(v) for v in values) or 'no pgd_eps column'}")
     radius = keep[0]
     n = table.num_rows
     mask = np.zeros(n, dtype=bool)
@@ -352,9 +348,9 @@ def _report_blocks(data: dict[str, Any]) -> list[tuple]:
         b.append(("list", [f"{k}: {v}" for k, v in data["provenance"].items()]))
     b.append(("h2", "Conventions"))
     b.append(("list", [
-        "Robustness: PGD accuracy at eps " + (", ".join(_eps_label(v) for v in conv["pgd_eps"]) or "unknown")
+        "Robustness: PGD accuracy at eps " + (", ".join(eps_label(v) for v in conv["pgd_eps"]) or "unknown")
         + " (one radius per analysis; results at other radii are analysed separately with --eps"
-        + (": this store also holds " + ", ".join(_eps_label(v) for v in conv["other_pgd_eps"])
+        + (": this store also holds " + ", ".join(eps_label(v) for v in conv["other_pgd_eps"])
            if conv.get("other_pgd_eps") else "") + ").",
         f"AUC kind: {conv['auc_definition']}.",
         f"Pooling: {conv['pooling_definition']}.",
