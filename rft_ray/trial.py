@@ -93,43 +93,38 @@ def trial_metrics(records: list[EvalRecord], objectives: list[dict[str, Any]]) -
     return out
 
 
-def maybe_inject_fault(run_id: str, step: int) -> None:
+def _claim_fault(armed_name: str, fired_name: str, run_id: str, step: int | None = None) -> dict | None:
+    """The armed fault plan in $RFT_FAULT_DIR if it targets this run (and step): claimed once, atomically."""
     folder = os.environ.get(FAULT_DIR_ENV)
     if not folder:
-        return
-    armed = Path(folder) / FAULT_FILE
+        return None
+    armed = Path(folder) / armed_name
     try:
         plan = json.loads(armed.read_text())
     except (OSError, ValueError):
-        return
-    if int(plan.get("step", -1)) != step or str(plan.get("run_id_contains", "")) not in run_id:
-        return
-    fired = Path(folder) / FIRED_FILE
+        return None
+    if str(plan.get("run_id_contains", "")) not in run_id:
+        return None
+    if step is not None and int(plan.get("step", -1)) != step:
+        return None
+    fired = Path(folder) / fired_name
     try:
         os.rename(armed, fired)  # atomic: one process wins, the fault fires once
     except OSError:
-        return
+        return None
     fired.write_text(json.dumps({**plan, "run_id": run_id, "pid": os.getpid()}))
-    os.kill(os.getpid(), signal.SIGKILL)
+    return plan
+
+
+def maybe_inject_fault(run_id: str, step: int) -> None:
+    if _claim_fault(FAULT_FILE, FIRED_FILE, run_id, step) is not None:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def maybe_poison_loss(run_id: str) -> None:
-    folder = os.environ.get(FAULT_DIR_ENV)
-    if not folder:
+    plan = _claim_fault(NAN_FAULT_FILE, NAN_FIRED_FILE, run_id)
+    if plan is None:
         return
-    armed = Path(folder) / NAN_FAULT_FILE
-    try:
-        plan = json.loads(armed.read_text())
-    except (OSError, ValueError):
-        return
-    if str(plan.get("run_id_contains", "")) not in run_id:
-        return
-    fired = Path(folder) / NAN_FIRED_FILE
-    try:
-        os.rename(armed, fired)  # atomic: one run gets it
-    except OSError:
-        return
-    fired.write_text(json.dumps({**plan, "run_id": run_id, "pid": os.getpid()}))
     import torch.nn.functional as functional
 
     import rft_ray.trainer as trainer
