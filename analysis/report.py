@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.frontier import AUC_KINDS
-from rft_ray.records import PGD_PREFIX, eps_label, parse_eps_label
+from rft_ray.results.record import PGD_PREFIX, eps_label, parse_eps_label
 from analysis.tables import (
     ANALYSIS_COLUMNS,
     POOLINGS,
@@ -58,7 +58,7 @@ def load_results(results: str | os.PathLike | pa.Table) -> pa.Table:
         table = results
         where = "the given table"
     else:
-        from rft_ray.store import ResultStore  # lazy: keeps the pure functions free of the engine
+        from rft_ray.results.store import ResultStore  # lazy: keeps the pure functions free of the engine
 
         root = str(results)
         if "://" not in root:

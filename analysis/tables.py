@@ -1,4 +1,4 @@
-"""Per-group tables over the result table (`rft_ray.store.ResultStore.read()`): pure numpy / pyarrow.
+"""Per-group tables over the result table (`rft_ray.results.store.ResultStore.read()`): pure numpy / pyarrow.
 
 Every public function takes the pyarrow result table and first runs `clean_table` on it, so a bad table
 can never produce a silently wrong number:

@@ -59,7 +59,7 @@ class Meter:
     """Wraps the trainer's evaluation calls to time them and count their images."""
 
     def __init__(self):
-        import rft_ray.trainer as trainer
+        import rft_ray.evaluation.evaluator as trainer
 
         self.trainer, self.seconds, self.images = trainer, {"clean": 0.0, "pgd": 0.0}, {"clean": 0, "pgd": 0}
         self.originals = {"clean": trainer.clean_correct, "pgd": trainer.pgd_robust}
@@ -84,8 +84,8 @@ class Meter:
 
 
 def one_trial(data: dict) -> dict:
-    from rft_ray.spec import RunSpec
-    from rft_ray.trainer import train_loop
+    from rft_ray.config import RunSpec
+    from rft_ray.training.loop import train_loop
 
     spec = RunSpec.from_dict(data)
     meter = Meter()

@@ -26,8 +26,8 @@ BATCH = 256
 def load_images(count: int):
     import torch
 
-    from rft_ray.datasets import create_bundle
-    from rft_ray.spec import DatasetSpec
+    from rft_ray.data import create_bundle
+    from rft_ray.config import DatasetSpec
 
     if cifar_available():
         spec = DatasetSpec(name="parquet", options={"train": str(SHARED_DATA / "cifar10" / "test.parquet")},
@@ -46,7 +46,7 @@ def load_images(count: int):
 def ours(model, images, labels, eps: float, seed: int):
     import torch
 
-    from rft_ray.robustness import PGDConfig, pgd_robust
+    from rft_ray.evaluation.robustness import PGDConfig, pgd_robust
 
     config = PGDConfig(eps=eps, alpha=eps / 4, steps=15, random_start=True)
     robust = pgd_robust(model, images, labels, config, BATCH, torch.device("cpu"), seed=seed)
@@ -78,9 +78,9 @@ def main() -> None:
     header("Benchmark 2: PGD, ours vs torchattacks.PGD", " ".join([Path(sys.executable).name, *sys.argv]))
     import torch
 
-    from rft_ray.backbones import create_classifier
-    from rft_ray.robustness import clean_correct
-    from rft_ray.spec import ModelSpec
+    from rft_ray.models.backbones import create_classifier
+    from rft_ray.evaluation.robustness import clean_correct
+    from rft_ray.config import ModelSpec
 
     images, labels, source = load_images(args.images)
     model = create_classifier(ModelSpec(), 10, seed=0).eval()

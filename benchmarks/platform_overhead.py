@@ -48,10 +48,10 @@ def bare_loop(steps: int, batch: int) -> float:
     import torch
     import torch.nn.functional as F
 
-    from rft_ray.backbones import create_classifier
-    from rft_ray.datasets import create_bundle
-    from rft_ray.spec import RunSpec
-    from rft_ray.strategies import create_strategy
+    from rft_ray.models.backbones import create_classifier
+    from rft_ray.data import create_bundle
+    from rft_ray.config import RunSpec
+    from rft_ray.models.strategies import create_strategy
 
     spec = RunSpec.from_dict(tiny_eval_spec(steps, batch))
     torch.manual_seed(0)
@@ -75,8 +75,8 @@ def bare_loop(steps: int, batch: int) -> float:
 
 def rft_loop(steps: int, batch: int) -> float:
     """Steps per second of `rft`'s training loop, between its first and last evaluation point."""
-    from rft_ray.spec import RunSpec
-    from rft_ray.trainer import train_loop
+    from rft_ray.config import RunSpec
+    from rft_ray.training.loop import train_loop
 
     records = train_loop(RunSpec.from_dict(tiny_eval_spec(steps, batch)), NullObserver())
     first, last = records[0], records[-1]

@@ -23,6 +23,6 @@ def tiny_run(tmp_path: Path, **overrides) -> dict:
                        "ood_examples": 20, "batch_size": 64, "pgd": {"eps": "4/255", "alpha": "1/255", "steps": 3}},
         "output": {"results": str(tmp_path / "store"), "checkpoints": str(tmp_path / "ckpt")},
     }
-    from rft_ray.spec import apply_overrides
+    from rft_ray.config import apply_overrides
 
     return apply_overrides(spec, overrides)

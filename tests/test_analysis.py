@@ -507,8 +507,8 @@ def test_all_rows_bad(table):
 
 
 def _write_store(root: Path, rows) -> None:
-    from rft_ray.records import EvalRecord
-    from rft_ray.store import ResultStore
+    from rft_ray.results.record import EvalRecord
+    from rft_ray.results.store import ResultStore
 
     store = ResultStore(root)
     runs: dict[str, list] = {}
@@ -688,8 +688,8 @@ def test_main_help_returns_0(capsys):
 
 def test_results_at_several_pgd_radii_are_never_pooled(tmp_path):
     from analysis.report import analyze, main
-    from rft_ray.records import EvalRecord
-    from rft_ray.store import ResultStore
+    from rft_ray.results.record import EvalRecord
+    from rft_ray.results.store import ResultStore
 
     def record(run_id, eps, step, acc, rob):
         return EvalRecord(run_id=run_id, strategy="lora", dataset="d", model="m", lr=1e-3, weight_decay=0.0, seed=0,

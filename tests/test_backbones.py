@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rft_ray.backbones import BackboneError, create_classifier, read_weight_file
-from rft_ray.spec import ModelSpec, SpecError
+from rft_ray.models.backbones import BackboneError, create_classifier, read_weight_file
+from rft_ray.config import ModelSpec, SpecError
 
 
 def source_model():
@@ -73,7 +73,7 @@ def test_hub_weights_without_a_network_get_a_clear_error():
     import subprocess
     import sys
 
-    code = ("from rft_ray.backbones import create_classifier\nfrom rft_ray.spec import ModelSpec\n"
+    code = ("from rft_ray.models.backbones import create_classifier\nfrom rft_ray.config import ModelSpec\n"
             "create_classifier(ModelSpec(name='vit_tiny_patch16_224.augreg_in21k', source='hub'), 10)\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1")  # what a machine without a network sees, without waiting for it
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -1,4 +1,4 @@
-"""Dataset loaders (rft_ray.datasets.sources) on tiny generated trees, the shared real Parquet data, and corruptions."""
+"""Dataset loaders (rft_ray.data.sources) on tiny generated trees, the shared real Parquet data, and corruptions."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rft_ray.datasets import DataError, create_bundle, dataset_names
-from rft_ray.datasets.base import EncodedImageSet, SubsetImageSet, TransformedImageSet
-from rft_ray.datasets.corruptions import corruption_names, create_corruption
-from rft_ray.spec import DatasetSpec, SpecError
+from rft_ray.data import DataError, create_bundle, dataset_names
+from rft_ray.data.base import EncodedImageSet, SubsetImageSet, TransformedImageSet
+from rft_ray.data.corruptions import corruption_names, create_corruption
+from rft_ray.config import DatasetSpec, SpecError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIZE = 16

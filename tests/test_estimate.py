@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rft_ray.estimate import (
-    count_run,
+from rft_ray.cost.estimate import (
     hours,
     load_plan,
     pgd_forwards_per_image,
@@ -19,8 +18,9 @@ from rft_ray.estimate import (
     plan_from_dict,
     resolve_costs,
 )
-from rft_ray.schedule import EvalSchedule
-from rft_ray.spec import RunSpec, SpecError
+from rft_ray.evaluation.schedule import EvalSchedule
+from rft_ray.config import RunSpec, SpecError
+from rft_ray.specs import experiment_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 GIVEN = {"train_s_per_image": 0.01, "eval_s_per_image": 0.002, "pgd_s_per_iteration_image": 0.005,
@@ -28,7 +28,7 @@ GIVEN = {"train_s_per_image": 0.01, "eval_s_per_image": 0.002, "pgd_s_per_iterat
 
 
 def run_dict(**overrides):
-    from rft_ray.spec import apply_overrides
+    from rft_ray.config import apply_overrides
 
     spec = {
         "model": {"name": "rft_vit_cifar_patch8_32", "source": "random", "image_size": 16},
@@ -145,11 +145,10 @@ def test_flags_win_over_the_costs_section_and_strategies_over_the_top_level():
 
 
 def test_experiment_spec_accepts_a_costs_section():
-    from rft_ray.experiment import ExperimentSpec
 
     data = yaml.safe_load((ROOT / "experiments" / "demo.yaml").read_text())
     data["costs"] = dict(GIVEN)
-    assert ExperimentSpec.from_dict(data).costs["train_s_per_image"] == 0.01
+    assert experiment_spec(data).costs["train_s_per_image"] == 0.01
 
 
 def test_bad_costs_are_named():

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from rft_ray.experiment import ExperimentSpec, load_experiment, startup_trials
-from rft_ray.spec import RunSpec, SpecError, parse_sets
-from rft_ray.trial import objective_value, trial_metrics, trial_run_spec
+from rft_ray.config.experiment import startup_trials
+from rft_ray.specs import experiment_spec, load_experiment, run_spec
+from rft_ray.config import SpecError, parse_sets
+from rft_ray.sweep.trial import objective_value, trial_metrics, trial_run_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {
@@ -21,12 +22,12 @@ BASE = {
 def spec(**top):
     data = {"name": "t", "base": BASE, "strategies": ["lora", "bitfit"]}
     data.update(top)
-    return ExperimentSpec.from_dict(data)
+    return experiment_spec(data)
 
 
 def error_of(data) -> SpecError:
     with pytest.raises(SpecError) as info:
-        ExperimentSpec.from_dict(data)
+        experiment_spec(data)
     return info.value
 
 
@@ -91,7 +92,7 @@ def test_duplicate_dataset_names_get_domain_labels():
     assert [g.name for g in e.groups] == ["lora-domainnet-clipart", "lora-domainnet-sketch"]
     assert e.groups[1].run["dataset"]["options"]["domain"] == "sketch"
     # Each group's runs carry its label, so their records (and run ids) name the training domain.
-    assert [RunSpec.from_dict({**g.run, "strategy": {"name": "lora"}}).dataset.title for g in e.groups] == [
+    assert [run_spec({**g.run, "strategy": {"name": "lora"}}).dataset.title for g in e.groups] == [
         "domainnet-clipart", "domainnet-sketch"]
 
 
@@ -134,7 +135,7 @@ def test_shipped_experiment_specs_validate(name):
     assert len(e.strategies) == 7
     assert {s.name for s in e.strategies} == {"full", "linear", "bitfit", "lora", "ia3", "adapter", "compacter"}
     for group in e.groups:
-        RunSpec.from_dict(group.run)
+        run_spec(group.run)
 
 
 def test_paper_and_domainnet_shapes():
@@ -152,7 +153,7 @@ def test_paper_and_domainnet_shapes():
 
 
 def _records(tmp_path):
-    from rft_ray.records import EvalRecord
+    from rft_ray.results.record import EvalRecord
 
     common = dict(run_id="r", strategy="lora", dataset="digits", model="m", lr=1e-3, weight_decay=0.0, seed=0,
                   total_steps=40, epoch=0.0, examples_seen=0, pgd_eps=0.01, test_ood_accuracy=0.5,

@@ -1,7 +1,7 @@
 """Reliability and security (issue 6): faults injected, bad input thrown, concurrent writers, nothing lost.
 
 RELIABILITY.md lists every fault and bad input tried here with the test that proves it. The Ray tests use the
-installed package's trainables (`rft_ray.trial`) and a tiny run (random-init 16px ViT on digits).
+installed package's trainables (`rft_ray.sweep.trial`) and a tiny run (random-init 16px ViT on digits).
 """
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import tiny_run
-from rft_ray.datasets import DataError
-from rft_ray.experiment import ExperimentSpec, load_experiment
-from rft_ray.records import EvalRecord
-from rft_ray.spec import RunSpec, SpecError, load_run_spec
-from rft_ray.store import ResultStore, StoreError, StoreWriteError
+from rft_ray.data import DataError
+from rft_ray.config.experiment import ExperimentSpec
+from rft_ray.specs import experiment_spec, load_experiment, run_spec
+from rft_ray.results.record import EvalRecord
+from rft_ray.config import SpecError
+from rft_ray.specs import load_run_spec
+from rft_ray.results.store import ResultStore, StoreError, StoreWriteError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,9 +101,9 @@ def section(cls, depth: int = 0):
 
 
 def _run_spec_dicts():
-    from rft_ray.datasets import dataset_names
-    from rft_ray.spec import DatasetSpec, EvaluationSpec, ModelSpec, OutputSpec, TrainingSpec
-    from rft_ray.strategies import strategy_names
+    from rft_ray.data import dataset_names
+    from rft_ray.config import DatasetSpec, EvaluationSpec, ModelSpec, OutputSpec, TrainingSpec
+    from rft_ray.models.strategies import strategy_names
 
     strategy = st.fixed_dictionaries({}, optional={
         "name": st.one_of(st.sampled_from(strategy_names()), ANY),
@@ -119,15 +121,15 @@ def _run_spec_dicts():
 @given(data=_run_spec_dicts())
 def test_prop_generated_run_specs_get_a_spec_error_or_a_valid_spec(data):
     try:
-        spec = RunSpec.from_dict(data)
+        spec = run_spec(data)
     except (SpecError, DataError) as err:
         assert str(err) and "Traceback" not in str(err)
         return
-    assert RunSpec.from_dict(spec.to_dict()) == spec  # a valid spec survives its own round trip
+    assert run_spec(spec.to_dict()) == spec  # a valid spec survives its own round trip
 
 
 def _experiment_dicts():
-    from rft_ray.experiment import FailureSpec, ResourcesSpec, SearchSpec, StorageSpec, TrackingSpec
+    from rft_ray.config.experiment import FailureSpec, ResourcesSpec, SearchSpec, StorageSpec, TrackingSpec
 
     base = _run_spec_dicts().map(lambda d: {k: v for k, v in d.items() if k not in ("strategy", "output")})
     strategies = st.lists(st.one_of(st.sampled_from(["lora", "full", "bitfit", "lorra"]),
@@ -149,7 +151,7 @@ def test_prop_generated_experiment_specs_get_a_spec_error_or_a_valid_spec(data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            experiment = ExperimentSpec.from_dict(data)
+            experiment = experiment_spec(data)
         except (SpecError, DataError) as err:
             assert str(err)
             return
@@ -429,7 +431,7 @@ def test_disk_full_during_a_run_fails_cleanly_and_the_rerun_completes_each_point
     assert main(["run", "--spec", str(spec), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "previous version" in err and "Traceback" not in err
-    run_id = RunSpec.from_dict(tiny_run(tmp_path)).run_id
+    run_id = run_spec(tiny_run(tmp_path)).run_id
     assert steps_by_run(tmp_path / "store") == {run_id: [0, 20]}
     assert not [p for p in os.listdir(tmp_path / "store") if p.startswith(".")]
     monkeypatch.undo()
@@ -443,8 +445,8 @@ def test_disk_full_during_a_run_fails_cleanly_and_the_rerun_completes_each_point
 
 _WRITER = """
 import sys, time
-from rft_ray.records import EvalRecord
-from rft_ray.store import ResultStore
+from rft_ray.results.record import EvalRecord
+from rft_ray.results.store import ResultStore
 root, run_id, points, tag = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 store = ResultStore(root)
 base = dict(strategy="lora", dataset="digits", model=tag, lr=1e-3, weight_decay=0.0, seed=0, total_steps=points - 1,
@@ -512,8 +514,8 @@ class _Exploit:
 def test_malicious_pickles_in_checkpoints_and_weight_files_are_refused(tmp_path, capsys):
     import torch
 
-    from rft_ray.backbones import BackboneError, read_weight_file
-    from rft_ray.trainer import CHECKPOINT_FILE, load_checkpoint
+    from rft_ray.models.backbones import BackboneError, read_weight_file
+    from rft_ray.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
     marker = tmp_path / "code-ran"
     for name in ("evil.pth", "evil.pt", "evil.bin"):
@@ -524,7 +526,7 @@ def test_malicious_pickles_in_checkpoints_and_weight_files_are_refused(tmp_path,
     with pytest.raises(BackboneError):
         read_weight_file(tmp_path / "evil.safetensors")
 
-    spec = RunSpec.from_dict(tiny_run(tmp_path))
+    spec = run_spec(tiny_run(tmp_path))
     checkpoints = tmp_path / "ckpt" / spec.run_id
     checkpoints.mkdir(parents=True)
     torch.save({"step": 20, "records": _Exploit(marker)}, checkpoints / CHECKPOINT_FILE)
@@ -610,14 +612,14 @@ def test_dashboards_bind_to_localhost_unless_told(tmp_path, capsys, monkeypatch)
 
 def _sweep_folder(tmp_path: Path) -> tuple[Path, ExperimentSpec]:
     """A finished two-trial sweep whose MLflow tracking went away after the first child's step 20."""
-    from rft_ray.sweep import GroupResult, SweepFolder, TrialSummary
+    from rft_ray.sweep.driver import GroupResult, SweepFolder, TrialSummary
 
     data = {"name": "synced", "base": {"training": {"steps": 60}, "evaluation": {"schedule": [{"until": None,
                                                                                              "every": 20}]}},
             "search": {"num_samples": 2, "objectives": [{"metric": "test_clean_acc"},
                                                          {"metric": "pgd_adv_acc", "reduce": "best"}]},
             "storage": {"path": str(tmp_path / "sweep")}}
-    experiment = ExperimentSpec.from_dict(data)
+    experiment = experiment_spec(data)
     store = ResultStore(experiment.store_root)
     store.write_run("lora-digits-a1", [record("lora-digits-a1", s) for s in (0, 20, 40, 60)])
     store.write_run("lora-digits-b2", [record("lora-digits-b2", s, lr=3e-3) for s in (0, 20)])  # diverged
@@ -720,13 +722,13 @@ def test_nan_loss_and_mlflow_lost_mid_sweep_lose_nothing(ray_faults, tmp_path, m
     from mlflow.tracking import MlflowClient
 
     from rft_ray.cli import main
-    from rft_ray.sweep import run_sweep
-    from rft_ray.trial import DIVERGED_FILE, NAN_FAULT_FILE, NAN_FIRED_FILE
+    from rft_ray.sweep.driver import run_sweep
+    from rft_ray.sweep.trial import DIVERGED_FILE, NAN_FAULT_FILE, NAN_FIRED_FILE
 
     data = _tiny_sweep(tmp_path / "sweep", tracking={"enabled": True, "experiment_name": "faults"},
                        search={"mode": "grid", "grid": {"lr": [1e-3, 3e-3], "weight_decay": [0.0]},
                                "objectives": [{"metric": "test_clean_acc"}]})
-    experiment = ExperimentSpec.from_dict(data)
+    experiment = experiment_spec(data)
     (ray_faults / NAN_FAULT_FILE).write_text(json.dumps({"step": 30, "run_id_contains": "lora-digits"}))
 
     calls = {"n": 0}
@@ -787,7 +789,7 @@ def test_worker_node_removed_mid_sweep_loses_nothing(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
-    from rft_ray.sweep import run_sweep
+    from rft_ray.sweep.driver import run_sweep
 
     if ray.is_initialized():
         ray.shutdown()
@@ -799,7 +801,7 @@ def test_worker_node_removed_mid_sweep_loses_nothing(tmp_path):
                        resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": 2},
                        failure={"max_failures": 3, "worker_max_failures": 3})
     data["base"]["training"]["steps"] = 400
-    experiment = ExperimentSpec.from_dict(data)
+    experiment = experiment_spec(data)
     schedule = list(range(0, 401, 20))
     removed = {}
 

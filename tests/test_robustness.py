@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rft_ray.backbones import create_classifier
-from rft_ray.robustness import PGDConfig, clean_correct, pgd_robust
-from rft_ray.spec import ModelSpec
+from rft_ray.models.backbones import create_classifier
+from rft_ray.evaluation.robustness import PGDConfig, clean_correct, pgd_robust
+from rft_ray.config import ModelSpec
 
 torchattacks = pytest.importorskip("torchattacks")
 CPU = torch.device("cpu")

@@ -1,7 +1,7 @@
 import pytest
 
-from rft_ray.schedule import PRESETS, EvalSchedule, Segment
-from rft_ray.spec import RunSpec
+from rft_ray.evaluation.schedule import PRESETS, EvalSchedule, Segment
+from rft_ray.specs import run_spec
 
 
 def test_default_schedule_is_the_papers_text():
@@ -24,7 +24,7 @@ def test_step_zero_and_final_step_always_and_bounded_custom_schedule_stops():
 
 
 def test_custom_schedule_from_spec():
-    spec = RunSpec.from_dict({"evaluation": {"schedule": [{"until": 30, "every": 10}, {"until": None, "every": 25}]}})
+    spec = run_spec({"evaluation": {"schedule": [{"until": 30, "every": 10}, {"until": None, "every": 25}]}})
     assert EvalSchedule.from_spec(spec.evaluation).points(80) == [0, 10, 20, 30, 50, 75, 80]
 
 

@@ -1,16 +1,17 @@
 import pytest
 
-from rft_ray.spec import RunSpec, SpecError, load_run_spec
+from rft_ray.config import SpecError
+from rft_ray.specs import load_run_spec, run_spec
 
 
 def error(data) -> str:
     with pytest.raises(SpecError) as info:
-        RunSpec.from_dict(data)
+        run_spec(data)
     return str(info.value)
 
 
 def test_defaults_are_the_embedded_default():
-    spec = RunSpec.from_dict({})
+    spec = run_spec({})
     assert spec.model.source == "embedded" and spec.dataset.name == "digits"
     assert spec.evaluation.pgd.eps == pytest.approx(1 / 255)
     assert spec.evaluation.pgd.alpha == pytest.approx(0.25 / 255)
@@ -19,7 +20,7 @@ def test_defaults_are_the_embedded_default():
 
 
 def test_fractions_are_read_as_numbers():
-    spec = RunSpec.from_dict({"evaluation": {"pgd": {"eps": "2/255", "alpha": "0.5 / 255"}}})
+    spec = run_spec({"evaluation": {"pgd": {"eps": "2/255", "alpha": "0.5 / 255"}}})
     assert spec.evaluation.pgd.eps == pytest.approx(2 / 255)
     assert spec.evaluation.pgd.alpha == pytest.approx(0.5 / 255)
 

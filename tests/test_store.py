@@ -4,8 +4,8 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from rft_ray.records import EvalRecord
-from rft_ray.store import ResultStore, StoreError
+from rft_ray.results.record import EvalRecord
+from rft_ray.results.store import ResultStore, StoreError
 
 
 def record(run_id="r1", step=0, ood=None, **kw):

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from rft_ray.backbones import create_classifier
-from rft_ray.spec import ModelSpec, SpecError
-from rft_ray.strategies import apply_strategy, create_strategy, strategy_names
+from rft_ray.models.backbones import create_classifier
+from rft_ray.config import ModelSpec, SpecError
+from rft_ray.models.strategies import apply_strategy, create_strategy, strategy_names
 
 ALL = ["full", "linear", "bitfit", "lora", "ia3", "adapter", "compacter"]
 

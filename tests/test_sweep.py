@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rft_ray.experiment import ExperimentSpec, Objective
-from rft_ray.schedule import EvalSchedule
-from rft_ray.spec import RunSpec, SpecError
-from rft_ray.store import ResultStore
-from rft_ray.sweep import (
+from rft_ray.config.experiment import ExperimentSpec, Objective
+from rft_ray.evaluation.schedule import EvalSchedule
+from rft_ray.config import SpecError
+from rft_ray.results.store import ResultStore
+from rft_ray.sweep.driver import (
     STATE_FILE,
     SweepError,
     SweepFolder,
@@ -30,7 +30,8 @@ from rft_ray.sweep import (
     run_sweep,
     summarize_store,
 )
-from rft_ray.trial import FAULT_FILE, FIRED_FILE
+from rft_ray.sweep.trial import FAULT_FILE, FIRED_FILE
+from rft_ray.specs import run_spec, experiment_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BASE = {
@@ -59,7 +60,7 @@ def tiny_experiment(path: Path, **top) -> dict:
 
 
 def schedule_of(experiment: ExperimentSpec) -> list[int]:
-    run = RunSpec.from_dict(experiment.groups[0].run)
+    run = run_spec(experiment.groups[0].run)
     return EvalSchedule.from_spec(run.evaluation).points(run.training.steps)
 
 
@@ -138,9 +139,9 @@ def test_optuna_search_prunes_trials_stopped_before_their_budget():
 
 
 def test_group_seeds_differ_and_local_paths_become_absolute(tmp_path, monkeypatch):
-    from rft_ray.sweep import absolute_paths, group_seed
+    from rft_ray.sweep.driver import absolute_paths, group_seed
 
-    search = ExperimentSpec.from_dict(tiny_experiment(tmp_path)).search
+    search = experiment_spec(tiny_experiment(tmp_path)).search
     assert group_seed(search, "lora-digits") != group_seed(search, "full-digits")
     assert group_seed(search, "lora-digits") == group_seed(search, "lora-digits")
     monkeypatch.chdir(tmp_path)
@@ -151,7 +152,7 @@ def test_group_seeds_differ_and_local_paths_become_absolute(tmp_path, monkeypatc
 
 
 def test_summary_of_a_store(tmp_path):
-    from rft_ray.records import EvalRecord
+    from rft_ray.results.record import EvalRecord
 
     store = ResultStore(tmp_path / "store")
     common = dict(strategy="lora", dataset="digits", model="m", seed=0, total_steps=40, epoch=0.0, examples_seen=0,
@@ -170,7 +171,7 @@ def test_summary_of_a_store(tmp_path):
 
 
 def test_sweep_folder_refuses_to_clobber_or_resume_wrongly(tmp_path):
-    experiment = ExperimentSpec.from_dict(tiny_experiment(tmp_path / "sweep"))
+    experiment = experiment_spec(tiny_experiment(tmp_path / "sweep"))
     with pytest.raises(SweepError, match="nothing to resume"):
         run_sweep(experiment, resume=True)
     folder = SweepFolder(experiment.storage_root)
@@ -178,13 +179,13 @@ def test_sweep_folder_refuses_to_clobber_or_resume_wrongly(tmp_path):
     assert folder.read_state()["fingerprint"] == experiment.fingerprint()
     with pytest.raises(SweepError, match="--resume"):
         run_sweep(experiment)
-    changed = ExperimentSpec.from_dict(tiny_experiment(tmp_path / "sweep", strategies=["bitfit"]))
+    changed = experiment_spec(tiny_experiment(tmp_path / "sweep", strategies=["bitfit"]))
     with pytest.raises(SpecError, match="spec changed"):
         run_sweep(changed, resume=True)
 
 
 def test_unreachable_tracking_server_warns_once(capsys):
-    from rft_ray.tracking import Tracker
+    from rft_ray.tracking.callback import Tracker
 
     tracker = Tracker("http://127.0.0.1:9")  # nothing listens on the discard port
     assert tracker.check_reachable(timeout=2) is False
@@ -199,7 +200,7 @@ def test_mlflow_callback_backfills_points_tune_never_relayed(tmp_path, monkeypat
     from types import SimpleNamespace
 
     from rft_ray import tracking
-    from rft_ray.records import EvalRecord
+    from rft_ray.results.record import EvalRecord
 
     logged = []
 
@@ -259,7 +260,7 @@ def test_cluster_yaml_passes_rays_schema():
 def test_demo_sweep_matches_the_embedded_default():
     """experiments/demo.yaml is rft_ray/demo.py's embedded default (model, data, training, eps, schedule),
     shortened and with smaller evaluation subsets; each strategy's search starts from demo.py's learning rate."""
-    from rft_ray.demo import DEMO, DEMO_LR, demo_experiment
+    from rft_ray.cli.demo import DEMO, DEMO_LR, demo_experiment
 
     experiment = demo_experiment(Path("/tmp/rft-demo-check"))
     assert len(experiment.groups) == 7 and experiment.search.num_samples == 2
@@ -319,7 +320,7 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
         "space": {"lr": {"low": 1e-3, "high": 3e-2}, "weight_decay": {"low": 1e-3, "high": 1e-1}}},
         resources={"cpus_per_trial": 0.5, "gpus_per_trial": 0, "max_concurrent_trials": 3})
     data["base"]["training"]["steps"] = 60
-    experiment = ExperimentSpec.from_dict(data)
+    experiment = experiment_spec(data)
     assert experiment.search.sampler_name() == "gp"
     (ray_session / FAULT_FILE).write_text(json.dumps({"step": 40, "run_id_contains": "lora-digits"}))
     result = run_sweep(experiment)
@@ -376,7 +377,7 @@ def test_grid_mode_runs_exactly_its_grid(ray_session, tmp_path):
                                                       "objectives": [{"metric": "test_clean_acc"}]},
                            resources={"cpus_per_trial": 0.5, "gpus_per_trial": 0, "max_concurrent_trials": 4})
     data["base"]["training"]["steps"] = 20
-    experiment = ExperimentSpec.from_dict(data)
+    experiment = experiment_spec(data)
     result = run_sweep(experiment, analyze=False)
     [group] = result.groups
     assert group.status == "done"
@@ -398,7 +399,7 @@ def test_asha_stops_a_trial_at_an_optimizer_step_rung(ray_session, tmp_path):
         "objectives": [{"metric": "train_loss", "mode": "min"}],
         "asha": {"enabled": True, "grace_period": 20, "reduction_factor": 2}},
         resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": 1})
-    experiment = ExperimentSpec.from_dict(data)
+    experiment = experiment_spec(data)
     assert experiment.search.asha.max_t == 40
     result = run_sweep(experiment, analyze=False)
     [group] = result.groups
@@ -431,7 +432,7 @@ def test_driver_killed_mid_sweep_resumes_with_each_schedule_once(tmp_path):
     data["base"]["training"]["steps"] = 60
     spec_file = tmp_path / "sweep.yaml"
     spec_file.write_text(yaml.safe_dump(data))
-    experiment = ExperimentSpec.from_dict(data)
+    experiment = experiment_spec(data)
     env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONUNBUFFERED": "1"}
     rft = [sys.executable, "-m", "rft_ray.cli"]
     before = _ray_pids()

@@ -2,15 +2,15 @@ import json
 import math
 
 import pytest
-import torch
 
 from conftest import tiny_run
-from rft_ray.records import EvalRecord
-from rft_ray.runner import run_in_process
-from rft_ray.schedule import EvalSchedule
-from rft_ray.spec import RunSpec, SpecError
-from rft_ray.store import ResultStore
-from rft_ray.trainer import TrainingDiverged, train_loop
+from rft_ray.results.record import EvalRecord
+from rft_ray.training.runner import run_in_process
+from rft_ray.evaluation.schedule import EvalSchedule
+from rft_ray.config import SpecError
+from rft_ray.results.store import ResultStore
+from rft_ray.training.loop import TrainingDiverged, train_loop
+from rft_ray.specs import run_spec
 
 METRICS = ["step", "epoch", "examples_seen", "train_loss", "train_clean_acc", "test_clean_acc", "pgd_adv_acc",
            "test_ood_accuracy", "ood_acc"]
@@ -38,7 +38,7 @@ class StopAfter:
 
 
 def test_run_follows_schedule_and_writes_store_and_json(tmp_path):
-    spec = RunSpec.from_dict(tiny_run(tmp_path))
+    spec = run_spec(tiny_run(tmp_path))
     result = run_in_process(spec, progress=False, json_path=tmp_path / "run.json")
     steps = [r.step for r in result.records]
     assert steps == EvalSchedule.from_spec(spec.evaluation).points(60) == [0, 20, 40, 60]
@@ -57,10 +57,10 @@ def test_run_follows_schedule_and_writes_store_and_json(tmp_path):
 
 
 def test_same_spec_and_seed_give_same_numbers_and_other_seed_differs(tmp_path):
-    first = run_in_process(RunSpec.from_dict(tiny_run(tmp_path / "a", **{"training.steps": 20})), progress=False)
-    second = run_in_process(RunSpec.from_dict(tiny_run(tmp_path / "b", **{"training.steps": 20})), progress=False)
+    first = run_in_process(run_spec(tiny_run(tmp_path / "a", **{"training.steps": 20})), progress=False)
+    second = run_in_process(run_spec(tiny_run(tmp_path / "b", **{"training.steps": 20})), progress=False)
     assert metrics(first.records) == metrics(second.records)
-    other = run_in_process(RunSpec.from_dict(tiny_run(tmp_path / "c", **{"training.steps": 20, "training.seed": 1})),
+    other = run_in_process(run_spec(tiny_run(tmp_path / "c", **{"training.steps": 20, "training.seed": 1})),
                            progress=False)
     assert metrics(other.records) != metrics(first.records)
 
@@ -68,10 +68,10 @@ def test_same_spec_and_seed_give_same_numbers_and_other_seed_differs(tmp_path):
 @pytest.mark.parametrize("strategy, points_before_kill", [("full", 2), ("adapter", 2), ("lora", 1)])
 def test_resume_from_checkpoint_gives_the_same_records(tmp_path, strategy, points_before_kill):
     data = tiny_run(tmp_path / "whole", **{"strategy.name": strategy, "training.augment": "crop_flip"})
-    whole = run_in_process(RunSpec.from_dict(data), progress=False).records
+    whole = run_in_process(run_spec(data), progress=False).records
 
     data = tiny_run(tmp_path / "cut", **{"strategy.name": strategy, "training.augment": "crop_flip"})
-    spec = RunSpec.from_dict(data)
+    spec = run_spec(data)
     checkpoints = tmp_path / "cut" / "ckpt" / spec.run_id
     with pytest.raises(Interrupt):
         train_loop(spec, StopAfter(points_before_kill), checkpoint_dir=checkpoints)  # dies after step 0 or 20
@@ -82,9 +82,9 @@ def test_resume_from_checkpoint_gives_the_same_records(tmp_path, strategy, point
 
 
 def test_resume_refuses_a_checkpoint_from_other_settings(tmp_path):
-    spec = RunSpec.from_dict(tiny_run(tmp_path, **{"training.steps": 20}))
+    spec = run_spec(tiny_run(tmp_path, **{"training.steps": 20}))
     run_in_process(spec, progress=False)
-    changed = RunSpec.from_dict(tiny_run(tmp_path, **{"training.steps": 20, "evaluation.pgd.steps": 4,
+    changed = run_spec(tiny_run(tmp_path, **{"training.steps": 20, "evaluation.pgd.steps": 4,
                                                       "output.run_id": spec.run_id}))
     with pytest.raises(SpecError, match="different settings in evaluation"):
         run_in_process(changed, progress=False)
@@ -92,8 +92,8 @@ def test_resume_refuses_a_checkpoint_from_other_settings(tmp_path):
 
 
 def test_diverging_loss_stops_the_run_and_keeps_its_records(tmp_path, monkeypatch):
-    spec = RunSpec.from_dict(tiny_run(tmp_path))
-    import rft_ray.trainer as trainer
+    spec = run_spec(tiny_run(tmp_path))
+    import rft_ray.training.loop as trainer
 
     real = trainer.F.cross_entropy
     calls = {"n": 0}
@@ -112,7 +112,7 @@ def test_diverging_loss_stops_the_run_and_keeps_its_records(tmp_path, monkeypatc
 
 
 def test_records_round_trip_through_rows(tmp_path):
-    spec = RunSpec.from_dict(tiny_run(tmp_path, **{"training.steps": 20}))
+    spec = run_spec(tiny_run(tmp_path, **{"training.steps": 20}))
     records = run_in_process(spec, progress=False).records
     again = [EvalRecord.from_row(r.to_row()) for r in records]
     assert metrics(again) == metrics(records)
@@ -122,8 +122,8 @@ def test_extra_eps_measures_what_a_run_at_that_eps_measures(tmp_path):
     """pgd_adv_acc/<radius> equals pgd_adv_acc of the same run made with that radius (alpha scaled alike)."""
     from analysis.report import analyze
 
-    both = RunSpec.from_dict(tiny_run(tmp_path / "a", **{"evaluation.pgd.extra_eps": ["12/255"]}))
-    alone = RunSpec.from_dict(tiny_run(tmp_path / "b", **{"evaluation.pgd.eps": "12/255",
+    both = run_spec(tiny_run(tmp_path / "a", **{"evaluation.pgd.extra_eps": ["12/255"]}))
+    alone = run_spec(tiny_run(tmp_path / "b", **{"evaluation.pgd.eps": "12/255",
                                                           "evaluation.pgd.alpha": "3/255"}))
     with_extra = run_in_process(both, progress=False).records
     single = run_in_process(alone, progress=False).records
@@ -142,6 +142,6 @@ def test_extra_eps_measures_what_a_run_at_that_eps_measures(tmp_path):
 
 def test_extra_eps_must_differ_from_eps(tmp_path):
     with pytest.raises(SpecError, match=r"evaluation\.pgd\.extra_eps: radii must differ"):
-        RunSpec.from_dict(tiny_run(tmp_path, **{"evaluation.pgd.extra_eps": ["4/255"]}))
+        run_spec(tiny_run(tmp_path, **{"evaluation.pgd.extra_eps": ["4/255"]}))
     with pytest.raises(SpecError, match=r"evaluation\.pgd\.extra_eps\[0\]: must be in \(0, 1\]"):
-        RunSpec.from_dict(tiny_run(tmp_path, **{"evaluation.pgd.extra_eps": [-0.01]}))
+        run_spec(tiny_run(tmp_path, **{"evaluation.pgd.extra_eps": [-0.01]}))

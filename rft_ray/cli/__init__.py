@@ -1,0 +1,225 @@
+"""`rft`: run, strategies, pretrain, demo, analyze. Bad input gets one clear paragraph, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+EXIT_BAD_INPUT = 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from rft_ray.models.backbones import BackboneError
+    from rft_ray.data import DataError
+    from rft_ray.config import SpecError
+    from rft_ray.results.store import StoreError
+
+    return SpecError, DataError, BackboneError, StoreError
+
+
+def _run_spec_from_args(args: argparse.Namespace):
+    from rft_ray.config import SpecError, apply_overrides, load_yaml, parse_sets
+    from rft_ray.specs import run_spec
+
+    data: Any = load_yaml(args.spec) if args.spec else {}
+    flags = {
+        "strategy.name": args.strategy, "dataset.name": args.dataset, "dataset.root": args.data_root,
+        "training.epochs": args.epochs, "training.steps": args.steps, "training.lr": args.lr,
+        "training.weight_decay": args.weight_decay, "training.batch_size": args.batch_size,
+        "training.seed": args.seed, "training.device": args.device, "model.name": args.model,
+        "model.source": args.model_source, "model.weights": args.weights, "evaluation.pgd.eps": args.eps,
+        "output.results": args.results, "output.checkpoints": args.checkpoints, "output.run_id": args.run_id,
+    }
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if args.epochs is not None and args.steps is None:
+        overrides["training.steps"] = None  # a flag wins over the spec file's other length setting
+    if args.steps is not None and args.epochs is None:
+        overrides["training.epochs"] = None
+    if args.weights is not None and args.model_source is None:
+        overrides["model.source"] = "file"
+    overrides.update(parse_sets(args.set))
+    try:
+        return run_spec(apply_overrides(data, overrides))
+    except SpecError as err:
+        raise SpecError(f"{err}" + (f" (in {args.spec})" if args.spec else "")) from err
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rft_ray.training.runner import run_in_process
+
+    spec = _run_spec_from_args(args)
+    result = run_in_process(spec, progress=not args.quiet, json_path=args.json, restart=args.restart)
+    _print_summary(result.records, spec.output.results, result.store.run_path(spec.run_id), args.json)
+    return 0
+
+
+def _print_summary(records, store_root: str, file: str, json_path: str | None) -> None:
+    last = records[-1]
+    peak = max(records, key=lambda r: r.pgd_adv_acc)
+    print(f"run {last.run_id}: {len(records)} evaluation points, final step {last.step}: "
+          f"test acc {last.test_clean_acc:.3f}, PGD acc {last.pgd_adv_acc:.3f} (peak {peak.pgd_adv_acc:.3f} "
+          f"at step {peak.step}), OOD acc {last.test_ood_accuracy:.3f}")
+    print(f"results: {file} (store {store_root})" + (f"; paper-style JSON: {json_path}" if json_path else ""))
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    import torch
+
+    from rft_ray.models.backbones import create_classifier
+    from rft_ray.config import ModelSpec
+    from rft_ray.models.strategies import apply_strategy, strategy_names
+
+    rows = []
+    for name in strategy_names():
+        with torch.device("meta"):  # counts need shapes only: nothing allocated, nothing downloaded
+            model = create_classifier(ModelSpec(name=args.model, source="random"), args.num_classes)
+        count = apply_strategy(model, name)
+        rows.append({"strategy": name, "trainable": count.trainable, "total": count.total,
+                     "share_percent": round(100 * count.share, 4)})
+    if args.json:
+        print(json.dumps({"model": args.model, "num_classes": args.num_classes, "strategies": rows}, indent=1))
+    else:
+        print(f"{args.model}, {args.num_classes} classes")
+        print(f"{'strategy':<10} {'trainable':>12} {'total':>12} {'share':>9}")
+        for r in rows:
+            print(f"{r['strategy']:<10} {r['trainable']:>12,} {r['total']:>12,} {r['share_percent']:>8.3f}%")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from rft_ray.training.pretrain import pretrain
+
+    pretrain(args.data, args.epochs, args.seed, args.work_dir, args.out)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rft_ray.cli.demo import run_demo
+
+    run_demo(Path(args.out), quiet=args.quiet)
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from rft_ray.cost.estimate import run_estimate
+    from rft_ray.config import parse_sets
+
+    flags = {"train_s_per_image": args.train_s_per_image, "eval_s_per_image": args.eval_s_per_image,
+             "pgd_s_per_iteration_image": args.pgd_s_per_iteration_image, "trial_overhead_s": args.trial_overhead_s,
+             "tflops": args.tflops}
+    print(run_estimate(args.spec, parse_sets(args.set), args.costs, flags, args.clean_acc, args.robust_acc,
+                       args.recalibrate, args.json, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    return 0
+
+
+def cmd_analyze(argv: list[str]) -> int:
+    from analysis.report import main as analyze_main
+
+    return analyze_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rft", description="Robustness of fine-tuning strategies, measured "
+                                     "continuously: clean, PGD and OOD accuracy on an adaptive schedule.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="fine-tune once, in this process", description=(
+        "Fine-tune one model. Settings come from --spec (YAML) and/or flags; flags win over the file."))
+    run.add_argument("--spec", help="run spec YAML (sections model, strategy, dataset, training, evaluation, output)")
+    run.add_argument("--strategy", help="full, linear, bitfit, lora, ia3, adapter or compacter")
+    run.add_argument("--dataset", help="digits, cifar10, cifar100, caltech256, cub200, stanford_dogs, domainnet, parquet")
+    run.add_argument("--data-root", help="dataset folder (dataset.root)")
+    length = run.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float)
+    length.add_argument("--steps", type=int)
+    run.add_argument("--lr", type=float)
+    run.add_argument("--weight-decay", type=float)
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--model", help="timm model name")
+    run.add_argument("--model-source", choices=["embedded", "hub", "file", "random"])
+    run.add_argument("--weights", help="local .safetensors/.pth weight file (implies --model-source file)")
+    run.add_argument("--eps", help="PGD eps in pixel units, e.g. 1/255")
+    run.add_argument("--results", help="result store folder or URI")
+    run.add_argument("--checkpoints", help="checkpoint folder")
+    run.add_argument("--run-id", help="run name (default: from strategy, dataset, lr, weight decay, seed)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="any spec field, e.g. evaluation.pgd.steps=20")
+    run.add_argument("--json", help="also write the paper code's per-step JSON keys to this file")
+    run.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of this run id")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(handler=cmd_run)
+
+    strategies = sub.add_parser("strategies", help="trainable and total parameters of each strategy")
+    strategies.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name (no download)")
+    strategies.add_argument("--num-classes", type=int, default=10)
+    strategies.add_argument("--json", action="store_true")
+    strategies.set_defaults(handler=cmd_strategies)
+
+    pre = sub.add_parser("pretrain", help="train the embedded default's small ViT on CIFAR-10")
+    pre.add_argument("--data", help="folder with CIFAR-10 train.parquet/test.parquet (default: torchvision download)")
+    pre.add_argument("--epochs", type=float, default=30)
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--work-dir", default="results/pretrain", help="store and checkpoints of the pretraining run")
+    pre.add_argument("--out", help="weights file (default: the package's embedded checkpoint)")
+    pre.set_defaults(handler=cmd_pretrain)
+
+    demo = sub.add_parser("demo", help="all 7 strategies on the embedded default (offline), then the analysis")
+    demo.add_argument("--out", default="results/demo")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(handler=cmd_demo)
+
+    est = sub.add_parser("estimate", help="trials, steps, evaluation points and accelerator-hours of a spec",
+                         description=(
+        "Count what a run spec or an experiment spec does (trials, training steps, evaluation points, PGD passes) "
+        "and estimate accelerator-hours with full PGD and with our early-exit PGD. Per-image costs: flags, else the "
+        "spec's `costs:` section or --costs FILE (seconds per image, or `tflops` of a target accelerator), else a "
+        "short calibration run on this machine (remembered in the rft-ray cache)."))
+    est.add_argument("spec", help="experiment spec (e.g. experiments/paper.yaml) or run spec YAML")
+    est.add_argument("--set", action="append", metavar="KEY=VALUE", help="any spec field, e.g. search.num_samples=4")
+    est.add_argument("--costs", help="YAML file with a costs section (train_s_per_image, eval_s_per_image, "
+                     "pgd_s_per_iteration_image, trial_overhead_s, tflops, device, strategies)")
+    est.add_argument("--train-s-per-image", type=float, help="seconds per training image (forward, backward, update)")
+    est.add_argument("--eval-s-per-image", type=float, help="seconds per clean evaluation image (forward)")
+    est.add_argument("--pgd-s-per-iteration-image", type=float, help="seconds per PGD iteration per image")
+    est.add_argument("--trial-overhead-s", type=float, help="fixed seconds per trial (Ray start-up; default 27 for "
+                     "sweeps, 0 for run specs)")
+    est.add_argument("--tflops", type=float, help="sustained TFLOP/s of a target accelerator (costs from counted FLOPs)")
+    est.add_argument("--clean-acc", type=float, default=0.9, help="assumed clean accuracy of attacked images (0.9)")
+    est.add_argument("--robust-acc", type=float, default=0.3, help="assumed robust accuracy (0.3) for early exit")
+    est.add_argument("--recalibrate", action="store_true", help="measure this machine again")
+    est.add_argument("--json", action="store_true")
+    est.set_defaults(handler=cmd_estimate)
+
+    from rft_ray.cli.sweep import add_sweep_commands
+
+    add_sweep_commands(sub)
+    sub.add_parser("analyze", help="Pareto frontiers, AUC tables, RQ1/RQ3, figures and a report (see rft analyze -h)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "analyze":
+        return _guarded(lambda: cmd_analyze(argv[1:]))
+    args = build_parser().parse_args(argv)
+    return _guarded(lambda: args.handler(args))
+
+
+def _guarded(action: Callable[[], int]) -> int:
+    try:
+        return action()
+    except _user_errors() as err:
+        print(f"rft: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("rft: interrupted; completed evaluation points are in the result store, and the run resumes "
+              "from its last checkpoint when started again", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The run spec: every setting of one fine-tuning run, its types and ranges validated once, here.
+
+Names of strategies and datasets (and their options) are checked one floor up, against their
+registries, by `rft_ray.specs` (this floor imports nothing of the project but the machinery).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from rft_ray.config.fields import build, check, described, to_plain
+from rft_ray.config.metrics import same_radius
+
+
+@dataclass
+class ModelSpec:
+    name: str = described("timm model name (any registered ViT, including the project's rft_* models)",
+                      "rft_vit_cifar_patch8_32")
+    source: Literal["embedded", "hub", "file", "random"] = described(
+        "where the weights come from: the checkpoint shipped in the package, the Hugging Face hub via "
+        "timm (needs a network), a local .safetensors/.pth file, or random initialisation", "embedded")
+    weights: str | None = described("weight file for source=file (.safetensors, or .pth loaded with weights_only)", None)
+    image_size: int | None = described("input resolution; images are resized on the fly (default: the model's)", None)
+    mean: list[float] | None = described("normalisation mean inside the model (default: the model's pretrained config)", None)
+    std: list[float] | None = described("normalisation std inside the model (default: the model's pretrained config)", None)
+
+    def __post_init__(self):
+        check(bool(self.name.strip()), "name", "must be a timm model name, got an empty string")
+        check(self.source != "file" or bool(self.weights), "weights",
+              "source is 'file', so a weight file path is required (.safetensors or .pth)")
+        check(self.source == "file" or self.weights is None, "weights",
+              f"a weight file is only read with source 'file', but source is {self.source!r}")
+        check(self.image_size is None or 8 <= self.image_size <= 1024, "image_size",
+              f"must be between 8 and 1024 pixels, got {self.image_size}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            check(value is None or len(value) == 3, name, f"must list 3 numbers (R, G, B), got {value}")
+        check(self.std is None or all(s > 0 for s in self.std), "std", f"must be positive, got {self.std}")
+
+
+@dataclass
+class StrategySpec:
+    name: str = described("fine-tuning strategy: full, linear, bitfit, lora, ia3, adapter, compacter", "lora")
+    options: dict[str, Any] = described("the strategy's own hyperparameters (see `rft strategies --help`)", factory=dict)
+
+
+@dataclass
+class DatasetSpec:
+    name: str = described("dataset: digits, cifar10, cifar100, caltech256, cub200, stanford_dogs, domainnet, parquet", "digits")
+    label: str | None = described("the dataset's name in results, run ids and reports (default: name); keeps one name "
+                              "for one task whichever loader reads it (e.g. cifar100 online, parquet offline)", None)
+    root: str | None = described("local folder holding the data (for parquet: the base of relative train/test paths)", None)
+    download: bool = described("let torchvision download cifar10/cifar100 into root when missing (needs a network)", False)
+    val_fraction: float = described("share of the training data held out, seeded, as the validation split", 0.1)
+    split_seed: int = described("seed of every split and evaluation subset (kept apart from the training seed, so "
+                            "runs with different seeds are measured on the same images)", 0)
+    train_limit: int | None = described("use a seeded subset of this many training images", None)
+    corruptions: list[str] = described("OOD corruption domains for datasets without natural domains",
+                                   factory=lambda: ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"])
+    severity: int = described("corruption severity, 1 (mild) to 5 (severe), as in CIFAR-10-C", 3)
+    options: dict[str, Any] = described("the dataset's own settings (see the dataset registry)", factory=dict)
+
+    def __post_init__(self):
+        check(0.0 <= self.val_fraction < 0.9, "val_fraction", f"must be in [0, 0.9), got {self.val_fraction}")
+        check(self.train_limit is None or self.train_limit > 0, "train_limit",
+              f"must be a positive number of images, got {self.train_limit}")
+        check(1 <= self.severity <= 5, "severity", f"must be 1 to 5, got {self.severity}")
+        check(0 <= self.split_seed < 2**32, "split_seed", f"must be in [0, 2^32), got {self.split_seed}")
+        check(self.label is None or bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=-]{0,99}", self.label)), "label",
+              f"use 1-100 letters, digits, '_', '.', '=' or '-' (it names files), got {self.label!r}")
+
+    @property
+    def title(self) -> str:
+        """What results call this dataset: the label, else the loader's name."""
+        return self.label or self.name
+
+
+@dataclass
+class TrainingSpec:
+    epochs: float | None = described("training length in passes over the train split (give epochs or steps)", None)
+    steps: int | None = described("training length in optimizer steps (give epochs or steps)", None)
+    batch_size: int = described("training batch size", 32)
+    lr: float = described("AdamW learning rate", 1e-3)
+    weight_decay: float = described("AdamW weight decay", 1e-2)
+    warmup_fraction: float = described("linear warm-up, as a fraction of all steps, before the cosine decay", 0.1)
+    grad_clip: float | None = described("clip the gradient norm to this value (off when null)", None)
+    seed: int = described("seed of initialisation, data order and everything else random in training", 0)
+    device: Literal["auto", "cpu", "cuda"] = described("auto takes the GPU when there is one", "auto")
+    precision: Literal["auto", "fp32", "bf16"] = described("auto: bf16 autocast on GPU, fp32 on CPU", "auto")
+    augment: Literal["none", "crop_flip"] = described(
+        "training augmentation: none, or random crop (padding 1/8 of the size) and horizontal flip, seeded per step",
+        "none")
+    checkpoint: bool = described("save a resumable checkpoint at every evaluation point", True)
+    num_workers: int = described("DataLoader worker processes for training batches", 0)
+
+    def __post_init__(self):
+        check(self.epochs is None or self.steps is None, "epochs",
+              f"give epochs or steps, not both (got epochs={self.epochs}, steps={self.steps})")
+        check(self.epochs is None or 0 < self.epochs <= 10_000, "epochs", f"must be in (0, 10000], got {self.epochs}")
+        check(self.steps is None or 0 < self.steps <= 10_000_000, "steps", f"must be in [1, 10000000], got {self.steps}")
+        check(1 <= self.batch_size <= 65_536, "batch_size", f"must be 1 to 65536, got {self.batch_size}")
+        check(0 < self.lr < 10, "lr", f"must be in (0, 10), got {self.lr}")
+        check(0 <= self.weight_decay < 10, "weight_decay", f"must be in [0, 10), got {self.weight_decay}")
+        check(0 <= self.warmup_fraction < 1, "warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", f"must be positive or null, got {self.grad_clip}")
+        check(0 <= self.num_workers <= 64, "num_workers", f"must be 0 to 64, got {self.num_workers}")
+        check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2^32), got {self.seed}")
+        if self.epochs is None and self.steps is None:
+            self.epochs = 1.0
+
+
+@dataclass
+class PGDSpec:
+    eps: float = described("L-inf radius in [0,1] pixel units (the paper: 1/255)", 1 / 255)
+    alpha: float = described("step size in [0,1] pixel units (the paper: 0.25/255)", 0.25 / 255)
+    steps: int = described("PGD iterations (the paper: 15)", 15)
+    random_start: bool = described("start from a uniform random point in the eps-ball", True)
+    examples: int | None = described("attack the first N images of the test evaluation subset (null: all of it)", None)
+    extra_eps: list[float] = described(
+        "more L-inf radii attacked at every evaluation point, on the same images with the same steps and alpha "
+        "scaled alike (alpha * radius / eps); stored as pgd_adv_acc/<radius> columns (e.g. pgd_adv_acc/4/255)",
+        factory=list)
+
+    def __post_init__(self):
+        check(0 < self.eps <= 1, "eps", f"must be in (0, 1] (pixel units: 1/255 = {1/255:.5f}), got {self.eps}")
+        for i, radius in enumerate(self.extra_eps):
+            check(0 < radius <= 1, f"extra_eps[{i}]", f"must be in (0, 1] (pixel units), got {radius}")
+        radii = [self.eps, *self.extra_eps]
+        distinct = all(not same_radius(a, b) for i, a in enumerate(radii) for b in radii[i + 1:])
+        check(distinct, "extra_eps",
+              f"radii must differ from eps and from each other, got eps {self.eps:g} and {self.extra_eps}")
+        check(0 < self.alpha <= 1, "alpha", f"must be in (0, 1], got {self.alpha}")
+        check(1 <= self.steps <= 10_000, "steps", f"must be 1 to 10000, got {self.steps}")
+        check(self.examples is None or self.examples > 0, "examples", f"must be positive or null, got {self.examples}")
+
+
+@dataclass
+class ScheduleSegment:
+    until: int | None = described("last step of this segment (null: no end)", None)
+    every: int = described("evaluate at multiples of this many steps inside the segment", 50)
+
+    def __post_init__(self):
+        check(self.every >= 1, "every", f"must be at least 1, got {self.every}")
+        check(self.until is None or self.until >= 0, "until", f"must be a step >= 0 or null, got {self.until}")
+
+
+@dataclass
+class EvaluationSpec:
+    schedule: Union[Literal["default", "paper_code"], list[ScheduleSegment]] = described(
+        "when to evaluate: 'default' (every 50 to 700, every 1000 to 3000, every 6000 after), 'paper_code' "
+        "(the paper's public code), or a list of {until, every} segments; step 0 and the final step always",
+        "default")
+    train_examples: int = described("size of the fixed, seeded train subset for train_clean_acc", 500)
+    test_examples: int | None = described("size of the fixed, seeded test subset (null: the whole test split)", 1000)
+    ood_examples: int | None = described("images per OOD domain (null: the whole domain)", 500)
+    batch_size: int = described("evaluation batch size (clean and PGD)", 256)
+    pgd: PGDSpec = described("the adversarial evaluation", factory=PGDSpec)
+
+    def __post_init__(self):
+        check(self.train_examples >= 1, "train_examples", f"must be positive, got {self.train_examples}")
+        check(self.test_examples is None or self.test_examples >= 1, "test_examples",
+              f"must be positive or null, got {self.test_examples}")
+        check(self.ood_examples is None or self.ood_examples >= 1, "ood_examples",
+              f"must be positive or null, got {self.ood_examples}")
+        check(1 <= self.batch_size <= 65_536, "batch_size", f"must be 1 to 65536, got {self.batch_size}")
+        if isinstance(self.schedule, list):
+            check(len(self.schedule) > 0, "schedule", "a custom schedule needs at least one {until, every} segment")
+            ends = [s.until for s in self.schedule]
+            check(all(u is not None for u in ends[:-1]), "schedule",
+                  "only the last segment may have until: null (no end)")
+            bounded = [u for u in ends if u is not None]
+            check(bounded == sorted(set(bounded)), "schedule", f"segment ends must increase strictly, got {ends}")
+
+
+@dataclass
+class OutputSpec:
+    results: str = described("result store: a folder or URI; each run writes <run_id>.parquet there", "results/store")
+    checkpoints: str = described("folder for resumable checkpoints (one per run, overwritten)", "results/checkpoints")
+    run_id: str | None = described("name of the run (default: derived from strategy, dataset, lr, weight decay, seed)", None)
+
+
+@dataclass
+class RunSpec:
+    model: ModelSpec = described("the backbone", factory=ModelSpec)
+    strategy: StrategySpec = described("the fine-tuning strategy", factory=StrategySpec)
+    dataset: DatasetSpec = described("the downstream data", factory=DatasetSpec)
+    training: TrainingSpec = described("the optimisation", factory=TrainingSpec)
+    evaluation: EvaluationSpec = described("what is measured, and when", factory=EvaluationSpec)
+    output: OutputSpec = described("where results and checkpoints go", factory=OutputSpec)
+
+    @property
+    def run_id(self) -> str:
+        if self.output.run_id:
+            return self.output.run_id
+        t = self.training
+        return f"{self.strategy.name}-{self.dataset.title}-lr{t.lr:g}-wd{t.weight_decay:g}-s{t.seed}"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "RunSpec":
+        """Types and ranges only; `rft_ray.specs.run_spec` also checks the strategy and dataset names."""
+        return build(cls, data, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+

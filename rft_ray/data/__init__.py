@@ -1,0 +1,86 @@
+"""Dataset registry: every dataset yields train, validation, test and named OOD splits plus class names.
+
+Build through `create_bundle(spec, image_size)`; register new datasets with `@register_dataset`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rft_ray.data.base import (
+    ArrayImageSet,
+    DataBundle,
+    DataError,
+    EncodedImageSet,
+    ImageSet,
+    TransformedImageSet,
+    dataset_config,
+    dataset_entry,
+    dataset_names,
+    register_dataset,
+    seeded_permutation,
+    seeded_subset,
+    stratified_split,
+)
+from rft_ray.data.corruptions import corruption_names, create_corruption
+from rft_ray.config import DatasetSpec
+
+# Importing the modules registers their datasets.
+from rft_ray.data import digits as _digits  # noqa: E402,F401
+from rft_ray.data import sources as _sources  # noqa: E402,F401
+
+__all__ = [
+    "ArrayImageSet", "DataBundle", "DataError", "EncodedImageSet", "ImageSet", "create_bundle",
+    "corruption_names", "dataset_config", "dataset_names", "register_dataset",
+]
+
+
+def create_bundle(spec: DatasetSpec, image_size: int, cache: bool = False) -> DataBundle:
+    """The dataset's splits at `image_size`, decoded lazily. With `cache` (what training runs use; off when
+    RFT_DATA_CACHE=off) the splits are decoded once per node and memory-mapped by every later trial."""
+    from rft_ray.data import cache as data_cache
+
+    entry = dataset_entry(spec.name)
+    options = dataset_config(spec.name, spec.options)
+    # Fail on a bad corruption name before reading any data.
+    corruptions = {name: create_corruption(name, spec.severity) for name in spec.corruptions}
+    if not cache or not data_cache.enabled():
+        train, val, test, natural_ood, class_names = _splits(spec, entry, options, image_size)
+    else:
+        train, val, test, natural_ood, class_names = data_cache.cached_splits(
+            spec, image_size, lambda: _splits(spec, entry, options, image_size))
+    if entry.natural_ood:
+        ood = dict(natural_ood)
+    else:
+        ood = {name: TransformedImageSet(test, fn) for name, fn in corruptions.items()}
+    return DataBundle(train=train, val=val, test=test, ood=ood, class_names=list(class_names), image_size=image_size)
+
+
+def _splits(spec: DatasetSpec, entry, options, image_size: int):
+    """(train, val, test, natural OOD domains, class names): the loader's output, split and checked."""
+    train, test, natural_ood, class_names = entry.loader(spec, options, image_size)
+    if test is None:
+        fraction = getattr(options, "test_fraction", 0.2)
+        keep, held = stratified_split(train.labels, fraction, spec.split_seed, "test")
+        train, test = train.subset(keep), train.subset(held)
+    _check_classes(spec.name, "train", train, class_names)
+    if spec.train_limit is not None:
+        train = seeded_subset(train, spec.train_limit, spec.split_seed, "train_limit")
+    keep, held = stratified_split(train.labels, spec.val_fraction, spec.split_seed, "val")
+    train, val = train.subset(keep), train.subset(held)
+    if len(train) == 0 or len(test) == 0:
+        raise DataError(f"dataset {spec.name!r} has {len(train)} training and {len(test)} test images after "
+                        "splitting; both must be non-empty")
+    return train, val, test, (dict(natural_ood) if entry.natural_ood else {}), class_names
+
+
+def _check_classes(name: str, split: str, images: ImageSet, class_names: list[str]) -> None:
+    if len(class_names) < 2:
+        raise DataError(f"dataset {name!r} has {len(class_names)} class(es); classification needs at least 2")
+    labels = np.asarray(images.labels)
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise DataError(f"dataset {name!r} {split} split has labels outside 0..{len(class_names) - 1}")
+    counts = np.bincount(labels, minlength=len(class_names))
+    empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise DataError(f"dataset {name!r} {split} split has no images of {len(empty)} class(es): {shown}")

@@ -1,0 +1,26 @@
+"""scikit-learn's handwritten digits: the embedded default's downstream task (ships inside the wheel)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rft_ray.data.base import ArrayImageSet, register_dataset
+from rft_ray.config import DatasetSpec
+
+
+@dataclass
+class DigitsOptions:
+    test_fraction: float = 0.25
+
+
+@register_dataset("digits", DigitsOptions)
+def load_digits(spec: DatasetSpec, options: DigitsOptions, size: int):
+    """1,797 8x8 grey digits from scikit-learn, as 3-channel images; seeded stratified test split."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    data = sklearn_digits()
+    # Pixel values are 0..16; map to 0..255 and repeat the grey channel.
+    grey = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)
+    pixels = np.repeat(grey[..., None], 3, axis=-1)
+    return ArrayImageSet(pixels, data.target, size), None, {}, [str(d) for d in range(10)]

@@ -1,0 +1,2 @@
+"""Evaluation: clean accuracy and PGD on fixed, seeded subsets (`robustness`), and when to measure
+(`schedule`)."""

@@ -1,0 +1,1 @@
+"""Models: timm backbones (`backbones`) and the fine-tuning strategies (`strategies`, one registry)."""

@@ -1,0 +1,148 @@
+"""Backbones: a timm ViT from the hub, a local weight file, the embedded checkpoint, or random init.
+
+The returned `ImageClassifier` takes float images in [0, 1] pixel space and normalises inside, so
+attacks (eps in pixel units) and corruptions never see normalised tensors.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import register_model
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from torch import nn
+
+from rft_ray.config import ModelSpec, SpecError
+
+EMBEDDED_MODEL = "rft_vit_cifar_patch8_32"
+EMBEDDED_WEIGHTS = "vit_cifar10_patch8_32.safetensors"
+# The paper normalised with mean = std = 0.5; the embedded model was pretrained the same way.
+HALF = (0.5, 0.5, 0.5)
+
+
+class BackboneError(ValueError):
+    """A backbone that cannot be built or loaded: names the model or file."""
+
+
+@register_model
+def rft_vit_cifar_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """Small ViT for 32x32 images (patch 8: 16 tokens + class token, cheap enough for CPU PGD); the embedded default's architecture."""
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    if pretrained:
+        raise BackboneError(f"{EMBEDDED_MODEL} has no hub weights; use model.source: embedded")
+    args = dict(img_size=32, patch_size=8, embed_dim=128, depth=4, num_heads=4, mlp_ratio=4.0, num_classes=10)
+    args.update(kwargs)
+    model = VisionTransformer(**args)
+    model.pretrained_cfg = {"mean": HALF, "std": HALF, "input_size": (3, args["img_size"], args["img_size"]),
+                            "num_classes": args["num_classes"], "architecture": EMBEDDED_MODEL}
+    return model
+
+
+class ImageClassifier(nn.Module):
+    """A timm model behind an input normalisation: forward takes images in [0, 1]."""
+
+    def __init__(self, backbone: nn.Module, mean, std, image_size: int, name: str):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.image_size = image_size
+        self.name = name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone((images - self.mean) / self.std)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.backbone.get_classifier()
+
+
+def embedded_weights_path() -> Path:
+    return Path(str(resources.files("rft_ray") / "assets" / EMBEDDED_WEIGHTS))
+
+
+def _create(name: str, pretrained: bool, **kwargs) -> nn.Module:
+    if name not in timm.list_models(pretrained=False) and name.split(".")[0] not in timm.list_models():
+        close = timm.list_models(f"*{name.split('.')[0][:8]}*")[:5]
+        raise SpecError(f"unknown timm model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""),
+                        "model.name")
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError) as err:
+        if pretrained:
+            raise BackboneError(
+                f"could not download pretrained weights for {name!r} ({err.__class__.__name__}: {err}). "
+                "Without a network use model.source: file with a local .safetensors/.pth, "
+                "or model.source: embedded / random") from err
+        raise
+
+
+def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a state dict without executing code: safetensors, or torch.load with weights_only=True."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BackboneError(f"weight file {str(path)!r} does not exist (model.weights)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        elif path.suffix in (".pth", ".pt", ".bin"):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise BackboneError(f"weight file {str(path)!r}: expected .safetensors or .pth/.pt/.bin")
+    except BackboneError:
+        raise
+    except Exception as err:  # corrupt file, pickled code refused by weights_only, ...
+        raise BackboneError(f"cannot read weight file {str(path)!r}: {err.__class__.__name__}: {err}") from err
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneError(f"weight file {str(path)!r} does not hold a state dict of tensors")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    head = model.get_classifier()
+    state = {k: v for k, v in state.items()}
+    if hasattr(model, "pos_embed"):
+        state = checkpoint_filter_fn(state, model)  # resamples position embeddings to the model's size
+    head_keys = {f"head.{n}" for n, _ in head.named_parameters()}
+    own = model.state_dict()
+    for key in list(state):
+        if key in head_keys and state[key].shape != own[key].shape:
+            del state[key]  # another task's head: the new one stays freshly initialised
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in head_keys]
+    if missing or unexpected:
+        raise BackboneError(
+            f"weights in {origin} do not fit {model.__class__.__name__}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]} (is model.name the architecture they were saved from?)")
+
+
+def create_classifier(spec: ModelSpec, num_classes: int, seed: int = 0) -> ImageClassifier:
+    """Build the backbone with a freshly initialised, seeded `num_classes` head."""
+    name = spec.name
+    if spec.source == "embedded" and name != EMBEDDED_MODEL:
+        raise SpecError(f"the embedded checkpoint is a {EMBEDDED_MODEL}, but model.name is {name!r}; "
+                        "use source: hub, file or random for other models", "model.source")
+    kwargs = {}
+    if spec.image_size is not None:
+        kwargs["img_size"] = spec.image_size
+    torch.manual_seed(seed)  # head (and random-init) weights are part of the run's seeded state
+    if spec.source == "hub":
+        backbone = _create(name, pretrained=True, num_classes=num_classes, **kwargs)
+    else:
+        backbone = _create(name, pretrained=False, num_classes=num_classes, **kwargs)
+        if spec.source in ("embedded", "file"):
+            path = embedded_weights_path() if spec.source == "embedded" else Path(spec.weights)
+            _load_state(backbone, read_weight_file(path), str(path))
+    cfg = getattr(backbone, "pretrained_cfg", {}) or {}
+    mean = tuple(spec.mean or cfg.get("mean") or HALF)
+    std = tuple(spec.std or cfg.get("std") or HALF)
+    image_size = spec.image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
+    return ImageClassifier(backbone, mean, std, image_size, name)

@@ -1,0 +1,107 @@
+"""Strategy registry and the base class every strategy overrides a few hooks of.
+
+`Strategy.apply(model)` freezes everything, lets the strategy insert its modules (`adapt`), marks
+what trains (`is_trainable`), and always leaves the classification head trainable.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+from rft_ray.config.registry import Registry
+from rft_ray.config import SpecError, build_options
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    trainable: int
+    total: int
+
+    @property
+    def share(self) -> float:
+        return self.trainable / self.total if self.total else 0.0
+
+
+def count_parameters(model: nn.Module) -> ParameterCount:
+    params = list(model.parameters())  # shared parameters (Compacter's rules) counted once
+    return ParameterCount(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+
+
+def vit_blocks(model: nn.Module) -> Iterator[tuple[int, nn.Module]]:
+    """The transformer blocks of a timm ViT (inside an ImageClassifier or bare)."""
+    backbone = getattr(model, "backbone", model)
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is None:
+        raise SpecError(f"{backbone.__class__.__name__} has no transformer `blocks`; strategies need a timm ViT",
+                        "model.name")
+    yield from enumerate(blocks)
+
+
+class Strategy:
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def adapt(self, model: nn.Module) -> None:
+        """Insert the strategy's modules (default: none)."""
+
+    def is_trainable(self, name: str, param: nn.Parameter) -> bool:
+        return False
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        for param in model.parameters():
+            param.requires_grad_(False)
+        self.adapt(model)
+        for name, param in model.named_parameters():
+            param.requires_grad_(self.is_trainable(name, param))
+        for param in model.head.parameters():
+            param.requires_grad_(True)
+        return model
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategy.name")
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    return STRATEGIES.add(cls.name, cls)
+
+
+def strategy_names() -> list[str]:
+    return STRATEGIES.names()  # registration order: full, linear, bitfit, lora, ia3, adapter, compacter
+
+
+def strategy_config(name: str, options: dict[str, Any]) -> Any:
+    return build_options(STRATEGIES.get(name).Config, options, "strategy.options")
+
+
+def create_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
+    cls = STRATEGIES.get(name)
+    return cls(strategy_config(name, options or {}))
+
+
+def config_help(name: str) -> dict[str, tuple[Any, str]]:
+    cls = STRATEGIES.get(name)
+    return {f.name: (f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls.Config)}
+
+
+def apply_strategy(model: nn.Module, name: str, options: dict[str, Any] | None = None) -> ParameterCount:
+    create_strategy(name, options).apply(model)
+    return count_parameters(model)
+
+
+def copy_linear(source: nn.Linear, out_slice: slice) -> nn.Linear:
+    weight = source.weight[out_slice]
+    layer = nn.Linear(source.in_features, weight.shape[0], bias=source.bias is not None,
+                      device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if source.bias is not None:
+            layer.bias.copy_(source.bias[out_slice])
+    return layer

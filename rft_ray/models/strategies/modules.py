@@ -1,0 +1,111 @@
+"""Modules strategies insert: separate q/k/v projections, Houlsby adapters, Compacter PHM adapters."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from rft_ray.models.strategies.base import copy_linear
+
+
+class SplitQKV(nn.Module):
+    """timm's fused `qkv` Linear as three Linears `q`, `k`, `v`, so LoRA and (IA)^3 can target each.
+
+    Outputs are the fused layer's, concatenated in the same order.
+    """
+
+    def __init__(self, fused: nn.Linear):
+        super().__init__()
+        dim = fused.out_features // 3
+        self.q = copy_linear(fused, slice(0, dim))
+        self.k = copy_linear(fused, slice(dim, 2 * dim))
+        self.v = copy_linear(fused, slice(2 * dim, 3 * dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
+
+
+def split_qkv(blocks) -> None:
+    for _, block in blocks:
+        if not isinstance(block.attn.qkv, SplitQKV):
+            block.attn.qkv = SplitQKV(block.attn.qkv)
+
+
+class BottleneckAdapter(nn.Module):
+    """Houlsby adapter: x + up(act(down(x))); `up` starts at zero, so the block is unchanged at step 0."""
+
+    def __init__(self, dim: int, bottleneck: int, activation: type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.down = nn.Linear(dim, bottleneck)
+        self.act = activation()
+        self.up = nn.Linear(bottleneck, dim)
+        nn.init.normal_(self.down.weight, std=1e-2)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.act(self.down(x)))
+
+
+class PHMRules(nn.Module):
+    """The n rule matrices A_i (n x n) that every PHM layer shares (Compacter's shared 'slow' weights)."""
+
+    def __init__(self, phm_dim: int):
+        super().__init__()
+        self.rules = nn.Parameter(torch.randn(phm_dim, phm_dim, phm_dim) / math.sqrt(phm_dim))
+
+
+class PHMLinear(nn.Module):
+    """Parameterised hypercomplex Linear: W = sum_i A_i kron (s_i t_i^T), rank-1 factorised B_i.
+
+    `rules` is shared and deliberately not registered here (it belongs to the model once), so each
+    layer owns only its factors and bias. `zero_init` makes W start at zero (the adapter's up-projection).
+    """
+
+    def __init__(self, in_features: int, out_features: int, rules: PHMRules, zero_init: bool = False):
+        super().__init__()
+        n = rules.rules.shape[0]
+        if in_features % n or out_features % n:
+            raise ValueError(f"PHM layer {in_features}->{out_features} needs both sizes divisible by phm_dim={n}")
+        object.__setattr__(self, "_rules", rules)  # shared, not a submodule of this layer
+        scale = (1.0 / (in_features * n)) ** 0.25
+        self.left = nn.Parameter(torch.randn(n, in_features // n, 1) * scale)
+        self.right = nn.Parameter(torch.zeros(n, 1, out_features // n) if zero_init
+                                  else torch.randn(n, 1, out_features // n) * scale)
+        self.bias = nn.Parameter(torch.zeros(out_features))
+
+    def weight(self) -> torch.Tensor:
+        factors = self.left @ self.right  # [n, in/n, out/n]
+        rules = self._rules.rules  # [n, n, n]
+        # sum_i kron(A_i, B_i) -> [n*in/n, n*out/n]
+        kron = torch.einsum("iab,icd->acbd", rules, factors)
+        n, p, q = rules.shape[1], factors.shape[1], factors.shape[2]
+        return kron.reshape(n * p, n * q)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight() + self.bias
+
+
+class CompacterAdapter(nn.Module):
+    def __init__(self, dim: int, bottleneck: int, rules: PHMRules, activation: type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.down = PHMLinear(dim, bottleneck, rules)
+        self.act = activation()
+        self.up = PHMLinear(bottleneck, dim, rules, zero_init=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.act(self.down(x)))
+
+
+def insert_after_sublayers(blocks, make_adapter) -> None:
+    """Put an adapter after the attention and after the MLP of every block (Houlsby placement).
+
+    timm blocks apply `ls1`/`ls2` (LayerScale, or Identity) to each sublayer's output right before the
+    residual add; the adapter joins that slot, so timm's forward is untouched.
+    """
+    for _, block in blocks:
+        dim = block.norm1.normalized_shape[0]
+        block.ls1 = nn.Sequential(block.ls1, make_adapter(dim))
+        block.ls2 = nn.Sequential(block.ls2, make_adapter(dim))

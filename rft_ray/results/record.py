@@ -1,0 +1,99 @@
+"""The one record an evaluation point produces; Parquet, JSON, Ray and MLflow all read this."""
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import pyarrow as pa
+
+from rft_ray.config.metrics import OOD_PREFIX, PGD_PREFIX, eps_label, parse_eps_label, same_radius  # noqa: F401
+# Keys the paper's public code wrote per evaluation point; `rft run --json` keeps them so old scripts work.
+PAPER_JSON_KEYS = ("step", "epoch", "train_clean_acc", "test_clean_acc", "pgd_adv_acc", "test_ood_accuracy")
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    run_id: str
+    strategy: str
+    dataset: str
+    model: str
+    lr: float
+    weight_decay: float
+    seed: int
+    step: int
+    total_steps: int
+    epoch: float  # examples seen / train-set size
+    examples_seen: int
+    train_loss: float  # mean training loss since the previous evaluation point (NaN at step 0)
+    train_clean_acc: float
+    test_clean_acc: float
+    pgd_adv_acc: float
+    pgd_eps: float
+    test_ood_accuracy: float  # pooled over every OOD example of every domain
+    trainable_params: int
+    total_params: int
+    wall_seconds: float  # since the run (or its resumed part's original start) began
+    eval_seconds: float  # spent on this evaluation point
+    ood_acc: dict[str, float] = field(default_factory=dict)
+    pgd_extra: dict[str, float] = field(default_factory=dict)  # radius label (eps_label) -> robust accuracy
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat columns: one `ood_acc/<domain>` column per OOD domain."""
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _DICT_FIELDS}
+        for domain, acc in sorted(self.ood_acc.items()):
+            row[OOD_PREFIX + domain] = acc
+        for radius, acc in sorted(self.pgd_extra.items(), key=lambda item: parse_eps_label(item[0])):
+            row[PGD_PREFIX + radius] = acc
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "EvalRecord":
+        names = {f.name for f in fields(cls)} - _DICT_FIELDS
+
+        def prefixed(prefix: str) -> dict[str, float]:
+            return {key[len(prefix):]: value for key, value in row.items()
+                    if key.startswith(prefix) and value is not None and not _is_nan(value)}
+
+        return cls(**{name: row[name] for name in names}, ood_acc=prefixed(OOD_PREFIX),
+                   pgd_extra=prefixed(PGD_PREFIX))
+
+    def paper_json(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in PAPER_JSON_KEYS}
+
+    def metrics(self) -> dict[str, float]:
+        """The numeric per-step metrics (what Tune and MLflow log)."""
+        keys = ("train_loss", "train_clean_acc", "test_clean_acc", "pgd_adv_acc", "test_ood_accuracy",
+                "epoch", "examples_seen", "wall_seconds", "eval_seconds")
+        out = {key: float(getattr(self, key)) for key in keys}
+        out.update({OOD_PREFIX + domain: acc for domain, acc in self.ood_acc.items()})
+        out.update({PGD_PREFIX + radius: acc for radius, acc in self.pgd_extra.items()})
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_DICT_FIELDS = {"ood_acc", "pgd_extra"}
+_ARROW_TYPES = {str: ("string", pa.string()), int: ("integer", pa.int64()), float: ("number", pa.float64())}
+
+
+def _scalar_fields() -> dict[str, type]:
+    hints = typing.get_type_hints(EvalRecord)
+    return {f.name: hints[f.name] for f in fields(EvalRecord) if f.name not in _DICT_FIELDS}
+
+
+# Every result file's columns and the type family of each ("string", "integer", "number"), from EvalRecord.
+REQUIRED_COLUMNS: dict[str, str] = {name: _ARROW_TYPES[tp][0] for name, tp in _scalar_fields().items()}
+
+
+def arrow_schema(columns: typing.Iterable[str]) -> pa.Schema:
+    """The Arrow schema of result rows with these columns: EvalRecord's own types, float64 for the
+    `ood_acc/<domain>` and `pgd_adv_acc/<radius>` columns."""
+    types = {name: _ARROW_TYPES[tp][1] for name, tp in _scalar_fields().items()}
+    return pa.schema([(name, types.get(name, pa.float64())) for name in columns])
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)

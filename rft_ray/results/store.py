@@ -1,0 +1,156 @@
+"""Parquet result store: one file per run, replaced atomically at each evaluation point.
+
+Each run owns `<root>/<run_id>.parquet` and rewrites it whole (a run has at most a few hundred
+rows), written to a hidden temporary name and renamed into place, so readers only ever see complete
+files, concurrent runs never touch each other's rows, and a rerun or resumed run replaces its rows
+instead of appending duplicates. `root` is a local path or any URI pyarrow's filesystems take
+(`s3://bucket/prefix`, `gs://...`); object stores replace an object atomically on write.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from rft_ray.config.metrics import OOD_PREFIX
+from rft_ray.results.files import atomic_path, filesystem_for, is_uri
+from rft_ray.results.record import REQUIRED_COLUMNS, EvalRecord, arrow_schema
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
+
+
+class StoreError(ValueError):
+    """A result store that cannot be read or written as asked."""
+
+
+class StoreWriteError(StoreError, OSError):
+    """Writing a run's file failed (disk full, no permission, network); its previous version is intact."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id or ""):
+        raise StoreError(
+            f"run id {run_id!r} is not allowed: use 1-200 letters, digits, '_', '.', '=' or '-', "
+            "starting with a letter or digit (it names a file in the result store)"
+        )
+    return run_id
+
+
+class ResultStore:
+    def __init__(self, root: str | os.PathLike):
+        root = str(root)
+        self.fs, self.path = filesystem_for(root)
+        self.local = not is_uri(root)
+        self.root = root
+
+    def run_path(self, run_id: str) -> str:
+        return f"{self.path}/{check_run_id(run_id)}.parquet"
+
+    def ensure_writable(self) -> None:
+        """Fail before any training if the store cannot be written (missing permission, bad URI)."""
+        probe = f"{self.path}/.probe-{uuid.uuid4().hex}"
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+            with self.fs.open_output_stream(probe) as out:
+                out.write(b"ok")
+            self.fs.delete_file(probe)
+        except OSError as err:
+            raise StoreError(f"result store {self.root!r} is not writable: {err}") from err
+
+    def write_run(self, run_id: str, records: Iterable[EvalRecord]) -> None:
+        rows = [record.to_row() for record in records]
+        if any(row["run_id"] != run_id for row in rows):
+            raise StoreError(f"records written under run id {run_id!r} carry another run id")
+        columns = dict.fromkeys(key for row in rows for key in row)
+        table = pa.Table.from_pylist(rows, schema=arrow_schema(columns)) if rows else pa.table({})
+        final = self.run_path(run_id)
+        self.fs.create_dir(self.path, recursive=True)
+        if not self.local:
+            pq.write_table(table, final, filesystem=self.fs)
+            return
+        try:
+            with atomic_path(final) as temporary:  # readers see the old file or the new one
+                pq.write_table(table, str(temporary), filesystem=self.fs)
+        except OSError as err:
+            if isinstance(err, StoreError):
+                raise
+            raise StoreWriteError(f"cannot write result file {final} ({err}); its previous version, if any, is "
+                                  "intact and readers are unaffected", getattr(err, "errno", None)) from err
+
+    def run_ids(self) -> list[str]:
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        except OSError as err:
+            raise StoreError(f"cannot list result store {self.root!r}: {err}") from err
+        names = [Path(info.path).name for info in infos if info.type == pafs.FileType.File]
+        return sorted(n[: -len(".parquet")] for n in names if n.endswith(".parquet") and not n.startswith((".", "_")))
+
+    def read_run(self, run_id: str) -> list[EvalRecord]:
+        path = self.run_path(run_id)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return []
+        table = self._read_file(path)
+        return [EvalRecord.from_row(row) for row in table.to_pylist()] if table.num_rows else []
+
+    def read(self) -> pa.Table:
+        """Every run's rows as one table; OOD columns of runs that lack them are null."""
+        tables = []
+        for run_id in self.run_ids():
+            try:
+                tables.append(self._read_file(self.run_path(run_id)))
+            except FileNotFoundError:
+                continue  # moved away (e.g. to orphans/) between listing and reading
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return pa.table({})
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise StoreError(f"the result files in {self.root} do not combine into one table: {err}") from err
+        return table.sort_by([("run_id", "ascending"), ("step", "ascending")])
+
+    def _read_file(self, path: str) -> pa.Table:
+        """One file, read through one open handle: a writer replacing it meanwhile cannot mix two versions."""
+        try:
+            with self.fs.open_input_file(path) as handle:
+                table = pq.read_table(handle)
+        except FileNotFoundError:
+            raise
+        except (OSError, pa.ArrowInvalid) as err:
+            raise StoreError(f"result file {path} is not readable Parquet: {err}") from err
+        if table.num_rows or table.num_columns:
+            check_schema(table.schema, path)
+        return table
+
+
+def check_schema(schema: pa.Schema, path: str) -> None:
+    """A result file has every EvalRecord column with its type; the error names the file and the columns."""
+    problems, missing = [], []
+    for name, family in REQUIRED_COLUMNS.items():
+        index = schema.get_field_index(name)
+        if index < 0:
+            missing.append(f"no column {name!r}")
+            continue
+        tp = schema.field(index).type
+        ok = {"string": pa.types.is_string(tp) or pa.types.is_large_string(tp),
+              "integer": pa.types.is_integer(tp),
+              "number": pa.types.is_floating(tp) or pa.types.is_integer(tp) or pa.types.is_null(tp)}[family]
+        if not ok:
+            problems.append(f"column {name!r} is {tp}, not {family}")
+    for field in schema:
+        if field.name.startswith(OOD_PREFIX) and not (pa.types.is_floating(field.type) or pa.types.is_null(field.type)):
+            problems.append(f"column {field.name!r} is {field.type}, not number")
+    problems += missing
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; ... ({len(problems)} problems)" if len(problems) > 6 else "")
+        raise StoreError(f"result file {path} is not a result file of this platform (wrong schema: {shown})")

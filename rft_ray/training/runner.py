@@ -1,0 +1,56 @@
+"""In-process runs: the training loop with the Parquet store, a paper-style JSON file, and resume."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rft_ray.results.record import EvalRecord
+from rft_ray.config import RunSpec
+from rft_ray.results.files import atomic_write
+from rft_ray.results.store import ResultStore, check_run_id
+from rft_ray.training.checkpoint import CHECKPOINT_FILE
+from rft_ray.training.loop import train_loop
+
+
+class StoreObserver:
+    """Writes the run's records to the result store (and optionally the paper's JSON) at every point."""
+
+    def __init__(self, store: ResultStore, run_id: str, json_path: Path | None = None):
+        self.store, self.run_id, self.json_path = store, run_id, json_path
+
+    def records_changed(self, records: list[EvalRecord], checkpoint_dir: Path | None) -> None:
+        self.store.write_run(self.run_id, records)
+        if self.json_path is not None:
+            write_paper_json(self.json_path, records)
+
+
+def write_paper_json(path: Path, records: list[EvalRecord]) -> None:
+    """The keys the paper's public code wrote, one object per evaluation point, replaced atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps([r.paper_json() for r in records], indent=1))
+
+
+@dataclass
+class RunResult:
+    records: list[EvalRecord]
+    store: ResultStore
+    checkpoint_dir: Path
+    resumed: bool
+
+
+def run_in_process(spec: RunSpec, *, progress: bool = True, json_path: str | Path | None = None,
+                   restart: bool = False) -> RunResult:
+    """Run one spec here; resumes from the run's checkpoint unless `restart`."""
+    run_id = check_run_id(spec.run_id)
+    store = ResultStore(spec.output.results)
+    store.ensure_writable()  # fail before training, not after
+    checkpoint_dir = Path(spec.output.checkpoints).expanduser() / run_id
+    if restart and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    resume = checkpoint_dir if (checkpoint_dir / CHECKPOINT_FILE).is_file() else None
+    observer = StoreObserver(store, run_id, Path(json_path) if json_path else None)
+    records = train_loop(spec, observer, checkpoint_dir=checkpoint_dir, resume_from=resume, progress=progress)
+    return RunResult(records, store, checkpoint_dir, resume is not None)

@@ -1,0 +1,140 @@
+"""What a run builds before its first step: device and precision, data, model and strategy, the seeded
+batch order, the learning-rate schedule and the training augmentation."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rft_ray.config import RunSpec, SpecError
+from rft_ray.data import DataBundle, ImageSet, create_bundle
+from rft_ray.models.backbones import ImageClassifier, create_classifier
+from rft_ray.models.strategies import ParameterCount, count_parameters, create_strategy
+
+# Decode the whole training split once when it fits in this many bytes; larger sets decode per batch.
+TRAIN_CACHE_BYTES = 1 << 30
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SpecError("device is 'cuda' but no GPU is visible to torch; use 'auto' or 'cpu'", "training.device")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def resolve_image_size(spec: RunSpec) -> int:
+    if spec.model.image_size:
+        return spec.model.image_size
+    import timm
+
+    with torch.device("meta"):  # architecture only: no weights allocated or downloaded
+        model = timm.create_model(spec.model.name, pretrained=False)
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    return int(size[0]) if size else int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class BatchOrder:
+    """Seeded, resumable batch order: epoch e is a permutation drawn from (seed, e)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        self.size, self.seed = size, seed
+        self.batch_size = min(batch_size, size)
+        self.steps_per_epoch = max(1, size // self.batch_size)  # drop_last: every step sees a full batch
+
+    def batches(self, start_step: int):
+        epoch, offset = divmod(start_step, self.steps_per_epoch)
+        while True:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.size, generator=generator)
+            for i in range(offset, self.steps_per_epoch):
+                yield order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+            epoch, offset = epoch + 1, 0
+
+
+def cosine_with_warmup(total_steps: int, warmup_fraction: float):
+    warmup = int(round(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@dataclass
+class Run:
+    """Everything a run builds before its first step (shared by the loop and `rft strategies`-like tools)."""
+
+    spec: RunSpec
+    device: torch.device
+    dtype: torch.dtype | None
+    bundle: DataBundle
+    model: ImageClassifier
+    params: ParameterCount
+    total_steps: int
+    order: BatchOrder
+
+    @classmethod
+    def build(cls, spec: RunSpec) -> "Run":
+        device = resolve_device(spec.training.device)
+        dtype = autocast_dtype(spec.training.precision, device)
+        seed_everything(spec.training.seed)
+        bundle = create_bundle(spec.dataset, resolve_image_size(spec), cache=True)  # decoded once per node
+        model = create_classifier(spec.model, bundle.num_classes, seed=spec.training.seed)
+        create_strategy(spec.strategy.name, spec.strategy.options).apply(model)
+        model.to(device)
+        order = BatchOrder(len(bundle.train), spec.training.batch_size, spec.training.seed)
+        t = spec.training
+        total = t.steps if t.steps is not None else max(1, int(round(t.epochs * order.steps_per_epoch)))
+        return cls(spec, device, dtype, bundle, model, count_parameters(model), total, order)
+
+
+def crop_flip(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """Random crop with reflection padding of 1/8 of the size, and horizontal flip; seeded per step."""
+    generator = torch.Generator().manual_seed(seed)
+    n, _, size, _ = images.shape
+    pad = max(1, size // 8)
+    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size] for i in range(n)])
+    out[flip] = out[flip].flip(-1)
+    return out.to(images.dtype)
+
+
+class _BatchSampler:
+    def __init__(self, order: BatchOrder, start_step: int):
+        self.order, self.start_step = order, start_step
+
+    def __iter__(self):
+        return self.order.batches(self.start_step)
+
+
+def train_batches(images: ImageSet, order: BatchOrder, start_step: int, num_workers: int):
+    """Endless (uint8 images, labels) batches in `order`; decodes the whole split once when it fits."""
+    if len(images) * 3 * images.size * images.size <= TRAIN_CACHE_BYTES:
+        pixels, labels = images.materialize()
+        return ((pixels[idx], labels[idx]) for idx in order.batches(start_step))
+    loader = torch.utils.data.DataLoader(images, batch_sampler=_BatchSampler(order, start_step),
+                                         num_workers=num_workers, pin_memory=torch.cuda.is_available())
+    return iter(loader)
