@@ -1,10 +1,10 @@
 """The embedded default (the README's demo): real pretrained weights, real digits, the behaviour under study."""
 
-from rft_ray.models.backbones import embedded_weights_path
 from rft_ray.cli.demo import demo_spec
-from rft_ray.training.runner import run_in_process
 from rft_ray.evaluation.schedule import EvalSchedule
+from rft_ray.models.backbones import embedded_weights_path
 from rft_ray.results.store import ResultStore
+from rft_ray.training.runner import run_in_process
 
 
 def test_embedded_checkpoint_ships_small():

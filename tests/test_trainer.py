@@ -2,15 +2,16 @@ import json
 import math
 
 import pytest
-
 from conftest import tiny_run
-from rft_ray.results.record import EvalRecord
-from rft_ray.training.runner import run_in_process
-from rft_ray.evaluation.schedule import EvalSchedule
+from fault_plugins import NAN_FILE, NAN_FIRED_FILE, fault_env
+
 from rft_ray.config import SpecError
+from rft_ray.evaluation.schedule import EvalSchedule
+from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore
-from rft_ray.training.loop import TrainingDiverged, train_loop
 from rft_ray.specs import run_spec
+from rft_ray.training.loop import TrainingDiverged, train_loop
+from rft_ray.training.runner import run_in_process
 
 METRICS = ["step", "epoch", "examples_seen", "train_loss", "train_clean_acc", "test_clean_acc", "pgd_adv_acc",
            "test_ood_accuracy", "ood_acc"]
@@ -92,23 +93,61 @@ def test_resume_refuses_a_checkpoint_from_other_settings(tmp_path):
 
 
 def test_diverging_loss_stops_the_run_and_keeps_its_records(tmp_path, monkeypatch):
+    """The loss turns NaN at step 30 (weights poisoned by a loop plugin loaded from RFT_PLUGINS, as a user's
+    plugin would be): the run stops with TrainingDiverged naming the step, and the points before it stay."""
     spec = run_spec(tiny_run(tmp_path))
-    import rft_ray.training.loop as trainer
-
-    real = trainer.F.cross_entropy
-    calls = {"n": 0}
-
-    def poisoned(*args, **kwargs):
-        loss = real(*args, **kwargs)
-        if "reduction" in kwargs:  # PGD's loss, not a training step's
-            return loss
-        calls["n"] += 1
-        return loss * float("nan") if calls["n"] == 30 else loss
-
-    monkeypatch.setattr(trainer.F, "cross_entropy", poisoned)
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    for key, value in fault_env(faults).items():
+        monkeypatch.setenv(key, value)
+    (faults / NAN_FILE).write_text(json.dumps({"step": 30, "run_id_contains": spec.run_id}))
     with pytest.raises(TrainingDiverged, match="loss became nan at step 30"):
         run_in_process(spec, progress=False)
     assert [r.step for r in ResultStore(spec.output.results).read_run(spec.run_id)] == [0, 20]
+    assert json.loads((faults / NAN_FIRED_FILE).read_text())["run_id"] == spec.run_id
+
+
+def test_a_plugin_sees_every_step_and_point_in_order(tmp_path):
+    """Observers passed to the loop get on_run_start once, on_step_start before each step (1-based) and
+    every evaluation point's records, in the order given."""
+    spec = run_spec(tiny_run(tmp_path, **{"training.steps": 40}))
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def on_run_start(self, run):
+            calls.append((self.name, "start", run.run_id, run.total_steps))
+
+        def on_step_start(self, step, run):
+            calls.append((self.name, "step", step))
+
+        def records_changed(self, records, checkpoint_dir):
+            calls.append((self.name, "point", records[-1].step))
+
+    train_loop(spec, [Recorder("a"), Recorder("b")])
+    assert calls[:2] == [("a", "start", spec.run_id, 40), ("b", "start", spec.run_id, 40)]
+    assert [c[2] for c in calls if c[:2] == ("a", "step")] == list(range(1, 41))
+    assert [c[2] for c in calls if c[:2] == ("a", "point")] == [0, 20, 40]
+    points = [c[0] for c in calls if c[1] == "point"]
+    assert points == ["a", "b"] * 3
+
+
+def test_plugins_named_in_the_environment_load_or_fail_naming_the_entry(tmp_path, monkeypatch):
+    from rft_ray.training.plugins import PluginError, plugins_from_env
+
+    plugin_file = tmp_path / "mine.py"
+    plugin_file.write_text("class Mine:\n    pass\n")
+    monkeypatch.setenv("RFT_PLUGINS", f"{plugin_file}:Mine, json:JSONDecoder")
+    loaded = plugins_from_env()
+    assert [type(p).__name__ for p in loaded] == ["Mine", "JSONDecoder"]
+    for entry, message in [("nonexistent_module_xyz:Thing", "cannot be imported"), ("json:Nothing", "no class"),
+                           ("no-colon", "is not 'module:attribute'"), (f"{tmp_path}/absent.py:X", "does not exist")]:
+        monkeypatch.setenv("RFT_PLUGINS", entry)
+        with pytest.raises(PluginError, match=message) as info:
+            plugins_from_env()
+        assert entry in str(info.value)
 
 
 def test_records_round_trip_through_rows(tmp_path):

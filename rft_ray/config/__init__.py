@@ -13,7 +13,13 @@ from rft_ray.config.fields import (
     plain_data,
     to_plain,
 )
-from rft_ray.config.metrics import OOD_PREFIX, PGD_PREFIX, eps_label, parse_eps_label, same_radius
+from rft_ray.config.metrics import (
+    OOD_PREFIX,
+    PGD_PREFIX,
+    eps_label,
+    parse_eps_label,
+    same_radius,
+)
 from rft_ray.config.registry import Registry
 from rft_ray.config.run import (
     DatasetSpec,

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from rft_ray.config.fields import SpecError, apply_overrides, build, check, described, to_plain
+from rft_ray.config.fields import (
+    SpecError,
+    apply_overrides,
+    build,
+    check,
+    described,
+    to_plain,
+)
 from rft_ray.config.metrics import OOD_PREFIX
 from rft_ray.config.run import RunSpec
 
@@ -81,11 +88,11 @@ class Point:
 @dataclass
 class Objective:
     metric: str = described("what to optimise: test_clean_acc, pgd_adv_acc, test_ood_accuracy, train_clean_acc, "
-                        "train_loss, ood_acc/<domain>, or pareto_auc (the hypervolume AUC of the trial's own "
-                        "(test_clean_acc, pgd_adv_acc) points)", "test_clean_acc")
+                            "train_loss, ood_acc/<domain>, or pareto_auc (the hypervolume AUC of the trial's own "
+                            "(test_clean_acc, pgd_adv_acc) points)", "test_clean_acc")
     mode: Literal["max", "min"] = described("maximise or minimise", "max")
     reduce: Literal["final", "best"] = described("the value at the trial's last step, or its best over all evaluation "
-                                             "points (pareto_auc is cumulative, so both are the same)", "final")
+                                                 "points (pareto_auc is cumulative, so both are the same)", "final")
 
     def __post_init__(self):
         ok = self.metric in OBJECTIVE_METRICS or self.metric == PARETO_AUC or (
@@ -118,9 +125,9 @@ class AshaSpec:
 @dataclass
 class SearchSpec:
     mode: Literal["optuna", "grid"] = described("optuna: a budget of num_samples trials per group chosen by an Optuna "
-                                            "sampler; grid: exactly every (lr, weight_decay) of `grid`", "optuna")
+                                                "sampler; grid: exactly every (lr, weight_decay) of `grid`", "optuna")
     objectives: list[Objective] = described("one objective (single-objective search) or two or three (multi-objective: "
-                                        "the search returns a Pareto set)", factory=lambda: [Objective()])
+                                            "the search returns a Pareto set)", factory=lambda: [Objective()])
     space: SearchSpace = described("the ranges Optuna samples from", factory=SearchSpace)
     grid: Grid | None = described("the grid of mode grid", None)
     num_samples: int | None = described("trials per group in optuna mode (default 8); grid mode runs its grid once", None)
@@ -129,7 +136,7 @@ class SearchSpec:
         "auto: tpe for one objective, gp (Gaussian-process logEHVI, sample-efficient with small budgets) for several",
         "auto")
     startup_trials: int | None = described("random trials before tpe/gp model the results (default: a third of the "
-                                       "budget, at least 2, at most 10)", None)
+                                           "budget, at least 2, at most 10)", None)
     seed: int = described("seed of the sampler", 0)
     asha: AshaSpec = described("optional early stopping", factory=AshaSpec)
 
@@ -192,14 +199,14 @@ class ResourcesSpec:
 class TrackingSpec:
     enabled: bool = described("log to MLflow", True)
     mlflow_uri: str | None = described("tracking URI, e.g. http://mlflow.internal:5000 (null: a SQLite store "
-                                   "<storage.path>/mlflow.db next to the results)", None)
+                                       "<storage.path>/mlflow.db next to the results)", None)
     experiment_name: str | None = described("MLflow experiment (default: the sweep's name)", None)
 
 
 @dataclass
 class StorageSpec:
     path: str | None = described("the sweep's folder: a local path, or an s3:// / gs:// URI for multi-node clusters "
-                             "(default: results/<name>)", None)
+                                 "(default: results/<name>)", None)
 
 
 @dataclass
@@ -217,18 +224,18 @@ class FailureSpec:
 class ExperimentSpec:
     name: str = described("the sweep's name (its folder, its MLflow experiment)", "sweep")
     base: dict[str, Any] = described("a run spec without strategy and output: model, dataset, training, evaluation",
-                                 factory=dict)
+                                     factory=dict)
     strategies: list[Union[str, StrategyEntry]] = described("strategies, by name or as {name, options, space, grid, "
-                                                        "points_to_evaluate}", factory=lambda: ["lora"])
+                                                            "points_to_evaluate}", factory=lambda: ["lora"])
     datasets: list[dict[str, Any]] | None = described("dataset sections, each replacing base.dataset (one group per "
-                                                  "strategy x dataset); null: base.dataset alone", None)
+                                                      "strategy x dataset); null: base.dataset alone", None)
     search: SearchSpec = described("the hyperparameter search of each group", factory=SearchSpec)
     resources: ResourcesSpec = described("resources per trial", factory=ResourcesSpec)
     tracking: TrackingSpec = described("MLflow", factory=TrackingSpec)
     storage: StorageSpec = described("where everything goes", factory=StorageSpec)
     failure: FailureSpec = described("retries", factory=FailureSpec)
     costs: dict[str, Any] | None = described("per-image costs on a target accelerator, for `rft estimate` only (the "
-                                         "sweep ignores them)", None)
+                                             "sweep ignores them)", None)
 
     def __post_init__(self):
         check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", self.name)), "name",

@@ -16,7 +16,7 @@ from rft_ray.config.metrics import same_radius
 @dataclass
 class ModelSpec:
     name: str = described("timm model name (any registered ViT, including the project's rft_* models)",
-                      "rft_vit_cifar_patch8_32")
+                          "rft_vit_cifar_patch8_32")
     source: Literal["embedded", "hub", "file", "random"] = described(
         "where the weights come from: the checkpoint shipped in the package, the Hugging Face hub via "
         "timm (needs a network), a local .safetensors/.pth file, or random initialisation", "embedded")
@@ -49,15 +49,15 @@ class StrategySpec:
 class DatasetSpec:
     name: str = described("dataset: digits, cifar10, cifar100, caltech256, cub200, stanford_dogs, domainnet, parquet", "digits")
     label: str | None = described("the dataset's name in results, run ids and reports (default: name); keeps one name "
-                              "for one task whichever loader reads it (e.g. cifar100 online, parquet offline)", None)
+                                  "for one task whichever loader reads it (e.g. cifar100 online, parquet offline)", None)
     root: str | None = described("local folder holding the data (for parquet: the base of relative train/test paths)", None)
     download: bool = described("let torchvision download cifar10/cifar100 into root when missing (needs a network)", False)
     val_fraction: float = described("share of the training data held out, seeded, as the validation split", 0.1)
     split_seed: int = described("seed of every split and evaluation subset (kept apart from the training seed, so "
-                            "runs with different seeds are measured on the same images)", 0)
+                                "runs with different seeds are measured on the same images)", 0)
     train_limit: int | None = described("use a seeded subset of this many training images", None)
     corruptions: list[str] = described("OOD corruption domains for datasets without natural domains",
-                                   factory=lambda: ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"])
+                                       factory=lambda: ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"])
     severity: int = described("corruption severity, 1 (mild) to 5 (severe), as in CIFAR-10-C", 3)
     options: dict[str, Any] = described("the dataset's own settings (see the dataset registry)", factory=dict)
 

@@ -10,7 +10,13 @@ from torch import nn
 from rft_ray.config import RunSpec, eps_label
 from rft_ray.data import DataBundle, ImageSet
 from rft_ray.data.base import seeded_subset
-from rft_ray.evaluation.robustness import EvalSet, PGDConfig, accuracy, clean_correct, pgd_robust
+from rft_ray.evaluation.robustness import (
+    EvalSet,
+    PGDConfig,
+    accuracy,
+    clean_correct,
+    pgd_robust,
+)
 
 
 @dataclass

@@ -8,7 +8,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from rft_ray.config.metrics import OOD_PREFIX, PGD_PREFIX, eps_label, parse_eps_label, same_radius  # noqa: F401
+from rft_ray.config.metrics import (  # noqa: F401
+    OOD_PREFIX,
+    PGD_PREFIX,
+    eps_label,
+    parse_eps_label,
+    same_radius,
+)
+
 # Keys the paper's public code wrote per evaluation point; `rft run --json` keeps them so old scripts work.
 PAPER_JSON_KEYS = ("step", "epoch", "train_clean_acc", "test_clean_acc", "pgd_adv_acc", "test_ood_accuracy")
 

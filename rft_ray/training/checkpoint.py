@@ -22,6 +22,15 @@ def spec_fingerprint(spec: RunSpec) -> dict:
     return {k: v for k, v in plain.items() if k not in RESUMABLE_CHANGES}
 
 
+def checkpoint_state(step: int, elapsed: float, model, optimizer, scheduler, records: list, spec: RunSpec) -> dict:
+    """What a checkpoint holds: trainable weights, optimizer, scheduler and RNG state, records, the spec."""
+    return {"step": step, "elapsed": elapsed,
+            "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "records": [r.to_row() for r in records],
+            "spec": spec.to_dict(), "spec_fingerprint": spec_fingerprint(spec)}
+
+
 def save_checkpoint(directory: Path, state: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / CHECKPOINT_FILE

@@ -19,7 +19,11 @@ from rft_ray.config import RunSpec, TrainingSpec
 from rft_ray.evaluation.evaluator import EvalSets, evaluate
 from rft_ray.evaluation.schedule import EvalSchedule
 from rft_ray.results.record import EvalRecord
-from rft_ray.training.checkpoint import load_checkpoint, save_checkpoint, spec_fingerprint
+from rft_ray.training.checkpoint import (
+    checkpoint_state,
+    load_checkpoint,
+    save_checkpoint,
+)
 from rft_ray.training.plugins import RunContext, hooks
 from rft_ray.training.setup import Run, cosine_with_warmup, crop_flip, train_batches
 
@@ -70,13 +74,27 @@ def _restore(state: dict, model: nn.Module, optimizer, scheduler, resume_from: P
     return [EvalRecord.from_row(row) for row in state["records"]]
 
 
+def _record(run: Run, step: int, loss: float, metrics: dict, wall_seconds: float, eval_seconds: float) -> EvalRecord:
+    spec, t = run.spec, run.spec.training
+    examples = step * run.order.batch_size
+    return EvalRecord(
+        run_id=spec.run_id, strategy=spec.strategy.name, dataset=spec.dataset.title, model=spec.model.name,
+        lr=t.lr, weight_decay=t.weight_decay, seed=t.seed, step=step, total_steps=run.total_steps,
+        epoch=examples / len(run.bundle.train), examples_seen=examples, train_loss=loss,
+        pgd_eps=spec.evaluation.pgd.eps, trainable_params=run.params.trainable, total_params=run.params.total,
+        wall_seconds=wall_seconds, eval_seconds=eval_seconds, **metrics)
+
+
 def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], checkpoint_dir: Path | None = None,
                resume_from: Path | None = None, progress: bool = False) -> list[EvalRecord]:
     """Fine-tune per `spec`, evaluating on the schedule; returns every record of the run.
 
-    `observers` (one or several, called in order) hear of every evaluation point; any of them may also
-    have the plugin hooks `on_run_start` and `on_step_start` (`rft_ray.training.plugins`)."""
-    observers = [observers] if hasattr(observers, "records_changed") else list(observers)
+    `observers` (one or a list, called in order) hear of every evaluation point through `records_changed`;
+    any of them may instead or also have the hooks `on_run_start` and `on_step_start` (see
+    `rft_ray.training.plugins`)."""
+    # One function on purpose (as nanoGPT's train.py): the run's state (step, records, the progress bar) lives in
+    # locals that the nested evaluation point updates, and the loop reads top to bottom in the order it runs.
+    observers = list(observers) if isinstance(observers, (list, tuple)) else [observers]
     started = time.perf_counter()
     run = Run.build(spec)
     model, device, dtype, t = run.model, run.device, run.dtype, spec.training
@@ -88,8 +106,8 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     context = RunContext(spec, model, optimizer, scheduler, device, run.total_steps)
 
     def publish(records: list[EvalRecord], saved: Path | None) -> None:
-        for observer in observers:
-            observer.records_changed(records, saved)
+        for records_changed in hooks(observers, "records_changed"):
+            records_changed(records, saved)
 
     step, records, elapsed_before = 0, [], 0.0
     state = load_checkpoint(resume_from, spec) if resume_from else None
@@ -98,27 +116,16 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
         step, elapsed_before = state["step"], state["elapsed"]
         publish(records, None)
 
-    def make_record(metrics: dict, loss: float, eval_seconds: float) -> EvalRecord:
-        examples = step * run.order.batch_size
-        return EvalRecord(
-            run_id=spec.run_id, strategy=spec.strategy.name, dataset=spec.dataset.title, model=spec.model.name,
-            lr=t.lr, weight_decay=t.weight_decay, seed=t.seed, step=step, total_steps=run.total_steps,
-            epoch=examples / len(run.bundle.train), examples_seen=examples, train_loss=loss,
-            pgd_eps=spec.evaluation.pgd.eps, trainable_params=run.params.trainable, total_params=run.params.total,
-            wall_seconds=elapsed_before + time.perf_counter() - started, eval_seconds=eval_seconds, **metrics)
-
     def evaluation_point(loss: float) -> None:
         began = time.perf_counter()
         metrics = evaluate(model, sets, spec, device, dtype, bar)
-        records.append(make_record(metrics, loss, time.perf_counter() - began))
+        elapsed = elapsed_before + time.perf_counter() - started
+        records.append(_record(run, step, loss, metrics, elapsed, time.perf_counter() - began))
         saved = None
         if checkpoint_dir is not None and t.checkpoint:
-            saved = save_checkpoint(Path(checkpoint_dir), {
-                "step": step, "elapsed": elapsed_before + time.perf_counter() - started,
-                "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "records": [r.to_row() for r in records],
-                "spec": spec.to_dict(), "spec_fingerprint": spec_fingerprint(spec)}).parent
+            state = checkpoint_state(step, elapsed_before + time.perf_counter() - started, model, optimizer,
+                                     scheduler, records, spec)
+            saved = save_checkpoint(Path(checkpoint_dir), state).parent
         publish(records, saved)
         if bar is not None:
             bar.set_description_str(spec.run_id)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from rft_ray.models.backbones import EMBEDDED_MODEL, embedded_weights_path
-from rft_ray.training.runner import run_in_process
 from rft_ray.config import RunSpec, SpecError
+from rft_ray.models.backbones import EMBEDDED_MODEL, embedded_weights_path
 from rft_ray.training.checkpoint import CHECKPOINT_FILE
+from rft_ray.training.runner import run_in_process
 
 
 def pretrain_spec(data: str | None, epochs: float, seed: int, work_dir: str, batch_size: int = 128,

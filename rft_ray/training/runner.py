@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rft_ray.results.record import EvalRecord
 from rft_ray.config import RunSpec
 from rft_ray.results.files import atomic_write
+from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore, check_run_id
 from rft_ray.training.checkpoint import CHECKPOINT_FILE
 from rft_ray.training.loop import train_loop
+from rft_ray.training.plugins import plugins_from_env
 
 
 class StoreObserver:
@@ -43,7 +43,8 @@ class RunResult:
 
 def run_in_process(spec: RunSpec, *, progress: bool = True, json_path: str | Path | None = None,
                    restart: bool = False) -> RunResult:
-    """Run one spec here; resumes from the run's checkpoint unless `restart`."""
+    """Run one spec here (with the plugins $RFT_PLUGINS names); resumes from the run's checkpoint unless
+    `restart`."""
     run_id = check_run_id(spec.run_id)
     store = ResultStore(spec.output.results)
     store.ensure_writable()  # fail before training, not after
@@ -51,6 +52,6 @@ def run_in_process(spec: RunSpec, *, progress: bool = True, json_path: str | Pat
     if restart and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     resume = checkpoint_dir if (checkpoint_dir / CHECKPOINT_FILE).is_file() else None
-    observer = StoreObserver(store, run_id, Path(json_path) if json_path else None)
-    records = train_loop(spec, observer, checkpoint_dir=checkpoint_dir, resume_from=resume, progress=progress)
+    observers = [StoreObserver(store, run_id, Path(json_path) if json_path else None), *plugins_from_env()]
+    records = train_loop(spec, observers, checkpoint_dir=checkpoint_dir, resume_from=resume, progress=progress)
     return RunResult(records, store, checkpoint_dir, resume is not None)

@@ -12,8 +12,8 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
-from rft_ray.config.registry import Registry
 from rft_ray.config import SpecError, build_options
+from rft_ray.config.registry import Registry
 
 
 @dataclass(frozen=True)

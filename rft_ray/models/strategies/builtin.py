@@ -7,7 +7,7 @@ from typing import Literal
 from peft import IA3Config, LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from rft_ray.config import described, check
+from rft_ray.config import check, described
 from rft_ray.models.strategies.base import Strategy, register_strategy, vit_blocks
 from rft_ray.models.strategies.modules import (
     BottleneckAdapter,
@@ -94,7 +94,7 @@ class Lora(Strategy):
 @dataclass
 class IA3Options:
     targets: list[Target] = described("projections whose outputs get a learned scaling vector",
-                                  factory=lambda: ["k", "v", "fc1", "fc2"])
+                                      factory=lambda: ["k", "v", "fc1", "fc2"])
     feedforward: list[Target] = described(
         "of those, the ones scaled on their input instead of their output (peft's feedforward_modules)",
         factory=list)
