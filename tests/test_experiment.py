@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from rft_ray.config import SpecError, parse_sets
 from rft_ray.config.experiment import startup_trials
 from rft_ray.specs import experiment_spec, load_experiment, run_spec
-from rft_ray.config import SpecError, parse_sets
-from rft_ray.sweep.trial import objective_value, trial_metrics, trial_run_spec
+from rft_ray.sweep.trial import trial_run_spec
+from rft_ray.tracking.metrics import objective_value, trial_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {
@@ -115,16 +116,34 @@ def test_multi_objective_defaults_to_gp_and_keys():
 def test_asha_max_t_defaults_to_steps_and_fingerprint_ignores_resources():
     a = spec(search={"asha": {"enabled": True, "grace_period": 10}})
     assert a.search.asha.max_t == 40
-    b = spec(search={"asha": {"enabled": True, "grace_period": 10}}, resources={"cpus_per_trial": 2})
-    assert a.fingerprint() == b.fingerprint()
-    assert a.fingerprint() != spec().fingerprint()
+    import hashlib
+    import json
+
+    # The fingerprint (what `rft sweep --resume` compares) hashes the sections that decide the trials ...
+    plain = a.to_dict()
+    decisive = {k: plain[k] for k in ("name", "base", "strategies", "datasets", "search")}
+    assert a.fingerprint() == hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
+
+    def fingerprint(**changes):
+        return spec(**{"search": {"asha": {"enabled": True, "grace_period": 10}}, **changes}).fingerprint()
+
+    # ... so a resume may change resources, tracking, retries and storage, and changing anything else shows.
+    for same in ({"resources": {"cpus_per_trial": 2}}, {"tracking": {"experiment_name": "other"}},
+                 {"failure": {"max_failures": 5}}, {"storage": {"path": "/elsewhere"}}):
+        assert fingerprint(**same) == a.fingerprint(), same
+    for changed in ({"name": "u"}, {"strategies": ["lora", "full"]}, {"base": {**BASE, "training": {"steps": 60}}},
+                    {"datasets": [{"name": "digits", "label": "d2"}]}, {"search": {"num_samples": 4}},
+                    {"search": {"asha": {"enabled": True, "grace_period": 20}}}):
+        assert fingerprint(**changed) != a.fingerprint(), changed
 
 
 def test_set_overrides_and_yaml_values():
     assert parse_sets(["search.num_samples=4", "base.evaluation.pgd.eps=2/255"]) == {
         "search.num_samples": 4, "base.evaluation.pgd.eps": "2/255"}
-    with pytest.raises(SpecError):
+    with pytest.raises(SpecError, match=r"^--set: --set takes key=value \(e\.g\. training\.lr=1e-4\), got 'nonsense'$"):
         parse_sets(["nonsense"])
+    with pytest.raises(SpecError, match=r"^--set: the value of 'training\.lr' is not valid YAML"):
+        parse_sets(["training.lr=[1"])
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "domainnet_ood.yaml", "cifar_transfer.yaml"])

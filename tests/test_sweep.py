@@ -4,7 +4,6 @@ The tests that start Ray share one Ray session (each trial costs ~20 s of Ray Tr
 tiny runs: a random-init 16px ViT on digits, 20-60 steps, evaluation subsets of 40 images.
 """
 import json
-import math
 import os
 import signal
 import subprocess
@@ -14,24 +13,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fault_plugins import KILL_FILE, KILL_FIRED_FILE, fault_env
 
+from rft_ray.config import SpecError
 from rft_ray.config.experiment import ExperimentSpec, Objective
 from rft_ray.evaluation.schedule import EvalSchedule
-from rft_ray.config import SpecError
 from rft_ray.results.store import ResultStore
-from rft_ray.sweep.driver import (
-    STATE_FILE,
-    SweepError,
-    SweepFolder,
-    TrialSummary,
-    _optuna_outcome,
-    BudgetAwareOptunaSearch,
-    pareto_set,
-    run_sweep,
-    summarize_store,
-)
-from rft_ray.sweep.trial import FAULT_FILE, FIRED_FILE
-from rft_ray.specs import run_spec, experiment_spec
+from rft_ray.specs import experiment_spec, run_spec
+from rft_ray.sweep.driver import run_sweep
+from rft_ray.sweep.report import summarize_store
+from rft_ray.sweep.results import TrialSummary, pareto_set
+from rft_ray.sweep.search import BudgetAwareOptunaSearch, _optuna_outcome
+from rft_ray.sweep.state import STATE_FILE, SweepError, SweepFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BASE = {
@@ -139,7 +132,8 @@ def test_optuna_search_prunes_trials_stopped_before_their_budget():
 
 
 def test_group_seeds_differ_and_local_paths_become_absolute(tmp_path, monkeypatch):
-    from rft_ray.sweep.driver import absolute_paths, group_seed
+    from rft_ray.sweep.resources import absolute_paths
+    from rft_ray.sweep.search import group_seed
 
     search = experiment_spec(tiny_experiment(tmp_path)).search
     assert group_seed(search, "lora-digits") != group_seed(search, "full-digits")
@@ -151,23 +145,23 @@ def test_group_seeds_differ_and_local_paths_become_absolute(tmp_path, monkeypatc
     assert run["dataset"]["options"] == {"train": str(tmp_path / "a.parquet"), "test": "s3://b/t.parquet"}
 
 
-def test_summary_of_a_store(tmp_path):
+def test_the_sweep_summary_is_the_analysis_summary_in_registry_order(tmp_path):
+    """`summarize_store` reads the store and orders strategies as the registry does (lora before ia3), where
+    the analysis alone would sort them by name; the numbers are analysis.summary's (tested there)."""
+    from analysis.summary import sweep_summary
     from rft_ray.results.record import EvalRecord
 
     store = ResultStore(tmp_path / "store")
-    common = dict(strategy="lora", dataset="digits", model="m", seed=0, total_steps=40, epoch=0.0, examples_seen=0,
-                  train_loss=0.1, train_clean_acc=0.5, pgd_eps=0.01, test_ood_accuracy=0.3, trainable_params=10,
-                  total_params=100, wall_seconds=1.0, eval_seconds=0.1)
-    for run, lr, points in (("a", 1e-3, [(0, 0.2, 0.2), (40, 0.8, 0.1)]), ("b", 3e-3, [(0, 0.2, 0.2), (40, 0.6, 0.3)]),
-                            ("c", 1e-2, [(0, 0.9, 0.5)])):  # c never finished
-        store.write_run(run, [EvalRecord(run_id=run, lr=lr, weight_decay=0.0, step=s, test_clean_acc=acc,
-                                         pgd_adv_acc=pgd, **common) for s, acc, pgd in points])
-    [row] = summarize_store(str(tmp_path / "store"))
-    assert (row["trials"], row["complete"]) == (3, 2)
-    assert (row["final_acc"], row["final_acc_lr"]) == (0.8, 1e-3)  # among complete runs only
-    assert (row["final_pgd"], row["final_pgd_lr"]) == (0.3, 3e-3)
-    assert (row["peak_acc"], row["peak_pgd"]) == (0.9, 0.5)
-    assert math.isclose(row["frontier_auc"], 0.9 * 0.5)  # (0.9, 0.5) dominates every other point
+    common = dict(dataset="digits", model="m", seed=0, total_steps=40, epoch=0.0, examples_seen=0, train_loss=0.1,
+                  train_clean_acc=0.5, pgd_eps=0.01, test_ood_accuracy=0.3, trainable_params=10, total_params=100,
+                  wall_seconds=1.0, eval_seconds=0.1, lr=1e-3, weight_decay=0.0)
+    for run, strategy in (("a", "ia3"), ("b", "lora")):
+        store.write_run(run, [EvalRecord(run_id=run, strategy=strategy, step=s, test_clean_acc=0.5 + s / 100,
+                                         pgd_adv_acc=0.2, **common) for s in (0, 40)])
+    rows = summarize_store(str(tmp_path / "store"))
+    assert [r["strategy"] for r in rows] == ["lora", "ia3"]
+    assert [r["strategy"] for r in sweep_summary(store.read())] == ["ia3", "lora"]
+    assert rows[0]["final_acc"] == pytest.approx(0.9) and rows[0]["frontier_auc"] == pytest.approx(0.9 * 0.2)
 
 
 def test_sweep_folder_refuses_to_clobber_or_resume_wrongly(tmp_path):
@@ -185,7 +179,7 @@ def test_sweep_folder_refuses_to_clobber_or_resume_wrongly(tmp_path):
 
 
 def test_unreachable_tracking_server_warns_once(capsys):
-    from rft_ray.tracking.callback import Tracker
+    from rft_ray.tracking.client import Tracker
 
     tracker = Tracker("http://127.0.0.1:9")  # nothing listens on the discard port
     assert tracker.check_reachable(timeout=2) is False
@@ -199,8 +193,9 @@ def test_mlflow_callback_backfills_points_tune_never_relayed(tmp_path, monkeypat
     from the result store, at its own step, once."""
     from types import SimpleNamespace
 
-    from rft_ray import tracking
+    from rft_ray.config.experiment import Group, SearchSpace
     from rft_ray.results.record import EvalRecord
+    from rft_ray.tracking import callback as tracking
 
     logged = []
 
@@ -210,7 +205,7 @@ def test_mlflow_callback_backfills_points_tune_never_relayed(tmp_path, monkeypat
         def call(self, what, action):
             return action()
 
-        def _log(self, run_id, metrics=None, step=0, params=None, tags=None):
+        def log_batch(self, run_id, metrics=None, step=0, params=None, tags=None):
             logged.append((run_id, step, sorted(metrics or {})))
 
     monkeypatch.setattr(tracking, "tracker_for", lambda uri: FakeTracker())
@@ -219,8 +214,8 @@ def test_mlflow_callback_backfills_points_tune_never_relayed(tmp_path, monkeypat
                   test_ood_accuracy=0.3, trainable_params=10, total_params=100, wall_seconds=1.0, eval_seconds=0.1)
     ResultStore(tmp_path / "store").write_run("g-t1", [EvalRecord(step=s, test_clean_acc=0.5, pgd_adv_acc=0.2, **common)
                                                        for s in (0, 20, 40)])
-    callback = tracking.MLflowTrialCallback("fake", "1", "parent", "g", tags={}, params={},
-                                            store_root=str(tmp_path / "store"))
+    group = Group(name="g", strategy="lora", dataset="digits", run={}, space=SearchSpace(), grid=None)
+    callback = tracking.MLflowTrialCallback("fake", "1", "parent", group, store_root=str(tmp_path / "store"))
     callback._children["t1"], callback._last_step["t1"] = "child", 0  # found in MLflow with step 0 logged
     trial = SimpleNamespace(trial_id="t1", config={"objectives": [{"metric": "pareto_auc"}]}, last_result={})
     result = {"step": 40, "total_steps": 40, "test_clean_acc": 0.5, "pareto_auc": 0.1, "trainable_params": 10,
@@ -253,7 +248,7 @@ def test_cluster_yaml_passes_rays_schema():
     assert "aws_secret" not in text and "access_key" not in text
     bad = copy.deepcopy(config)
     bad["available_node_types"]["gpu_spot"]["min_wrkers"] = 1
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(jsonschema.ValidationError, match="'min_wrkers' was unexpected"):
         jsonschema.validate(bad, schema)
 
 
@@ -300,7 +295,7 @@ def ray_session(tmp_path_factory):
     import ray
 
     faults = tmp_path_factory.mktemp("faults")
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"RFT_FAULT_DIR": str(faults)}})
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": fault_env(faults)})
     yield faults
     ray.shutdown()
 
@@ -322,11 +317,11 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
     data["base"]["training"]["steps"] = 60
     experiment = experiment_spec(data)
     assert experiment.search.sampler_name() == "gp"
-    (ray_session / FAULT_FILE).write_text(json.dumps({"step": 40, "run_id_contains": "lora-digits"}))
+    (ray_session / KILL_FILE).write_text(json.dumps({"step": 40, "run_id_contains": "lora-digits"}))
     result = run_sweep(experiment)
 
-    fired = json.loads((ray_session / FIRED_FILE).read_text())
-    assert fired["step"] == 40 and not (ray_session / FAULT_FILE).exists()
+    fired = json.loads((ray_session / KILL_FIRED_FILE).read_text())
+    assert fired["step"] == 40 and not (ray_session / KILL_FILE).exists()
     [group] = result.groups
     assert group.status == "done" and len(group.trials) == 3
     assert all(t.status == "completed" and t.step == 60 for t in group.trials)
@@ -335,18 +330,22 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
     assert sorted(runs) == sorted(t.run_id for t in group.trials) and fired["run_id"] in runs
     for steps in runs.values():
         assert steps == schedule_of(experiment) == [0, 20, 40, 60]  # each point exactly once, none missing
-    # Tune heard of each point once too: the killed trial resumed from its checkpoint.
-    for result_file in Path(experiment.storage_root, "tune", "lora-digits").glob("*/result.json"):
-        reported = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
-        assert [r["step"] for r in reported] == [0, 20, 40, 60]
+    # Tune heard of each point once too, in each of the three trials: the killed one resumed from its checkpoint.
+    reported = {path.parent.name: [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+                for path in Path(experiment.storage_root, "tune", "lora-digits").glob("*/result.json")}
+    assert sorted(reported.values()) == [[0, 20, 40, 60]] * 3, reported
 
+    # Each trial's objectives are its run's final clean accuracy and best PGD accuracy in the store, and the
+    # Pareto set is exactly the trials no other trial dominates on those two points.
     keys = ["test_clean_acc", "best/pgd_adv_acc"]
-    front = {t.trial_id for t in group.pareto}
-    assert front
+    rows = ResultStore(experiment.store_root).read().to_pylist()
+    points = {}
     for t in group.trials:
-        dominated = any(all(o.objectives[k] >= t.objectives[k] for k in keys)
-                        and any(o.objectives[k] > t.objectives[k] for k in keys) for o in group.trials)
-        assert (t.trial_id in front) == (not dominated)
+        mine = sorted((r for r in rows if r["run_id"] == t.run_id), key=lambda r: r["step"])
+        points[t.trial_id] = (mine[-1]["test_clean_acc"], max(r["pgd_adv_acc"] for r in mine))
+        assert tuple(t.objectives[k] for k in keys) == pytest.approx(points[t.trial_id])
+    front = {i for i, p in points.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())}
+    assert {t.trial_id for t in group.pareto} == front, (points, [t.trial_id for t in group.pareto])
     assert "Pareto set" in result.summary_markdown and result.summary[0]["trials"] == 3
 
     client = MlflowClient(tracking_uri=experiment.tracking_uri())
@@ -482,10 +481,12 @@ def test_driver_killed_mid_sweep_resumes_with_each_schedule_once(tmp_path):
     all_runs = client.search_runs([exp.experiment_id])
     parents = [r for r in all_runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.run_id == state["parent_run_id"]
+    logged: dict[str, list[int]] = {}  # run id -> the steps MLflow holds for it, over all its child runs
     for child in all_runs:
         if child.data.tags.get("run_id") in runs:
-            steps = [m.step for m in client.get_metric_history(child.info.run_id, "test_clean_acc")]
-            assert sorted(steps) == [0, 20, 40, 60]
+            logged.setdefault(child.data.tags["run_id"], []).extend(
+                m.step for m in client.get_metric_history(child.info.run_id, "test_clean_acc"))
+    assert {r: sorted(steps) for r, steps in logged.items()} == {r: [0, 20, 40, 60] for r in runs}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -518,6 +519,6 @@ def test_launch_script_spreads_trials_over_two_nodes(tmp_path):
         for result_file in (tmp_path / "sweep" / "tune").glob("*/*/result.json"):
             nodes |= {json.loads(line)["node_id"] for line in result_file.read_text().splitlines() if line.strip()}
         assert nodes == {cluster.head_node.node_id, worker.node_id}
-        assert all(steps == [0, 20] for steps in steps_by_run(str(tmp_path / "sweep" / "store")).values())
+        assert sorted(steps_by_run(str(tmp_path / "sweep" / "store")).values()) == [[0, 20], [0, 20]]
     finally:
         cluster.shutdown()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rft_ray.specs import load_experiment
     from rft_ray.config import parse_sets
-    from rft_ray.sweep.driver import SweepError, SweepInterrupted, run_sweep
+    from rft_ray.specs import load_experiment
+    from rft_ray.sweep.driver import run_sweep
+    from rft_ray.sweep.state import SweepError, SweepInterrupted
 
     experiment = load_experiment(args.spec, parse_sets(args.set))
     try:
@@ -56,12 +57,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_sync_mlflow(args: argparse.Namespace) -> int:
+    from rft_ray.sweep.state import SweepError, read_sweep
     from rft_ray.tracking.backfill import sync_mlflow
-    from rft_ray.sweep.driver import SweepError
+    from rft_ray.tracking.client import TrackingError
 
     try:
-        sync_mlflow(args.folder, args.mlflow_uri)
-    except SweepError as err:
+        root, _, state = read_sweep(args.folder)
+        sync_mlflow(root, state, args.mlflow_uri)
+    except (SweepError, TrackingError) as err:
         print(f"rft: error: {err}", file=sys.stderr)
         return 2
     return 0

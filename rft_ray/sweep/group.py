@@ -1,0 +1,75 @@
+"""One group (strategy x dataset): one Tune experiment, started or restored, its trials summarised and runs of
+trials Tune lost set aside."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rft_ray.config.experiment import ExperimentSpec, Group
+from rft_ray.results.store import ResultStore
+from rft_ray.sweep.resources import DRIVER_RESOURCES
+from rft_ray.sweep.results import GroupResult, TrialSummary, pareto_set, trial_summaries
+from rft_ray.sweep.search import param_space, tune_config
+from rft_ray.sweep.state import SweepFolder
+from rft_ray.sweep.trial import trial_driver
+
+
+def _expected_trials(experiment: ExperimentSpec, group: Group) -> int:
+    return group.grid.size if experiment.search.mode == "grid" else int(experiment.search.num_samples)
+
+
+def _set_aside_orphans(folder: SweepFolder, experiment: ExperimentSpec, group: Group,
+                       trials: list[TrialSummary]) -> list[str]:
+    """Runs of this group whose trial Tune does not know (the driver died before Tune saved the trial):
+    their partial rows would pollute the store, so they move to `orphans/`."""
+    known = {t.trial_id for t in trials}
+    prefix = f"{group.name}-"
+    orphans = []
+    for run_id in ResultStore(experiment.store_root).run_ids():
+        suffix = run_id[len(prefix):]
+        if run_id.startswith(prefix) and "-" not in suffix and suffix not in known:
+            folder.move(f"store/{run_id}.parquet", "orphans")
+            orphans.append(run_id)
+    if orphans:
+        print(f"rft sweep: {group.name}: set aside {len(orphans)} run(s) of trials lost with an interrupted driver "
+              f"({', '.join(orphans)}) in {folder.uri('orphans')}", file=sys.stderr)
+    return orphans
+
+
+def run_group(experiment: ExperimentSpec, group: Group, resources: dict[str, Any], folder: SweepFolder,
+               callbacks: list) -> GroupResult:
+    from ray import tune
+
+    tune_root = folder.uri("tune")
+    path = folder.uri("tune", group.name)
+    space = param_space(experiment, group, resources)
+    trainable = tune.with_resources(trial_driver, DRIVER_RESOURCES)
+    if tune.Tuner.can_restore(path):
+        print(f"rft sweep: {group.name}: restoring the interrupted search from {path}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, param_space=space, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune_config(experiment, group, resources),
+            run_config=tune.RunConfig(
+                name=group.name,
+                storage_path=tune_root,
+                callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=experiment.failure.max_failures),
+            ),
+        )
+    tuner.fit()
+    trials = trial_summaries(path, group, experiment.search.objectives)
+    for trial in trials:
+        if trial.status == "error":
+            print(f"rft sweep: {group.name}: trial {trial.trial_id} (lr {trial.lr:.3g}, wd {trial.weight_decay:.3g}) "
+                  f"ended with an error: {trial.error}; its evaluation points so far are in the store",
+                  file=sys.stderr, flush=True)
+    _set_aside_orphans(folder, experiment, group, trials)
+    finished = len(trials) >= _expected_trials(experiment, group) and all(
+        t.status in ("completed", "stopped early", "error") for t in trials)
+    status = "interrupted" if not finished else ("errors" if any(t.status == "error" for t in trials) else "done")
+    return GroupResult(group.name, group.strategy, group.dataset, status, trials,
+                       pareto_set(trials, experiment.search.objectives))

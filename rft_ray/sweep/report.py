@@ -1,0 +1,120 @@
+"""What a sweep leaves for people: the summary table (best final and peak accuracy and robustness, frontier
+AUC per strategy x dataset), the Pareto sets, and the provenance a report needs to be traced to its run."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rft_ray.config.experiment import ExperimentSpec, Objective
+from rft_ray.config.metrics import eps_label, same_radius
+from rft_ray.models.strategies import strategy_names
+from rft_ray.results.store import ResultStore
+from rft_ray.sweep.results import GroupResult
+
+
+def summarize_store(store_root: str) -> list[dict[str, Any]]:
+    """Per strategy and dataset: best final and peak accuracy and robustness, and the frontier AUC
+    (`analysis.summary.sweep_summary`, strategies in the registry's order)."""
+    from analysis.summary import sweep_summary
+
+    return sweep_summary(ResultStore(store_root).read(), strategy_order=strategy_names())
+
+
+def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], objectives: list[Objective]) -> str:
+    """The summary table, then the Pareto set of hyperparameters of each group."""
+    from analysis.summary import summary_table_markdown
+
+    keys = [o.key for o in objectives]
+    lines = [summary_table_markdown(rows), "", f"Pareto set of hyperparameters per group (objectives: "
+             f"{', '.join(keys)}):", ""]
+    for g in groups:
+        if not g.pareto:
+            lines.append(f"- {g.name}: no completed trial")
+            continue
+        items = ", ".join(f"lr {t.lr:.3g} wd {t.weight_decay:.3g} -> "
+                          + " / ".join(f"{t.objectives[k]:.3f}" for k in keys) for t in g.pareto)
+        lines.append(f"- {g.name}: {items}")
+    return "\n".join(lines) + "\n"
+
+
+def source_commit() -> str:
+    """The git commit of the rft_ray source that ran (with '+changes' when the checkout differs from it)."""
+    import subprocess
+
+    folder = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import version
+
+        return f"unknown (not a git checkout; rft-ray {version('rft-ray')})"
+    return commit + (" +changes" if dirty else "")
+
+
+def sweep_provenance(experiment: ExperimentSpec, spec_path: str | None, wall_seconds: float) -> dict[str, str]:
+    """What a report needs to be traced to its run: spec, seeds, code, time."""
+    training = experiment.base.get("training") or {}
+    return {"sweep": experiment.name, "spec": spec_path or "",
+            "spec as run": f"{experiment.local_dir() / 'experiment.json'} (fingerprint {experiment.fingerprint()})",
+            "search seed": str(experiment.search.seed), "training seed": str(training.get("seed", 0)),
+            "commit": source_commit(), "storage": experiment.storage_root,
+            "wall seconds": f"{wall_seconds:.0f}"}
+
+
+def extra_radii(experiment: ExperimentSpec) -> list[float]:
+    """The evaluation.pgd.extra_eps radii the sweep's runs measure."""
+    from rft_ray.config import RunSpec
+
+    radii: list[float] = []
+    for group in experiment.groups:
+        for radius in RunSpec.from_dict(group.run).evaluation.pgd.extra_eps:
+            if not any(same_radius(radius, r) for r in radii):
+                radii.append(radius)
+    return radii
+
+
+def write_summary(experiment: ExperimentSpec, results: list[GroupResult], local: Path
+                  ) -> tuple[list[dict[str, Any]], str, list[str]]:
+    """summary.md, summary.json and experiment.json in the sweep's local folder: (rows, markdown, files)."""
+    rows = summarize_store(experiment.store_root)
+    markdown = summary_markdown(rows, results, experiment.search.objectives)
+    local.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, text in (("summary.md", markdown),
+                       ("summary.json", json.dumps({"summary": rows, "groups": [g.to_dict() for g in results]},
+                                                   indent=1, default=str)),
+                       ("experiment.json", json.dumps(experiment.to_dict(), indent=1, default=str))):
+        (local / name).write_text(text)
+        files.append(str(local / name))
+    return rows, markdown, files
+
+
+def write_analysis(experiment: ExperimentSpec, analysis_dir: Path, spec_path: str | None,
+                   wall_seconds: float) -> tuple[str | None, list[str]]:
+    """The analysis report of the sweep's store, and one more per extra PGD radius (radii are never pooled):
+    (its folder, the files written); (None, []) with a warning when it fails, as the results stand without it."""
+    from analysis.report import analyze as run_analysis
+
+    files: list[str] = []
+    try:
+        provenance = sweep_provenance(experiment, spec_path, wall_seconds)
+        report = run_analysis(experiment.store_root, str(analysis_dir), provenance=provenance,
+                              strategy_order=strategy_names())
+        files += list(report.files)
+        print(f"analysis: {analysis_dir}/report.html", flush=True)
+        for radius in extra_radii(experiment):
+            folder_name = "eps-" + eps_label(radius).replace("/", "_")
+            report = run_analysis(experiment.store_root, f"{analysis_dir}/{folder_name}", eps=radius,
+                                  provenance=provenance, strategy_order=strategy_names())
+            files += list(report.files)
+            print(f"analysis at eps {eps_label(radius)}: {analysis_dir}/{folder_name}/report.html", flush=True)
+    except Exception as err:  # noqa: BLE001 - the sweep's results stand without the report
+        print(f"rft sweep: warning: the analysis failed ({type(err).__name__}: {err}); run `rft analyze "
+              f"{experiment.store_root}` to retry", file=sys.stderr)
+        return None, files
+    return str(analysis_dir), files

@@ -1,0 +1,153 @@
+"""How each group searches: the Tune param space (lr and weight decay searched, the rest constant), Optuna
+samplers seeded per group, the budget-aware Optuna searcher, grid mode and ASHA on the optimizer step."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+import zlib
+from dataclasses import asdict
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+from rft_ray.config.experiment import ExperimentSpec, Group, SearchSpec, startup_trials
+from rft_ray.sweep.resources import absolute_paths
+
+logger = logging.getLogger(__name__)
+
+
+class BudgetAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about trials that did not run their whole budget.
+
+    Ray's OptunaSearch reports a trial complete with whatever its last result holds, so a trial ASHA
+    stopped at step 100 of 1000 would enter the study as if its objective were final (and with several
+    objectives it would be told COMPLETE with values it never reached). Here a trial is COMPLETE only if
+    its last result reached `total_steps`; one stopped early is PRUNED (its intermediate values, reported
+    against the optimizer step, are what TPE ranks pruned trials by), an errored one FAILED.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, list) or trial_id in self._completed_trials:
+            return  # Optuna keeps no intermediate values for multi-objective studies
+        ot_trial = self._ot_trials.get(trial_id)
+        value, step = result.get(self.metric), result.get("step")
+        if ot_trial is None or value is None or step is None or not math.isfinite(float(value)):
+            return
+        ot_trial.report(float(value), int(step))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        import optuna
+
+        if trial_id in self._completed_trials:
+            logger.warning("trial %s already told to Optuna; ignoring another completion", trial_id)
+            return
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return
+        state, values = _optuna_outcome(result, error, self.metric)
+        try:
+            self._ot_study.tell(ot_trial, values, state=getattr(optuna.trial.TrialState, state))
+        except Exception as exc:  # noqa: BLE001 - Optuna refused (e.g. a NaN objective): the trial stays out
+            logger.warning("Optuna did not accept trial %s: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+
+def _optuna_outcome(result: dict | None, error: bool, metric: str | list[str]) -> tuple[str, Any]:
+    """(Optuna state name, values) for a trial Tune reports complete."""
+    if error:
+        return "FAIL", None
+    result = result or {}
+    step, total = result.get("step"), result.get("total_steps")
+    if step is None or total is None or step < total:
+        return "PRUNED", None
+    keys = metric if isinstance(metric, list) else [metric]
+    values = [result.get(k) for k in keys]
+    if any(v is None or not math.isfinite(float(v)) for v in values):
+        return "FAIL", None
+    values = [float(v) for v in values]
+    return "COMPLETE", values if isinstance(metric, list) else values[0]
+
+
+def group_seed(search: SearchSpec, group_name: str) -> int:
+    """The sampler seed of one group: from search.seed and the group's name, so groups explore different
+    points (one seed for all would send every strategy to the same start-up samples)."""
+    return (search.seed * 1_000_003 + zlib.crc32(group_name.encode())) % 2**31
+
+
+def make_sampler(search: SearchSpec, seed: int | None = None):
+    import optuna
+
+    name = search.sampler_name()
+    startup = startup_trials(search)
+    seed = search.seed if seed is None else seed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
+                                              constant_liar=True)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
+        if name == "nsga2":
+            population = max(4, min(50, (search.num_samples or 8) // 3))
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+        return optuna.samplers.RandomSampler(seed=seed)
+
+
+def search_domain(rng):
+    from ray import tune
+
+    if rng.log:
+        return tune.loguniform(rng.low, rng.high)
+    return tune.uniform(rng.low, rng.high)
+
+
+def param_space(experiment: ExperimentSpec, group: Group, resources: dict[str, Any]) -> dict[str, Any]:
+    """The Tune config of every trial of a group: lr and weight decay searched, the rest constant."""
+    from ray import tune
+
+    search = experiment.search
+    if search.mode == "grid":
+        lr, wd = tune.grid_search(list(group.grid.lr)), tune.grid_search(list(group.grid.weight_decay))
+    else:
+        lr, wd = search_domain(group.space.lr), search_domain(group.space.weight_decay)
+    run = absolute_paths(json.loads(json.dumps(group.run)))
+    run["output"] = {"results": experiment.store_root}
+    return {
+        "lr": lr,
+        "weight_decay": wd,
+        "group": group.name,
+        "run": json.dumps(run, sort_keys=True),  # one line in Tune's output; the worker parses it
+        "objectives": [asdict(o) for o in search.objectives],
+        "resources": {"cpus_per_trial": resources["cpus_per_trial"], "gpus_per_trial": resources["gpus_per_trial"]},
+        "train_storage": f"{experiment.storage_root}/train",
+        "worker_max_failures": experiment.failure.worker_max_failures,
+    }
+
+
+def tune_config(experiment: ExperimentSpec, group: Group, resources: dict[str, Any]):
+    from ray import tune
+
+    search = experiment.search
+    objectives = search.objectives
+    scheduler = None
+    if search.asha.enabled:
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(time_attr="step", metric=objectives[0].key, mode=objectives[0].mode,
+                                  max_t=search.asha.max_t, grace_period=search.asha.grace_period,
+                                  reduction_factor=search.asha.reduction_factor)
+    if search.mode == "grid":
+        return tune.TuneConfig(num_samples=1, scheduler=scheduler,
+                               max_concurrent_trials=resources["max_concurrent_trials"])
+    multi = search.multi_objective
+    searcher = BudgetAwareOptunaSearch(
+        metric=[o.key for o in objectives] if multi else objectives[0].key,
+        mode=[o.mode for o in objectives] if multi else objectives[0].mode,
+        points_to_evaluate=[asdict(p) for p in group.points_to_evaluate] or None,
+        sampler=make_sampler(search, group_seed(search, group.name)),
+        study_name=group.name,
+    )
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=search.num_samples,
+                           max_concurrent_trials=resources["max_concurrent_trials"])

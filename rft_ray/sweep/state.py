@@ -1,0 +1,76 @@
+"""A sweep's folder and its state file, readable without Ray.
+
+The folder (`storage.path`, local or s3:// / gs://) holds `sweep.json` (state: fingerprint, spec, parent
+MLflow run, finished groups), `store/` (Parquet), `tune/<group>/` (Tune experiments, restorable),
+`train/<run id>/` (Train runs and their checkpoints), `orphans/`, and locally `mlflow.db` and `analysis/`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from rft_ray.results.files import filesystem_for, is_uri, read_bytes, write_bytes
+
+STATE_FILE = "sweep.json"
+SUBFOLDERS = ("tune", "train", "store", "orphans")
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start or continue as asked (the message says what to do)."""
+
+
+class SweepInterrupted(SweepError):
+    """The sweep stopped before its groups finished; `rft sweep --resume` continues it."""
+
+
+def normalize_root(root: str) -> str:
+    """A sweep folder as given by a user: a URI without its trailing slash, or an absolute local path."""
+    return root.rstrip("/") if is_uri(root) else str(Path(root).expanduser().resolve())
+
+
+class SweepFolder:
+    """The sweep's storage: a local folder or an object-store prefix (pyarrow filesystems)."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.fs, self.path = filesystem_for(root)
+        self.local = not is_uri(root)
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def _p(self, *parts: str) -> str:
+        return "/".join([self.path, *parts])
+
+    def read_state(self) -> dict[str, Any] | None:
+        data = read_bytes(self.fs, self._p(STATE_FILE))
+        return None if data is None else json.loads(data.decode())
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        write_bytes(self.fs, self._p(STATE_FILE), json.dumps(state, indent=1, default=str).encode())
+
+    def clear(self) -> None:
+        """Remove a previous sweep's state and results (`--overwrite`); MLflow's history stays."""
+        for name in SUBFOLDERS:
+            if self.fs.get_file_info(self._p(name)).type == pafs.FileType.Directory:
+                self.fs.delete_dir(self._p(name))
+        if self.fs.get_file_info(self._p(STATE_FILE)).type == pafs.FileType.File:
+            self.fs.delete_file(self._p(STATE_FILE))
+
+    def move(self, source: str, target_dir: str) -> None:
+        self.fs.create_dir(self._p(target_dir), recursive=True)
+        self.fs.move(self._p(source), self._p(target_dir, Path(source).name))
+
+
+def read_sweep(root: str) -> tuple[str, SweepFolder, dict[str, Any]]:
+    """(normalised root, folder, state) of an existing sweep; SweepError when `root` holds none."""
+    root = normalize_root(root)
+    folder = SweepFolder(root)
+    state = folder.read_state()
+    if state is None:
+        raise SweepError(f"no sweep in {root}: it has no {STATE_FILE} (give the sweep's storage.path, e.g. "
+                         "results/demo)")
+    return root, folder, state

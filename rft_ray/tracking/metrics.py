@@ -1,0 +1,73 @@
+"""What a trial reports at an evaluation point, to Ray Tune and to MLflow alike: the record's metrics, its
+step, and the sweep's objectives computed from the records so far. The live path (the Train worker) and
+the back-fill (from the result store) compute it with these same functions."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rft_ray.config.experiment import PARETO_AUC, Objective
+from rft_ray.results.record import EvalRecord
+
+# Keys Tune adds to every result, and the record's bookkeeping: not metrics of the run.
+TUNE_KEYS = frozenset({
+    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
+    "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
+    "experiment_tag", "checkpoint_path", "should_checkpoint", "step", "total_steps", "trainable_params",
+    "total_params",
+})
+
+
+def objective_value(records: list[EvalRecord], objective: dict[str, Any]) -> float:
+    """One objective of a trial from its records so far (`final`, `best`, or the trial's Pareto AUC)."""
+    metric = objective["metric"]
+    if metric == PARETO_AUC:
+        from analysis.frontier import hypervolume_auc
+
+        return hypervolume_auc([(r.test_clean_acc, r.pgd_adv_acc) for r in records])
+    values = [_metric(r, metric) for r in records]
+    if objective.get("reduce", "final") == "final":
+        return values[-1]
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return float("nan")
+    return max(finite) if objective.get("mode", "max") == "max" else min(finite)
+
+
+def objective_key(objective: dict[str, Any]) -> str:
+    """The result key of an objective given as a plain dict (as trials receive it): `Objective.key`."""
+    return Objective(**objective).key
+
+
+def _metric(record: EvalRecord, metric: str) -> float:
+    values = record.metrics()
+    if metric not in values:
+        domains = ", ".join(sorted(record.ood_acc)) or "none"
+        raise ValueError(f"objective metric {metric!r} is not measured by this run (OOD domains: {domains})")
+    return float(values[metric])
+
+
+def trial_metrics(records: list[EvalRecord], objectives: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a trial reports at an evaluation point: the record's metrics, its step, and the objectives."""
+    last = records[-1]
+    out: dict[str, Any] = dict(last.metrics())
+    out.update(step=int(last.step), total_steps=int(last.total_steps), trainable_params=int(last.trainable_params),
+               total_params=int(last.total_params))
+    for objective in objectives:
+        out[objective_key(objective)] = objective_value(records, objective)
+    return out
+
+
+def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The run's metrics in a Tune result: numbers that are not Tune's bookkeeping."""
+    out = {}
+    for key, value in result.items():
+        if key in TUNE_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out[key] = float(value)
+    return out
+
+
+def loggable(metrics: dict[str, float]) -> dict[str, float]:
+    """MLflow refuses infinite values; NaN it keeps."""
+    return {k: v for k, v in metrics.items() if not math.isinf(v)}
