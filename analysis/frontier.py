@@ -5,7 +5,7 @@ Convention (used everywhere in `analysis`):
 * A point is ``(accuracy, robustness)`` = ``(test_clean_acc, pgd_adv_acc)``, both in ``[0, 1]``.
   Inputs are arrays of shape ``(N, 2)`` (``N`` may be 0). NaN, +-inf and values outside ``[0, 1]``
   are rejected with a ``ValueError`` naming the problem and the first offending row; nothing is
-  clipped or silently dropped here (cleaning a result table is `analysis.tables`' job).
+  clipped or silently dropped here (cleaning a result table is `analysis.cleaning`' job).
 * ``p`` dominates ``q`` when ``p`` is at least as good on both coordinates and strictly better on
   one. The frontier is the set of non-dominated points; exact duplicates are collapsed to one.
   `pareto_frontier` returns it sorted by accuracy ascending, hence robustness strictly descending.

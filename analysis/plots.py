@@ -1,7 +1,9 @@
 """Figures (matplotlib, Agg canvas; pyplot and the global backend are never touched).
 
-Each function writes one PNG and returns its path. Strategies keep one colour in every figure
-(`strategy_color`). Step axes plot ``step + 1`` on a log scale so that step 0 shows (at x = 1).
+Each function writes one PNG and returns its path. Strategies keep one colour in every figure, whatever
+the strategy order and whichever strategies a figure shows: the colour belongs to the name
+(`strategy_color`). Legends and rows follow ``strategy_order`` (`analysis.frame`; None: alphabetical).
+Step axes plot ``step + 1`` on a log scale so that step 0 shows (at x = 1).
 """
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ import pyarrow as pa
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from analysis.frame import group_points, order_strategies, pivot
 from analysis.frontier import frontier_outline, pareto_frontier
-from analysis.tables import group_points, order_strategies, pivot
 
+# Colours of the paper's strategies, by name; other names get one of the fallback colours by a hash of the name.
 STRATEGY_COLORS: dict[str, str] = {
     "full": "#1f77b4",       # blue
     "linear": "#7f7f7f",     # grey
@@ -59,7 +62,8 @@ def _best_final_run(run_ids: np.ndarray, steps: np.ndarray, acc: np.ndarray, rob
 
 
 def plot_curves(
-    table: pa.Table, dataset: str, out_path: str | Path, *, selected_runs: dict[str, str] | None = None
+    table: pa.Table, dataset: str, out_path: str | Path, *, selected_runs: dict[str, str] | None = None,
+    strategy_order: Sequence[str] | None = None,
 ) -> str:
     """Clean and PGD accuracy against step + 1 (log axis) for every strategy on one dataset.
 
@@ -71,7 +75,7 @@ def plot_curves(
     fig = _new_figure(11.0, 4.2)
     ax_acc, ax_rob = fig.subplots(1, 2, sharex=True)
     max_step = 0
-    for strategy in order_strategies(groups):
+    for strategy in order_strategies(groups, strategy_order):
         g = groups[strategy]
         color = strategy_color(strategy)
         chosen = (selected_runs or {}).get(strategy) or _best_final_run(g["run_id"], g["step"], g["acc"], g["rob"])
@@ -111,6 +115,7 @@ def plot_frontiers(
     kind: str = "hypervolume",
     step_budget: int | None = None,
     auc_rows: Sequence[dict[str, Any]] | None = None,
+    strategy_order: Sequence[str] | None = None,
 ) -> str:
     """Pareto frontiers of all strategies on one dataset: raw points faint, frontier outline bold.
 
@@ -123,7 +128,7 @@ def plot_frontiers(
     fig = _new_figure(7.8, 5.6)
     ax = fig.subplots()
     max_acc = max_rob = 0.0
-    for strategy in order_strategies(groups):
+    for strategy in order_strategies(groups, strategy_order):
         g = groups[strategy]
         color = strategy_color(strategy)
         if len(g["acc"]) == 0:
@@ -152,14 +157,17 @@ def plot_frontiers(
     return _save(fig, out_path)
 
 
-def plot_auc_heatmap(auc_rows: Sequence[dict[str, Any]], out_path: str | Path, *, kind: str = "hypervolume") -> str:
+def plot_auc_heatmap(
+    auc_rows: Sequence[dict[str, Any]], out_path: str | Path, *, kind: str = "hypervolume",
+    strategy_order: Sequence[str] | None = None,
+) -> str:
     """Strategies x datasets heat map of AUC, each cell annotated with AUC and % above the dataset mean;
     the best strategy per dataset is outlined and bold."""
     if not auc_rows:
         raise ValueError("no AUC rows to plot")
-    strategies, datasets, auc = pivot(list(auc_rows), "auc")
-    _, _, pct = pivot(list(auc_rows), "pct_above_average")
-    _, _, best = pivot([{**r, "is_best": float(r["is_best"])} for r in auc_rows], "is_best")
+    strategies, datasets, auc = pivot(list(auc_rows), "auc", strategy_order)
+    _, _, pct = pivot(list(auc_rows), "pct_above_average", strategy_order)
+    _, _, best = pivot([{**r, "is_best": float(r["is_best"])} for r in auc_rows], "is_best", strategy_order)
     fig = _new_figure(max(4.5, 1.7 * len(datasets) + 2.8), max(3.0, 0.55 * len(strategies) + 1.6))
     ax = fig.subplots()
     finite = auc[np.isfinite(auc)]

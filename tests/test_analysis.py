@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,9 @@ try:  # the package is importable once `pip install -e .` has run; before that, 
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.auc import auc_table, trial_aucs
+from analysis.cleaning import DroppedRowsWarning, TableError, clean_table
+from analysis.correlation import correlation
 from analysis.frontier import (
     frontier_auc,
     frontier_outline,
@@ -26,17 +30,8 @@ from analysis.frontier import (
     pareto_frontier,
     trapezoid_auc,
 )
-from analysis.tables import (
-    DroppedRowsWarning,
-    TableError,
-    auc_table,
-    clean_table,
-    correlation,
-    rq1_table,
-    rq1_trials,
-    rq3_table,
-    trial_aucs,
-)
+from analysis.rq1 import rq1_table, rq1_trials
+from analysis.rq3 import rq3_table
 
 # ---------------------------------------------------------------------------------------------------
 # Frontier and AUC: hand-computed cases
@@ -272,7 +267,7 @@ EXPECTED_POOLED = {"full": 0.29, "lora": 0.34, "linear": 0.055}
 
 def test_auc_table_pooled_hand_computed(table):
     rows = _by(auc_table(table), "strategy", "dataset")
-    assert [k for k in rows] == [(s, d) for s in ("full", "linear", "lora") for d in DATASETS]  # canonical order
+    assert [k for k in rows] == [(s, d) for s in ("full", "linear", "lora") for d in DATASETS]  # default: alphabetical
     for dataset, scale in (("cifar10", 1.0), ("digits", 0.5)):
         mean = sum(EXPECTED_POOLED.values()) * scale / 3
         for strategy, auc in EXPECTED_POOLED.items():
@@ -372,8 +367,7 @@ def test_rq3_correlations(table):
     acc = np.array([0.1, 0.6, 0.8, 0.9, 0.1, 0.5, 0.7, 0.8] * 2)
     rob = np.array([0.0, 0.3, 0.2, 0.1, 0.0, 0.4, 0.3, 0.2] + [0.0, 0.15, 0.1, 0.05, 0.0, 0.2, 0.15, 0.1])
     assert full["pgd_clean_pearson"] == pytest.approx(np.corrcoef(rob, acc)[0, 1])
-    scipy_stats = pytest.importorskip("scipy.stats")
-    assert full["pgd_clean_spearman"] == pytest.approx(scipy_stats.spearmanr(rob, acc).statistic)
+    assert full["pgd_clean_spearman"] == pytest.approx(scipy.stats.spearmanr(rob, acc).statistic)
     by_ds = _by(rq3_table(table, by=("strategy", "dataset")), "strategy", "dataset")
     assert by_ds[("full", "digits")]["n_ood_points"] == 0
     assert by_ds[("full", "digits")]["ood_note"] == "no OOD accuracy (no OOD split)"
@@ -398,9 +392,114 @@ def test_correlation_edge_cases(x, y, pearson, note):
 
 
 def test_spearman_ties_match_scipy():
-    scipy_stats = pytest.importorskip("scipy.stats")
     x, y = [1, 2, 2, 3, 3, 3, 4], [0.1, 0.4, 0.2, 0.2, 0.9, 0.5, 0.3]
-    assert correlation(x, y)["spearman"] == pytest.approx(scipy_stats.spearmanr(x, y).statistic)
+    assert correlation(x, y)["spearman"] == pytest.approx(scipy.stats.spearmanr(x, y).statistic)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Strategy order: a parameter (the platform passes its registry's order), alphabetical without one
+
+
+def test_strategy_order_given_is_the_order_used(table, tmp_path):
+    from analysis.frame import order_strategies, pivot
+    from analysis.report import analyze
+
+    order = ("lora", "full")  # linear is not listed: it follows the listed ones
+    expected = ["lora", "full", "linear"]
+    assert order_strategies(["full", "linear", "lora", "full"], order) == expected
+    assert order_strategies(["lora", "linear", "full"]) == ["full", "linear", "lora"]  # None: alphabetical
+    assert [r["strategy"] for r in auc_table(table, strategy_order=order)] == [s for s in expected for _ in DATASETS]
+    assert [r["strategy"] for r in trial_aucs(table, strategy_order=order)][::4] == expected
+    assert [r["strategy"] for r in rq1_table(table, strategy_order=order)][::2] == expected
+    assert [r["strategy"] for r in rq1_trials(table, strategy_order=order)][::4] == expected
+    assert [r["strategy"] for r in rq3_table(table, strategy_order=order)] == expected
+    assert pivot(auc_table(table), "auc", order)[0] == expected
+    data = analyze(table, tmp_path, figures=False, strategy_order=order).data
+    assert data["summary"]["strategies"] == expected
+    assert [r["strategy"] for r in data["auc"]][::2] == [r["strategy"] for r in data["rq3"]] == expected
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("| lora | 300,000 |") < md.index("| full | 86,000,000 |") < md.index("| linear | 7,695 |")
+    assert analyze(table, tmp_path, figures=False).data["summary"]["strategies"] == ["full", "linear", "lora"]
+
+
+def test_colours_belong_to_the_name_not_to_the_order(table, tmp_path):
+    from analysis import plots
+
+    before = {s: plots.strategy_color(s) for s in ("full", "lora", "linear", "my_method")}
+    for order in (None, ("lora", "full"), ("my_method",)):
+        rows = auc_table(table, strategy_order=order)
+        plots.plot_auc_heatmap(rows, tmp_path / "h.png", strategy_order=order)
+        plots.plot_curves(table, "digits", tmp_path / "c.png", strategy_order=order)
+        plots.plot_frontiers(table, "digits", tmp_path / "f.png", auc_rows=rows, strategy_order=order)
+    assert {s: plots.strategy_color(s) for s in before} == before
+
+
+def test_the_rft_analyze_command_orders_strategies_as_the_registry(tmp_path, capsys):
+    from rft_ray.cli.analyze import main
+    from rft_ray.models.strategies import strategy_names
+
+    rows = [{**r, "strategy": "ia3", "run_id": r["run_id"].replace("linear", "ia3")} if r["strategy"] == "linear"
+            else r for r in synthetic_rows()]
+    _write_store(tmp_path / "s", rows)
+    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--no-figures", "--json"]) == 0
+    strategies = json.loads(capsys.readouterr().out)["summary"]["strategies"]
+    assert strategies == [s for s in strategy_names() if s in {"full", "lora", "ia3"}] == ["full", "lora", "ia3"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The sweep's summary table
+
+
+def _summary_store_table(tmp_path) -> pa.Table:
+    from rft_ray.results.record import EvalRecord
+    from rft_ray.results.store import ResultStore
+
+    store = ResultStore(tmp_path / "store")
+    common = dict(strategy="lora", dataset="digits", model="m", seed=0, total_steps=40, epoch=0.0, examples_seen=0,
+                  train_loss=0.1, train_clean_acc=0.5, pgd_eps=0.01, test_ood_accuracy=0.3, trainable_params=10,
+                  total_params=100, wall_seconds=1.0, eval_seconds=0.1)
+    for run, lr, points in (("a", 1e-3, [(0, 0.2, 0.2), (40, 0.8, 0.1)]), ("b", 3e-3, [(0, 0.2, 0.2), (40, 0.6, 0.3)]),
+                            ("c", 1e-2, [(0, 0.9, 0.5)])):  # c never finished
+        store.write_run(run, [EvalRecord(run_id=run, lr=lr, weight_decay=0.0, step=s, test_clean_acc=acc,
+                                         pgd_adv_acc=pgd, **common) for s, acc, pgd in points])
+    return store.read()
+
+
+def test_sweep_summary_of_a_store(tmp_path):
+    from analysis.summary import summary_table_markdown, sweep_summary
+
+    [row] = sweep_summary(_summary_store_table(tmp_path))
+    assert (row["trials"], row["complete"]) == (3, 2)
+    assert (row["final_acc"], row["final_acc_lr"]) == (0.8, 1e-3)  # among complete runs only
+    assert (row["final_pgd"], row["final_pgd_lr"]) == (0.3, 3e-3)
+    assert (row["peak_acc"], row["peak_pgd"]) == (0.9, 0.5)
+    assert row["best_ood"] == 0.3
+    assert math.isclose(row["frontier_auc"], 0.9 * 0.5)  # (0.9, 0.5) dominates every other point
+    assert summary_table_markdown([row]).splitlines() == [
+        "| dataset | strategy | trials (complete) | best final acc (lr, wd) | best final PGD acc (lr, wd) | "
+        "peak acc | peak PGD | best OOD | frontier AUC |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| digits | lora | 3 (2) | 0.800 (0.001, 0) | 0.300 (0.003, 0) | 0.900 | 0.500 | 0.300 | 0.4500 |",
+    ]
+    assert json.loads(json.dumps(row)) == row  # plain Python values (summary.json)
+
+
+def test_sweep_summary_order_and_shared_numbers(table):
+    from analysis.summary import summary_table_markdown, sweep_summary
+
+    rows = sweep_summary(table, strategy_order=("lora", "full"))
+    assert [(r["dataset"], r["strategy"]) for r in rows] == [(d, s) for d in DATASETS for s in ("lora", "full", "linear")]
+    assert [r["strategy"] for r in sweep_summary(table)][:3] == ["full", "linear", "lora"]  # None: alphabetical
+    by = _by(rows, "strategy", "dataset")
+    full = by[("full", "cifar10")]
+    assert (full["trials"], full["complete"], full["final_acc"], full["final_acc_lr"]) == (2, 2, 0.9, 1e-3)
+    assert (full["final_pgd"], full["final_pgd_lr"], full["peak_acc"], full["peak_pgd"]) == (0.2, 1e-4, 0.9, 0.4)
+    assert full["best_ood"] == pytest.approx(0.5 * 0.9 + 0.1)
+    assert math.isnan(by[("full", "digits")]["best_ood"])  # digits has no OOD split
+    assert "| 0.900 | 0.200 | nan | 0.1450 |" in summary_table_markdown(rows)
+    for r in auc_table(table):  # the frontier AUC is the pooled hypervolume AUC of the AUC table
+        assert by[(r["strategy"], r["dataset"])]["frontier_auc"] == pytest.approx(r["auc"], abs=1e-12)
+    assert sweep_summary(table.slice(0, 0)) == []
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -452,6 +551,16 @@ def test_bad_ood_value_ignored_not_row(table):
         assert _by(rq3_table(bad), "strategy")[("full",)]["n_ood_points"] == 7
     with pytest.raises(TableError, match="test_ood_accuracy"):
         clean_table(bad, strict=True)
+
+
+def test_the_columns_analysis_reads_are_record_columns():
+    from analysis.cleaning import ANALYSIS_COLUMNS, KEY_COLUMNS, REQUIRED_COLUMNS
+    from analysis.summary import SUMMARY_COLUMNS
+    from rft_ray.results.record import REQUIRED_COLUMNS as RECORD_COLUMNS
+
+    for name in (*REQUIRED_COLUMNS, *ANALYSIS_COLUMNS, *SUMMARY_COLUMNS):
+        assert name in RECORD_COLUMNS, name  # one schema: the record's
+    assert all(RECORD_COLUMNS[name] == "string" for name in KEY_COLUMNS)
 
 
 def test_clean_table_is_silent_on_good_input(table):
@@ -606,12 +715,13 @@ def test_analyze_reports_dropped_rows(tmp_path):
     assert result.data["cleaning"]["dropped"] == {"test_clean_acc is NaN or null": 1,
                                                   "pgd_adv_acc infinite or outside [0, 1]": 1}
     assert "Dropped: test_clean_acc is NaN or null: 1 row(s)." in (tmp_path / "report.md").read_text()
-    with pytest.raises(TableError):
+    with pytest.raises(TableError, match=r"test_clean_acc is NaN or null: 1 row\(s\); pgd_adv_acc infinite or "
+                                         r"outside \[0, 1\]: 1 row\(s\)"):
         analyze(synthetic_table(rows), tmp_path, figures=False, strict=True)
 
 
 def test_main_json_stdout(store_dir, tmp_path, capsys):
-    from analysis.report import main
+    from rft_ray.cli.analyze import main
 
     code = main(["--json", "--no-figures", str(store_dir), "--out", str(tmp_path / "o"), "--provenance", "seed=3"])
     captured = capsys.readouterr()
@@ -622,7 +732,7 @@ def test_main_json_stdout(store_dir, tmp_path, capsys):
 
 
 def test_main_human_output(store_dir, tmp_path, capsys):
-    from analysis.report import main
+    from rft_ray.cli.analyze import main
 
     assert main([str(store_dir), "--out", str(tmp_path), "--no-figures", "--per-trial", "--auc", "trapezoid"]) == 0
     out = capsys.readouterr().out
@@ -641,7 +751,7 @@ def test_main_human_output(store_dir, tmp_path, capsys):
     ([], "RESULTS"),
 ])
 def test_main_bad_input_returns_2_without_traceback(argv, message, store_dir, tmp_path, capsys):
-    from analysis.report import main
+    from rft_ray.cli.analyze import main
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("x")
@@ -649,11 +759,14 @@ def test_main_bad_input_returns_2_without_traceback(argv, message, store_dir, tm
     argv = [a.format(**paths) for a in argv] + ["--out", str(tmp_path / "out"), "--no-figures"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err and err.count("error:") == 1
+    lines = err.strip().splitlines()
+    assert err.count("rft analyze: error:") == 1 and message in err
+    before = lines[:next(i for i, line in enumerate(lines) if line.startswith("rft analyze: error:"))]
+    assert all(line.startswith(("usage:", " ")) for line in before)  # only argparse's usage text precedes it
 
 
 def test_main_bad_store_rows(tmp_path, capsys):
-    from analysis.report import main
+    from rft_ray.cli.analyze import main
 
     rows = synthetic_rows()
     rows[0]["pgd_adv_acc"] = 3.0
@@ -680,14 +793,26 @@ def test_plots_per_trial_budget_and_colours(table, tmp_path):
 
 
 def test_main_help_returns_0(capsys):
-    from analysis.report import main
+    from rft_ray.cli.analyze import main
 
     assert main(["--help"]) == 0
     assert "--step-budget" in capsys.readouterr().out
 
 
+def test_radius_identity_is_the_platforms_same_radius(table):
+    from analysis.radius import distinct_radii, select_eps
+    from rft_ray.config.metrics import RADIUS_REL_TOL
+
+    eps = 1 / 255
+    assert select_eps(table, eps * (1 + RADIUS_REL_TOL / 2)).num_rows == table.num_rows
+    with pytest.raises(TableError, match="no results at PGD eps"):
+        select_eps(table, eps * (1 + 3 * RADIUS_REL_TOL))
+    assert distinct_radii([eps, eps * (1 + RADIUS_REL_TOL / 2), 2 * eps]) == [round(eps, 9), round(2 * eps, 9)]
+
+
 def test_results_at_several_pgd_radii_are_never_pooled(tmp_path):
-    from analysis.report import analyze, main
+    from analysis.report import analyze
+    from rft_ray.cli.analyze import main
     from rft_ray.results.record import EvalRecord
     from rft_ray.results.store import ResultStore
 

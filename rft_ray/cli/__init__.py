@@ -11,12 +11,13 @@ EXIT_BAD_INPUT = 2
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from rft_ray.models.backbones import BackboneError
-    from rft_ray.data import DataError
     from rft_ray.config import SpecError
+    from rft_ray.data import DataError
+    from rft_ray.models.backbones import BackboneError
     from rft_ray.results.store import StoreError
+    from rft_ray.training.plugins import PluginError
 
-    return SpecError, DataError, BackboneError, StoreError
+    return SpecError, DataError, BackboneError, StoreError, PluginError
 
 
 def _run_spec_from_args(args: argparse.Namespace):
@@ -67,8 +68,8 @@ def _print_summary(records, store_root: str, file: str, json_path: str | None) -
 def cmd_strategies(args: argparse.Namespace) -> int:
     import torch
 
-    from rft_ray.models.backbones import create_classifier
     from rft_ray.config import ModelSpec
+    from rft_ray.models.backbones import create_classifier
     from rft_ray.models.strategies import apply_strategy, strategy_names
 
     rows = []
@@ -103,8 +104,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from rft_ray.cost.estimate import run_estimate
     from rft_ray.config import parse_sets
+    from rft_ray.cost.estimate import run_estimate
 
     flags = {"train_s_per_image": args.train_s_per_image, "eval_s_per_image": args.eval_s_per_image,
              "pgd_s_per_iteration_image": args.pgd_s_per_iteration_image, "trial_overhead_s": args.trial_overhead_s,
@@ -115,7 +116,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(argv: list[str]) -> int:
-    from analysis.report import main as analyze_main
+    from rft_ray.cli.analyze import main as analyze_main
 
     return analyze_main(argv)
 
@@ -124,7 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rft", description="Robustness of fine-tuning strategies, measured "
                                      "continuously: clean, PGD and OOD accuracy on an adaptive schedule.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_command(sub)
+    _add_model_commands(sub)
+    _add_estimate_command(sub)
+    from rft_ray.cli.sweep import add_sweep_commands
 
+    add_sweep_commands(sub)
+    sub.add_parser("analyze", help="Pareto frontiers, AUC tables, RQ1/RQ3, figures and a report (see rft analyze -h)",
+                   add_help=False)
+    return parser
+
+
+def _add_run_command(sub) -> None:
     run = sub.add_parser("run", help="fine-tune once, in this process", description=(
         "Fine-tune one model. Settings come from --spec (YAML) and/or flags; flags win over the file."))
     run.add_argument("--spec", help="run spec YAML (sections model, strategy, dataset, training, evaluation, output)")
@@ -152,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=cmd_run)
 
+
+def _add_model_commands(sub) -> None:
     strategies = sub.add_parser("strategies", help="trainable and total parameters of each strategy")
     strategies.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name (no download)")
     strategies.add_argument("--num-classes", type=int, default=10)
@@ -171,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(handler=cmd_demo)
 
+
+def _add_estimate_command(sub) -> None:
     est = sub.add_parser("estimate", help="trials, steps, evaluation points and accelerator-hours of a spec",
                          description=(
         "Count what a run spec or an experiment spec does (trials, training steps, evaluation points, PGD passes) "
@@ -192,13 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--recalibrate", action="store_true", help="measure this machine again")
     est.add_argument("--json", action="store_true")
     est.set_defaults(handler=cmd_estimate)
-
-    from rft_ray.cli.sweep import add_sweep_commands
-
-    add_sweep_commands(sub)
-    sub.add_parser("analyze", help="Pareto frontiers, AUC tables, RQ1/RQ3, figures and a report (see rft analyze -h)",
-                   add_help=False)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,171 @@
+"""What the report says: its sections, built from analysis.json's data as blocks that `analysis.report_render`
+writes as Markdown and as HTML.
+
+A block is a tuple: ("h1" | "h2" | "p", text), ("list", items), ("table", header, rows) with a cell either
+text or ("bold", text), or ("img", path relative to the report, caption).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from rft_ray.results.record import eps_label
+
+Block = tuple
+
+
+def num(value: Any, digits: int = 4, signed: bool = False, suffix: str = "") -> str:
+    """A number as the report shows it: NaN for undefined, yes/no, thousands separators for integers."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "NaN"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:{'+' if signed else ''}.{digits}f}{suffix}"
+
+
+def report_blocks(data: dict[str, Any]) -> list[Block]:
+    """The whole report, section by section."""
+    return [*_overview(data), *_conventions(data["conventions"]), *_cleaning(data["cleaning"]),
+            *_auc(data), *_rq1(data), *_rq3(data), *_frontiers(data)]
+
+
+def _overview(data: dict[str, Any]) -> list[Block]:
+    summary = data["summary"]
+    b: list[Block] = [("h1", "Robustness trade-off in fine-tuning: analysis")]
+    b.append(("p", f"Results: {data['results']}. {summary['n_runs']} runs, {summary['n_points']} evaluation points, "
+                   f"{len(summary['strategies'])} strategies ({', '.join(summary['strategies'])}) on "
+                   f"{len(summary['datasets'])} datasets ({', '.join(summary['datasets'])})."))
+    if data["provenance"]:
+        b.append(("h2", "Provenance"))
+        b.append(("list", [f"{k}: {v}" for k, v in data["provenance"].items()]))
+    return b
+
+
+def _conventions(conv: dict[str, Any]) -> list[Block]:
+    return [("h2", "Conventions"), ("list", [
+        "Robustness: PGD accuracy at eps " + (", ".join(eps_label(v) for v in conv["pgd_eps"]) or "unknown")
+        + " (one radius per analysis; results at other radii are analysed separately with --eps"
+        + (": this store also holds " + ", ".join(eps_label(v) for v in conv["other_pgd_eps"])
+           if conv.get("other_pgd_eps") else "") + ").",
+        f"AUC kind: {conv['auc_definition']}.",
+        f"Pooling: {conv['pooling_definition']}.",
+        f"Step budget: {conv['step_budget_definition']}.",
+        f"% above average: {conv['pct_above_average']}.",
+        f"Trainable parameters: {conv['trainable_params']}.",
+        f"Convergence (RQ1): {conv['convergence']}.",
+        f"RQ1 summary: {conv['rq1_summary']}.",
+        f"RQ3: {conv['rq3']}.",
+        f"Figures: {conv['step_axis']}.",
+        f"Undefined values: {conv['undefined_values']}.",
+    ])]
+
+
+def _cleaning(cl: dict[str, Any]) -> list[Block]:
+    lines = [f"{cl['n_input_rows']} rows read, {cl['n_kept_rows']} used, {cl['n_dropped_rows']} dropped."]
+    lines += [f"Dropped: {r}: {n} row(s)." for r, n in cl["dropped"].items()]
+    lines += [f"Value ignored (treated as missing): {r}: {n}." for r, n in cl["ignored_values"].items()]
+    return [("h2", "Data cleaning"), ("list", lines)]
+
+
+def _auc(data: dict[str, Any]) -> list[Block]:
+    conv, auc = data["conventions"], data["auc"]
+    per_trial = conv["pooling"] == "per_trial"
+    b: list[Block] = [("h2", f"AUC ({conv['auc_kind']}, {conv['pooling']}"
+                             + (f", steps <= {conv['step_budget']}" if conv["step_budget"] is not None else "") + ")")]
+    b.append(("p", "Each cell: AUC (% above the dataset's mean AUC); **bold** with (best) = best strategy on the "
+                   "dataset. Trainable parameters: median over the strategy's groups."))
+    b.append(_auc_grid(auc, data["summary"]["strategies"], data["summary"]["datasets"]))
+    b.append(("p", "Per group: runs / points used, trainable parameters beside the AUC"
+                   + (", and the best run (per-trial pooling)." if per_trial else ".")))
+    header = ["strategy", "dataset", "AUC", "% above avg", "best", "runs", "points", "trainable params"]
+    rows = []
+    for r in auc:
+        row = [r["strategy"], r["dataset"], num(r["auc"]), num(r["pct_above_average"], 1, True, "%"),
+               num(r["is_best"]), num(r["n_runs"]), num(r["n_points"]),
+               num(r["trainable_params"]) if r["trainable_params"] is not None else "n/a"]
+        if per_trial:
+            row += [r["best_run_id"] or "n/a", num(r["auc_trial_mean"])]
+        rows.append(row)
+    b.append(("table", header + (["best run", "mean AUC over runs"] if per_trial else []), rows))
+    b.append(("p", "Trainable parameters vs AUC across strategies, per dataset:"))
+    b.append(("table", ["dataset", "strategies", "Pearson", "Spearman", "note"],
+              [[r["dataset"], num(r["n_strategies"]), num(r["pearson"], 3), num(r["spearman"], 3), r["note"] or ""]
+               for r in data["params_vs_auc"]]))
+    if "auc_heatmap" in data["figures"]:
+        b.append(("img", data["figures"]["auc_heatmap"], "AUC heat map"))
+    return b
+
+
+def _auc_grid(auc: list[dict[str, Any]], strategies: list[str], datasets: list[str]) -> Block:
+    """The paper's layout: strategies x datasets, AUC (% above the dataset mean) per cell."""
+    by = {(r["strategy"], r["dataset"]): r for r in auc}
+    rows = []
+    for s in strategies:
+        cells: list[Any] = [s]
+        params = [by[(s, d)]["trainable_params"] for d in datasets if (s, d) in by and by[(s, d)]["trainable_params"] is not None]
+        cells.append(num(int(np.median(params))) if params else "n/a")
+        pcts = []
+        for d in datasets:
+            r = by.get((s, d))
+            if r is None:
+                cells.append("n/a")
+                continue
+            text = f"{num(r['auc'])} ({num(r['pct_above_average'], 1, True, '%')})"
+            cells.append(("bold", text + " (best)") if r["is_best"] else text)
+            if r["pct_above_average"] is not None:
+                pcts.append(r["pct_above_average"])
+        cells.append(num(float(np.mean(pcts)), 1, True, "%") if pcts else "NaN")
+        rows.append(cells)
+    return ("table", ["strategy", "trainable params"] + datasets + ["mean % above avg"], rows)
+
+
+def _rq1(data: dict[str, Any]) -> list[Block]:
+    b: list[Block] = [("h2", "RQ1: robustness peak vs accuracy convergence")]
+    b.append(("p", f"Tolerance {data['conventions']['tolerance']:g}. Columns from the run with the best final clean "
+                   "accuracy (run), except the mean columns (over all runs) and 'peak before conv.' counted over runs."))
+    header = ["strategy", "dataset", "runs", "run", "peak rob.", "peak step", "final step", "final rob.",
+              "drop", "final acc.", "converged step", "peak before conv.", "mean peak", "mean final", "mean drop",
+              "runs peak before conv."]
+    rows = [[r["strategy"], r["dataset"], num(r["n_runs"]), r["run_id"], num(r["peak_robustness"]),
+             num(r["peak_step"]), num(r["final_step"]), num(r["final_robustness"]), num(r["drop"]),
+             num(r["final_accuracy"]), num(r["converged_step"]), num(r["peak_before_convergence"]),
+             num(r["mean_peak_robustness"]), num(r["mean_final_robustness"]), num(r["mean_drop"]),
+             f"{r['n_peak_before_convergence']}/{r['n_runs']}"] for r in data["rq1"]]
+    b.append(("table", header, rows))
+    b += _figures(data, "curves", "Accuracy and robustness against step")
+    return b
+
+
+def _rq3(data: dict[str, Any]) -> list[Block]:
+    header = ["strategy", "points", "OOD points", "OOD~clean Pearson", "OOD~clean Spearman",
+              "PGD~clean Pearson", "PGD~clean Spearman", "note"]
+    return [("h2", "RQ3: OOD accuracy vs clean accuracy, next to PGD accuracy vs clean accuracy"),
+            ("p", "Per strategy, over all its evaluation points (datasets pooled):"),
+            ("table", header, _rq3_rows(data["rq3"], False)),
+            ("p", "Per strategy and dataset:"),
+            ("table", header[:1] + ["dataset"] + header[1:], _rq3_rows(data["rq3_by_dataset"], True))]
+
+
+def _rq3_rows(rows: list[dict], with_dataset: bool) -> list[list[str]]:
+    out = []
+    for r in rows:
+        note = "; ".join(f"{w}: {n}" for w, n in (("OOD", r["ood_note"]), ("PGD", r["pgd_note"])) if n)
+        out.append([r["strategy"]] + ([r["dataset"]] if with_dataset else []) + [
+            num(r["n_points"]), num(r["n_ood_points"]), num(r["ood_clean_pearson"], 3),
+            num(r["ood_clean_spearman"], 3), num(r["pgd_clean_pearson"], 3), num(r["pgd_clean_spearman"], 3), note])
+    return out
+
+
+def _frontiers(data: dict[str, Any]) -> list[Block]:
+    return [("h2", "Pareto frontiers"), *_figures(data, "frontiers", "Pareto frontiers"),
+            ("p", "Every number above is in analysis.json (null = undefined).")]
+
+
+def _figures(data: dict[str, Any], kind: str, caption: str) -> list[Block]:
+    """The per-dataset figures of one kind that were drawn."""
+    return [("img", data["figures"][f"{kind}_{d}"], f"{caption}: {d}")
+            for d in data["summary"]["datasets"] if f"{kind}_{d}" in data["figures"]]

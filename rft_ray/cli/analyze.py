@@ -1,0 +1,121 @@
+"""`rft analyze`: the command line of `analysis.report.analyze`.
+
+Strategies are ordered as the strategy registry lists them. Bad input prints one paragraph to stderr and
+returns 2; --help returns 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Sequence
+
+import pyarrow as pa
+
+from analysis.frontier import AUC_KINDS
+from analysis.report import DEFAULT_OUT, AnalysisResult, analyze
+from rft_ray.results.record import parse_eps_label
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # never exit from inside argparse: main returns 2
+        raise _UsageError(message)
+
+
+def parse_eps(text: str) -> float:
+    """'2/255', '0.0078' -> a float in (0, 1]."""
+    try:
+        value = parse_eps_label(text)
+    except (ValueError, ZeroDivisionError):
+        raise _UsageError(f"--eps takes a number or a fraction such as 2/255, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise _UsageError(f"--eps must be in (0, 1] (pixel units), got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="rft analyze",
+        description="Analyse a result store: strategy x dataset AUC table, RQ1 (robustness peak vs accuracy "
+        "convergence), RQ3 (OOD/PGD vs clean accuracy correlations), figures, report.md/report.html/analysis.json.",
+    )
+    p.add_argument("results", metavar="RESULTS", help="result store: a local directory or a URI (s3://..., gs://...)")
+    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"output directory (default: ./{DEFAULT_OUT})")
+    p.add_argument("--json", action="store_true", help="print the machine-readable result (analysis.json) to stdout")
+    p.add_argument("--auc", choices=AUC_KINDS, default="hypervolume", help="AUC kind (default: hypervolume)")
+    p.add_argument("--per-trial", action="store_true",
+                   help="one frontier per run; report the best run's AUC per strategy and dataset")
+    p.add_argument("--step-budget", metavar="N", type=int, default=None, help="only use points with step <= N")
+    p.add_argument("--eps", default=None,
+                   help="PGD radius to analyse, e.g. 2/255 (needed when the results hold several)")
+    p.add_argument("--tol", type=float, default=0.01,
+                   help="RQ1 convergence tolerance in accuracy (fraction, default 0.01 = 1 point)")
+    p.add_argument("--strict", action="store_true", help="fail on bad rows instead of dropping them")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--provenance", metavar="KEY=VALUE", action="append", default=[],
+                   help="provenance line for the report (repeatable)")
+    return p
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `analyze` the flags give; _UsageError for values argparse cannot check."""
+    provenance = {}
+    for item in args.provenance:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--provenance takes KEY=VALUE, got {item!r}")
+        provenance[key] = value
+    if args.step_budget is not None and args.step_budget < 0:
+        raise _UsageError(f"--step-budget must be >= 0, got {args.step_budget}")
+    return dict(kind=args.auc, pooling="per_trial" if args.per_trial else "pooled", step_budget=args.step_budget,
+                provenance=provenance or None, tol=args.tol, strict=args.strict, figures=not args.no_figures,
+                eps=parse_eps(args.eps) if args.eps is not None else None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        options = _options(args)
+    except _UsageError as err:
+        print(f"{parser.format_usage().rstrip()}\nrft analyze: error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+
+    from rft_ray.models.strategies import (
+        strategy_names,  # lazy: the registry imports torch
+    )
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = analyze(args.results, args.out, strategy_order=strategy_names(), **options)
+        except (ValueError, OSError, pa.ArrowException) as err:
+            for w in caught:
+                print(f"rft analyze: warning: {w.message}", file=sys.stderr)
+            print(f"rft analyze: error: {err}", file=sys.stderr)
+            return 2
+    for w in caught:
+        print(f"rft analyze: warning: {w.message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.data, indent=2, allow_nan=False))
+    else:
+        _print_summary(result)
+    return 0
+
+
+def _print_summary(result: AnalysisResult) -> None:
+    data = result.data
+    print(f"analysed {data['summary']['n_runs']} runs, {data['summary']['n_points']} points "
+          f"({data['conventions']['auc_kind']} AUC, {data['conventions']['pooling']})")
+    for dataset, strategies in data["summary"]["best_strategy"].items():
+        print(f"  best on {dataset}: {', '.join(strategies)}")
+    print("wrote:")
+    for path in result.files:
+        print(f"  {path}")
