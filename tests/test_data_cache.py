@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from rft_ray.data import create_bundle
-from rft_ray.data import cache as data_cache
-from rft_ray.data.base import dataset_entry
 from rft_ray.config import DatasetSpec
+from rft_ray.data import cache as data_cache
+from rft_ray.data import create_bundle
+from rft_ray.data.base import dataset_entry
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Dataset loaders (rft_ray.data.sources) on tiny generated trees, the shared real Parquet data, and corruptions."""
+"""Dataset loaders (rft_ray.data) on tiny generated trees, the shared real Parquet data, and corruptions."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from rft_ray.config import DatasetSpec, SpecError
 from rft_ray.data import DataError, create_bundle, dataset_names
 from rft_ray.data.base import EncodedImageSet, SubsetImageSet, TransformedImageSet
 from rft_ray.data.corruptions import corruption_names, create_corruption
-from rft_ray.config import DatasetSpec, SpecError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIZE = 16
@@ -77,7 +77,8 @@ def check_bundle(b, class_names: list[str], total_train: int | None = None, test
         assert len(b.train) + len(b.val) == total_train
     if test is not None:
         assert len(b.test) == test
-    for split in (b.train, b.val, b.test, *b.ood.values()):
+    assert len(b.train) > 0 and len(b.test) > 0
+    for split in (b.train, b.val, b.test, *b.ood.values()):  # val and OOD may be empty (val_fraction 0, no OOD)
         labels = np.asarray(split.labels)
         assert len(labels) == 0 or labels.min() >= 0 and labels.max() < len(class_names)
     image, label = b.test[0]

@@ -1,6 +1,7 @@
 """`rft estimate`: the counting (trials, steps, evaluation points, PGD passes) and the hour arithmetic.
 
-Fast: every test gives its costs, so nothing is calibrated and no model is built.
+Fast: every test gives its costs, so nothing is calibrated and no model is built, but the one test of
+calibration itself (a tiny model, a few steps).
 """
 from __future__ import annotations
 
@@ -10,16 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rft_ray.config import RunSpec, SpecError
+from rft_ray.cost.counts import load_plan, plan_from_dict
 from rft_ray.cost.estimate import (
     hours,
-    load_plan,
     pgd_forwards_per_image,
     pgd_passes_per_image,
-    plan_from_dict,
     resolve_costs,
 )
 from rft_ray.evaluation.schedule import EvalSchedule
-from rft_ray.config import RunSpec, SpecError
 from rft_ray.specs import experiment_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,14 +114,15 @@ def test_early_exit_passes():
     assert pgd_passes_per_image(10, 0.5, 0.5) == 5
     # Survivors fall linearly from a to r: the iterations see a, ..., the mean is about (a + r) / 2.
     assert pgd_passes_per_image(15, 0.9, 0.3) == pytest.approx(15 * 0.9 - 0.6 * 14 / 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need 0 <= robust accuracy <= clean accuracy <= 1, got clean 0\.3 "
+                                         r"and robust 0\.9"):
         pgd_passes_per_image(15, 0.3, 0.9)
 
 
 def test_hours_arithmetic():
     plan = plan_from_dict(run_dict(), "tiny")
     costs = resolve_costs(plan, dict(GIVEN), {})
-    g, c = plan.groups[0], costs[plan.groups[0].group]
+    c = costs[plan.groups[0].group]
     assert c.trial_overhead_s == 30.0
     full = hours(plan, costs)
     assert full.training * 3600 == pytest.approx(60 * 16 * 0.01)
@@ -178,3 +179,31 @@ def test_cli_text_for_the_paper(capsys):
                  "--eval-s-per-image", "0.001", "--pgd-s-per-iteration-image", "0.002"]) == 0
     out = capsys.readouterr().out
     assert "210 trial(s)" in out and "accelerator-hours" in out and "robust accuracy 0.30" in out
+
+
+def test_known_sizes_come_from_the_dataset_entry():
+    away = {"dataset.root": "/nonexistent/rft-data", "dataset.corruptions": []}
+    g = plan_from_dict(run_dict(**away, **{"dataset.name": "domainnet", "dataset.options": {
+        "domain": "clipart", "ood_domains": ["real", "sketch"]}}), "x").groups[0]
+    assert g.sizes.source == "known" and g.sizes.test == 14_604
+    assert g.sizes.ood == {"real": 52_041, "sketch": 20_916}  # each OOD domain's official test split
+    with pytest.raises(SpecError, match="cannot count dataset 'parquet'"):
+        plan_from_dict(run_dict(**away, **{"dataset.name": "parquet", "dataset.options": {"train": "x.parquet"}}), "x")
+
+
+def test_calibration_times_the_engines_own_steps(monkeypatch):
+    """Calibration runs the loop's train_step, the evaluator's clean forward and the attack's PGD iteration."""
+    import rft_ray.evaluation.robustness as robustness
+    import rft_ray.training.loop as loop
+    from rft_ray.cost.calibrate import calibrate
+    from rft_ray.specs import run_spec
+
+    calls = []
+    for module, name in ((loop, "train_step"), (robustness, "clean_correct"), (robustness, "pgd_iteration")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    run = run_spec(run_dict(**{"training.augment": "crop_flip", "training.grad_clip": 1.0}))
+    costs = calibrate(run, threads=1, repeats=1, max_batch=4, budget_s=0.5)
+    assert {"train_step", "clean_correct", "pgd_iteration"} <= set(calls)
+    for seconds in (costs.train_s_per_image, costs.eval_s_per_image, costs.pgd_s_per_iteration_image):
+        assert 0 < seconds < 60

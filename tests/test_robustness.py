@@ -1,12 +1,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+import torchattacks
 
-from rft_ray.models.backbones import create_classifier
-from rft_ray.evaluation.robustness import PGDConfig, clean_correct, pgd_robust
 from rft_ray.config import ModelSpec
+from rft_ray.evaluation.robustness import PGDConfig, clean_correct, pgd_robust
+from rft_ray.models.backbones import create_classifier
 
-torchattacks = pytest.importorskip("torchattacks")
 CPU = torch.device("cpu")
 
 

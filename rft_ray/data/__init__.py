@@ -17,20 +17,24 @@ from rft_ray.data.base import (
     dataset_entry,
     dataset_names,
     register_dataset,
-    seeded_permutation,
     seeded_subset,
     stratified_split,
 )
 from rft_ray.data.corruptions import corruption_names, create_corruption
 from rft_ray.config import DatasetSpec
 
-# Importing the modules registers their datasets.
+# Importing the loader modules registers their datasets, in this order (error messages list them so).
 from rft_ray.data import digits as _digits  # noqa: E402,F401
-from rft_ray.data import sources as _sources  # noqa: E402,F401
+from rft_ray.data import parquet as _parquet  # noqa: E402,F401
+from rft_ray.data import cifar as _cifar  # noqa: E402,F401
+from rft_ray.data import caltech256 as _caltech256  # noqa: E402,F401
+from rft_ray.data import cub200 as _cub200  # noqa: E402,F401
+from rft_ray.data import stanford_dogs as _stanford_dogs  # noqa: E402,F401
+from rft_ray.data import domainnet as _domainnet  # noqa: E402,F401
 
 __all__ = [
     "ArrayImageSet", "DataBundle", "DataError", "EncodedImageSet", "ImageSet", "create_bundle",
-    "corruption_names", "dataset_config", "dataset_names", "register_dataset",
+    "corruption_names", "dataset_config", "dataset_entry", "dataset_names", "register_dataset",
 ]
 
 

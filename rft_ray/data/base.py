@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rft_ray.config.registry import Registry
 from rft_ray.config import DatasetSpec, build_options
+from rft_ray.config.registry import Registry
 
 
 class DataError(ValueError):
@@ -178,6 +178,17 @@ class NoOptions:
     """This dataset has no options of its own."""
 
 
+@dataclass(frozen=True)
+class KnownSizes:
+    """A loader's split sizes known without its data (the official ones), counted as the loader returns them:
+    train (everything, when there is no official test split), test (None: a seeded split of train) and the
+    test split of each natural OOD domain."""
+
+    train: int
+    test: int | None
+    ood: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
 @dataclass
 class DatasetEntry:
     name: str
@@ -185,19 +196,30 @@ class DatasetEntry:
     config: type
     natural_ood: bool  # has its own OOD domains (DomainNet); corruptions are not added
     summary: str
+    # (spec, options) -> the split sizes without reading the data (`rft estimate` away from the data);
+    # None: unknown until the data is read (Parquet files).
+    sizes: Callable[[DatasetSpec, Any], KnownSizes] | None = None
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset", "dataset.name")
 
 
-def register_dataset(name: str, config: type = NoOptions, natural_ood: bool = False):
+def fixed_sizes(train: int, test: int | None) -> Callable[[DatasetSpec, Any], KnownSizes]:
+    """`sizes` for a dataset whose options do not change its split sizes."""
+    return lambda spec, options: KnownSizes(train, test)
+
+
+def register_dataset(name: str, config: type = NoOptions, natural_ood: bool = False,
+                     sizes: Callable[[DatasetSpec, Any], KnownSizes] | None = None):
     """Register a loader returning (train, test or None, natural OOD domains, class names).
 
     With test None, a seeded stratified test split is carved from train (`options.test_fraction`).
+    `sizes(spec, options)` states the loader's split sizes when they are known without the data.
     """
 
     def wrap(fn):
-        DATASETS.add(name, DatasetEntry(name, fn, config, natural_ood, (fn.__doc__ or "").strip().split("\n")[0]))
+        summary = (fn.__doc__ or "").strip().split("\n")[0]
+        DATASETS.add(name, DatasetEntry(name, fn, config, natural_ood, summary, sizes))
         return fn
 
     return wrap

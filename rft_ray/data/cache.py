@@ -32,12 +32,14 @@ import numpy as np
 import torch
 
 from rft_ray.data.base import ImageSet
+from rft_ray.data.parquet import resolve_source
+from rft_ray.results.files import filesystem_for, is_uri
 
 CACHE_ENV = "RFT_DATA_CACHE"
 MAX_BYTES_ENV = "RFT_DATA_CACHE_MAX_BYTES"
 DEFAULT_MAX_BYTES = 8 << 30
 FORMAT = 1
-_DATASETS_DIR = Path(__file__).resolve().parent
+_DATASETS_DIR = Path(__file__).resolve().parent  # every module here (registry, loaders) keys the cache
 
 
 def cache_root() -> Path:
@@ -106,11 +108,11 @@ def _code_fingerprint() -> str:
 
 def _files_fingerprint(location: str) -> list | None:
     """(relative path, size, mtime) of a file or of every file under a folder; None when unknown (remote)."""
-    if "://" in location:
+    if is_uri(location):
         try:
             import pyarrow.fs as pafs
 
-            filesystem, path = pafs.FileSystem.from_uri(location)
+            filesystem, path = filesystem_for(location)
             info = filesystem.get_file_info(path)
             if info.type != pafs.FileType.File or info.mtime is None:
                 return None
@@ -140,7 +142,7 @@ def cache_key(spec, image_size: int) -> str | None:
     """The entry's key, or None when the inputs cannot be fingerprinted (then nothing is cached)."""
     inputs: dict[str, Any] = {}
     if spec.root is not None:
-        root = spec.root if "://" in spec.root else str(Path(spec.root).expanduser().resolve())
+        root = spec.root if is_uri(spec.root) else str(Path(spec.root).expanduser().resolve())
         files = _files_fingerprint(root)
         if files is None:
             return None
@@ -149,13 +151,7 @@ def cache_key(spec, image_size: int) -> str | None:
     for field in ("train", "test"):
         value = options.get(field) if spec.name == "parquet" else None
         if value:
-            if "://" in value or spec.root is None or "://" in spec.root:
-                location = value if "://" in value or spec.root is None else spec.root.rstrip("/") + "/" + value
-            else:
-                location = str(Path(spec.root).expanduser() / value)
-            if "://" not in location:
-                location = str(Path(location).expanduser().absolute())
-            files = _files_fingerprint(location)
+            files = _files_fingerprint(resolve_source(value, spec.root))  # the file the loader reads
             if files is None:
                 return None
             inputs[field] = files

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rft_ray.data.base import ArrayImageSet, register_dataset
 from rft_ray.config import DatasetSpec
+from rft_ray.data.base import ArrayImageSet, fixed_sizes, register_dataset
 
 
 @dataclass
@@ -14,7 +14,7 @@ class DigitsOptions:
     test_fraction: float = 0.25
 
 
-@register_dataset("digits", DigitsOptions)
+@register_dataset("digits", DigitsOptions, sizes=fixed_sizes(1_797, None))
 def load_digits(spec: DatasetSpec, options: DigitsOptions, size: int):
     """1,797 8x8 grey digits from scikit-learn, as 3-channel images; seeded stratified test split."""
     from sklearn.datasets import load_digits as sklearn_digits

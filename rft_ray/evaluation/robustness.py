@@ -79,6 +79,18 @@ def pgd_robust(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, con
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
+def pgd_iteration(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's work in one PGD iteration: a forward pass on the float images `adv` and the gradient of the
+    loss with respect to them. Returns (fooled: is the model wrong on each image, the gradient). The loss is
+    summed, so each image's gradient is its own whichever images share the batch. `rft estimate` times this."""
+    adv.requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(adv)
+        fooled = logits.argmax(1) != labels
+        grad, = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), adv)
+    return fooled, grad
+
+
 def _pgd_batch(model, x, y, noise, config: PGDConfig, clean_ok: torch.Tensor | None = None) -> torch.Tensor:
     robust = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     if clean_ok is None:
@@ -92,15 +104,8 @@ def _pgd_batch(model, x, y, noise, config: PGDConfig, clean_ok: torch.Tensor | N
     adv = origin.clone()
     if noise is not None:
         adv = (adv + noise[active.cpu()].to(x.device)).clamp_(0, 1)
-    for step in range(config.steps + 1):
-        adv.requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(adv)
-            fooled = logits.argmax(1) != labels
-            if step == config.steps:
-                break
-            # Summed loss: each image's gradient is its own, whichever images share the batch.
-            grad, = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), adv)
+    for _ in range(config.steps):
+        fooled, grad = pgd_iteration(model, adv, labels)
         with torch.no_grad():
             keep = ~fooled
             adv = adv.detach()[keep] + config.alpha * grad[keep].sign()
@@ -108,6 +113,9 @@ def _pgd_batch(model, x, y, noise, config: PGDConfig, clean_ok: torch.Tensor | N
             adv = torch.min(torch.max(adv, origin - config.eps), origin + config.eps).clamp_(0, 1)
         if len(active) == 0:
             return robust
+    adv.requires_grad_(True)  # the last iterate is judged as every earlier one: same forward, no gradient
+    with torch.enable_grad():
+        fooled = model(adv).argmax(1) != labels
     robust[active[~fooled]] = True
     return robust
 

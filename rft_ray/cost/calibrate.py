@@ -1,0 +1,248 @@
+"""Per-image costs of a spec's model and strategy: timed on this machine by running the engine's own steps
+(remembered per machine in the data cache folder), or from the model's FLOPs counted on the meta device and
+a target accelerator's sustained FLOP/s."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rft_ray.config import RunSpec
+from rft_ray.results.files import atomic_write
+
+DEFAULT_TRIAL_OVERHEAD_S = 27.0  # one trial's Ray Tune + Train start-up and tear-down, measured on 2 CPU cores
+CALIBRATION_METHOD = 2  # in the cache key: 2 times the engine's own steps (1 timed a simplified copy)
+_SCHEDULE_STEPS = 1_000  # the learning-rate schedule's horizon while calibrating: only its per-step cost matters
+
+
+@dataclass
+class Costs:
+    train_s_per_image: float  # one training step (forward, backward, optimizer update) per image
+    eval_s_per_image: float  # one clean forward, inference mode, per image
+    pgd_s_per_iteration_image: float  # one PGD iteration (forward + gradient to the input) per image
+    trial_overhead_s: float = DEFAULT_TRIAL_OVERHEAD_S
+    source: str = ""
+
+
+def _fingerprint_machine() -> dict[str, Any]:
+    import torch
+
+    return {"host": platform.node(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def describe_machine(threads: int | None = None) -> str:
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    return (f"{device}, {os.cpu_count()} cores, torch {torch.__version__} with "
+            f"{threads or torch.get_num_threads()} threads")
+
+
+def _model_for(run: RunSpec, meta: bool):
+    import torch
+
+    from rft_ray.models.backbones import create_classifier
+    from rft_ray.models.strategies import create_strategy
+    from rft_ray.training.setup import resolve_image_size
+
+    size = resolve_image_size(run)
+    model_spec = dataclasses.replace(run.model, source="random", weights=None)
+    classes = 10
+    if meta:
+        with torch.device("meta"):  # shapes only: nothing allocated, nothing downloaded
+            model = create_classifier(model_spec, classes)
+            create_strategy(run.strategy.name, run.strategy.options).apply(model)
+    else:
+        model = create_classifier(model_spec, classes, seed=0)
+        create_strategy(run.strategy.name, run.strategy.options).apply(model)
+    return model, size, classes
+
+
+# ---------------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def count_flops(run: RunSpec) -> dict[str, float]:
+    """FLOPs per image of a training step, a clean forward and a PGD iteration (meta device: no compute)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, size, _ = _model_for(run, meta=True)
+    x = torch.empty(1, 3, size, size, device="meta")
+    y = torch.zeros(1, dtype=torch.long, device="meta")
+    out = {}
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    out["eval"] = counter.get_total_flops()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.cross_entropy(model(x), y).backward()
+    out["train"] = counter.get_total_flops() * 1.0  # the optimizer update is negligible next to these
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    x.requires_grad_(True)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+    out["pgd"] = counter.get_total_flops()
+    return out
+
+
+def costs_from_flops(run: RunSpec, tflops: float, overhead: float, device: str) -> Costs:
+    flops = count_flops(run)
+    rate = tflops * 1e12
+    return Costs(flops["train"] / rate, flops["eval"] / rate, flops["pgd"] / rate, overhead,
+                 f"{device or 'target accelerator'} at an assumed sustained {tflops:g} TFLOP/s (FLOPs counted)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Timing the engine's steps
+
+
+def _engine_steps(run: RunSpec, model, device) -> tuple[Callable, Callable, Callable]:
+    """(train, clean, pgd): each runs the engine's own operation on a batch (images, labels).
+
+    train: `train_step` on uint8 images on the host, as the loop feeds them (augmentation, autocast,
+    clipping, AdamW and the schedule per the run's training section); clean: `clean_correct` on uint8
+    images with the evaluator's autocast; pgd: one `pgd_iteration` on float images already on the device.
+    """
+    import torch
+
+    from rft_ray.evaluation.robustness import clean_correct, pgd_iteration
+    from rft_ray.training.loop import train_step
+    from rft_ray.training.setup import autocast_dtype, cosine_with_warmup
+
+    t = run.training
+    dtype = autocast_dtype(t.precision, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(_SCHEDULE_STEPS, t.warmup_fraction))
+    step = itertools.count()
+
+    def train(images, labels):
+        model.train()
+        train_step(model, images, labels, optimizer, scheduler, trainable, t, next(step), device, dtype)
+
+    def clean(images, labels):
+        model.eval()
+        clean_correct(model, images, labels, len(images), device, dtype)
+
+    def pgd(images, labels):
+        model.eval()
+        pgd_iteration(model, images, labels)
+
+    return train, clean, pgd
+
+
+def _seconds_per_image(fn: Callable, batch: tuple, device, repeats: int) -> float:
+    """Median seconds of `fn(*batch)` over `repeats` runs after one warm-up, per image of the batch."""
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    fn(*batch)  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        sync()
+        began = time.perf_counter()
+        fn(*batch)
+        sync()
+        seconds.append(time.perf_counter() - began)
+    return sorted(seconds)[len(seconds) // 2] / len(batch[0])
+
+
+def calibrate(run: RunSpec, threads: int | None = None, repeats: int = 3, max_batch: int = 32,
+              budget_s: float = 20.0) -> Costs:
+    """Time the spec's model and strategy on this machine through the engine's own steps: a few training
+    steps, clean forwards and PGD iterations (see `_engine_steps`).
+
+    Batches are capped at `max_batch` (per-image cost on a CPU hardly depends on the batch); each of the three
+    measurements takes the median of `repeats` timed runs after one warm-up.
+    """
+    import torch
+
+    from rft_ray.training.setup import resolve_device
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        device = resolve_device(run.training.device)
+        model, size, classes = _model_for(run, meta=False)
+        model.to(device)
+        train, clean, pgd = _engine_steps(run, model, device)
+        generator = torch.Generator().manual_seed(0)
+
+        def batch(n: int):  # uint8 pixels and labels on the host, as the loop and the evaluator hold them
+            images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator)
+            return images, torch.randint(0, classes, (n,), generator=generator)
+
+        def on_device(images, labels):  # PGD iterates on float images already on the device
+            return images.to(device).float().div_(255.0), labels.to(device)
+
+        # Small probe first, so that a big model on a CPU does not take minutes.
+        probe = _seconds_per_image(train, batch(2), device, repeats)
+        n_train = max(2, min(max_batch, run.training.batch_size, int(budget_s / max(probe, 1e-6) / (repeats + 1) / 3)))
+        n_eval = max(2, min(2 * max_batch, run.evaluation.batch_size, 2 * n_train))
+        return Costs(_seconds_per_image(train, batch(n_train), device, repeats),
+                     _seconds_per_image(clean, batch(n_eval), device, repeats),
+                     _seconds_per_image(pgd, on_device(*batch(n_eval)), device, repeats),
+                     DEFAULT_TRIAL_OVERHEAD_S, f"calibrated on this machine: {describe_machine(threads)}")
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The calibration cache
+
+
+def _calibration_key(run: RunSpec, threads: int | None) -> str:
+    t = run.training
+    decisive = {"machine": _fingerprint_machine(), "threads": threads, "model": dataclasses.asdict(run.model),
+                "strategy": dataclasses.asdict(run.strategy), "batch": t.batch_size,
+                "eval_batch": run.evaluation.batch_size, "device": t.device, "method": CALIBRATION_METHOD,
+                "step": {"precision": t.precision, "augment": t.augment, "grad_clip": t.grad_clip}}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def calibration_file() -> Path:
+    from rft_ray.data.cache import cache_root
+
+    return cache_root() / "calibration.json"
+
+
+def _known() -> dict[str, Any]:
+    try:
+        return json.loads(calibration_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def calibrated(run: RunSpec, threads: int | None, recalibrate: bool = False, log=None) -> Costs:
+    """`calibrate`, remembered per machine, model, strategy, batch sizes and training-step settings."""
+    key = _calibration_key(run, threads)
+    known = _known()
+    if not recalibrate and key in known:
+        return Costs(**known[key])
+    if log:
+        log(f"calibrating {run.model.name} / {run.strategy.name} on this machine ...")
+    costs = calibrate(run, threads)
+    known = _known()  # another estimate may have added entries meanwhile
+    known[key] = dataclasses.asdict(costs)
+    path = calibration_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(known, indent=1))
+    return costs

@@ -1,0 +1,55 @@
+"""Caltech-256: the official 256_ObjectCategories tree (no official split: a seeded test split), or the
+generic image-folder layout."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rft_ray.config import DatasetSpec, SpecError, described
+from rft_ray.data.base import KnownSizes, register_dataset
+from rft_ray.data.layout import (
+    FOLDER_LAYOUT,
+    NUMBERED,
+    dataset_root,
+    encoded_files,
+    found,
+    generic_splits,
+    layout_error,
+    scan_image_folder,
+    strip_number,
+)
+
+IMAGES, CLUTTER_IMAGES = 30_607, 827  # the official release; 257.clutter holds 827 of them
+
+
+@dataclass
+class Caltech256Options:
+    include_clutter: bool = described("keep the 257.clutter background category as a class", False)
+    test_fraction: float = described("share of each class held out, seeded, as the test split (no official split)",
+                                     0.2)
+
+    def __post_init__(self):
+        if not 0.0 < self.test_fraction < 1.0:
+            raise SpecError(f"must be in (0, 1), got {self.test_fraction}", "test_fraction")
+
+
+def known_sizes(spec: DatasetSpec, options: Caltech256Options) -> KnownSizes:
+    return KnownSizes(IMAGES if options.include_clutter else IMAGES - CLUTTER_IMAGES, None)
+
+
+@register_dataset("caltech256", Caltech256Options, sizes=known_sizes)
+def load_caltech256(spec: DatasetSpec, options: Caltech256Options, size: int):
+    """Caltech-256: root/256_ObjectCategories/<NNN.name>/*.jpg (seeded test split) or root/{train,test}/<class>/."""
+    expected = (f"<root>/256_ObjectCategories/<NNN.name>/*.jpg (the official tarball; root may also be "
+                f"256_ObjectCategories itself) or {FOLDER_LAYOUT}")
+    root = dataset_root(spec, expected)
+    if (generic := generic_splits(root, spec.name, size)) is not None:
+        return generic
+    categories = root / "256_ObjectCategories"
+    if not categories.is_dir():
+        numbered = [p for p in root.iterdir() if p.is_dir() and NUMBERED.match(p.name)]
+        if root.name != "256_ObjectCategories" and not numbered:
+            raise layout_error(spec.name, root, expected, found(root))
+        categories = root
+    skip = () if options.include_clutter else ("257.clutter",)
+    files, labels, names = scan_image_folder(categories, spec.name, expected, class_name=strip_number, skip=skip)
+    return encoded_files(files, labels, size), None, {}, names
