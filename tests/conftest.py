@@ -26,3 +26,12 @@ def tiny_run(tmp_path: Path, **overrides) -> dict:
     from rft_ray.config import apply_overrides
 
     return apply_overrides(spec, overrides)
+
+
+def cli_error(err: str) -> str:
+    """What `rft` wrote to stderr for bad input: exactly one `rft: error: ...` paragraph (`rft analyze: error:`
+    for analyze), with no traceback, no second error and nothing else. Returns the message after the prefix."""
+    prefix = next((p for p in ("rft: error: ", "rft analyze: error: ") if err.startswith(p)), None)
+    assert prefix and err.count(prefix.rstrip()) == 1, err
+    assert err.endswith("\n") and "\n\n" not in err and "Traceback (most recent call last)" not in err, err
+    return err[len(prefix):]

@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rft_ray.models.backbones import BackboneError, create_classifier, read_weight_file
 from rft_ray.config import ModelSpec, SpecError
+from rft_ray.models.backbones import BackboneError, create_classifier, read_weight_file
 
 
 def source_model():
@@ -43,12 +43,13 @@ class Exploit:
         return (print, ("code ran",))
 
 
-def test_pickled_code_in_a_pth_is_refused(tmp_path):
+def test_pickled_code_in_a_pth_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as handle:
         pickle.dump({"weight": Exploit()}, handle)
-    with pytest.raises(BackboneError, match="cannot read weight file"):
+    with pytest.raises(BackboneError, match=f"cannot read weight file '{path}'"):
         read_weight_file(path)
+    assert "code ran" not in capsys.readouterr().out  # refused before the pickled call could run
 
 
 @pytest.mark.parametrize("spec, error, message", [

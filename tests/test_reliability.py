@@ -20,17 +20,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import cli_error, tiny_run
+from fault_plugins import fault_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import tiny_run
-from rft_ray.data import DataError
-from rft_ray.config.experiment import ExperimentSpec
-from rft_ray.specs import experiment_spec, load_experiment, run_spec
-from rft_ray.results.record import EvalRecord
 from rft_ray.config import SpecError
-from rft_ray.specs import load_run_spec
+from rft_ray.config.experiment import ExperimentSpec
+from rft_ray.data import DataError
+from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore, StoreError, StoreWriteError
+from rft_ray.specs import experiment_spec, load_experiment, load_run_spec, run_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,30 @@ def steps_by_run(store_root) -> dict[str, list[int]]:
     return out
 
 
+def _written(data, path: str) -> bool:
+    """Whether the spec path (`training.lr`, `strategies[0].options.r`) leads to a value in `data`; keys may
+    hold dots or brackets themselves (generated keys do)."""
+    if not path:
+        return True
+    if isinstance(data, dict):
+        return any(path.startswith(str(key)) and path[len(str(key)):][:1] in ("", ".", "[")
+                   and _written(value, path[len(str(key)):].removeprefix(".")) for key, value in data.items())
+    index = re.match(r"\[(\d+)\]", path)
+    return (isinstance(data, list) and index is not None and int(index.group(1)) < len(data)
+            and _written(data[int(index.group(1))], path[index.end():].removeprefix(".")))
+
+
+def assert_names_a_field_of(data, err: SpecError) -> None:
+    """The error names the field it is about: a path to what the spec wrote there, or to the section that
+    lacks a required key (`model.weights` under a `model` without one), and says what is wrong after it."""
+    path = err.field_path
+    parent = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
+    assert path and (_written(data, path) or (parent != path and _written(data, parent))), (path, data)
+    assert err.reason and str(err) == f"{path}: {err.reason}", str(err)
+
+
 # ---------------------------------------------------------------------------------------------------
-# Bad input: generated specs (hypothesis) never get anything but a SpecError / DataError
+# Bad input: generated specs (hypothesis) never get anything but a SpecError naming the field
 
 
 def _field_names(cls) -> list[str]:
@@ -101,8 +123,14 @@ def section(cls, depth: int = 0):
 
 
 def _run_spec_dicts():
+    from rft_ray.config import (
+        DatasetSpec,
+        EvaluationSpec,
+        ModelSpec,
+        OutputSpec,
+        TrainingSpec,
+    )
     from rft_ray.data import dataset_names
-    from rft_ray.config import DatasetSpec, EvaluationSpec, ModelSpec, OutputSpec, TrainingSpec
     from rft_ray.models.strategies import strategy_names
 
     strategy = st.fixed_dictionaries({}, optional={
@@ -122,14 +150,20 @@ def _run_spec_dicts():
 def test_prop_generated_run_specs_get_a_spec_error_or_a_valid_spec(data):
     try:
         spec = run_spec(data)
-    except (SpecError, DataError) as err:
-        assert str(err) and "Traceback" not in str(err)
+    except SpecError as err:
+        assert_names_a_field_of(data, err)
         return
     assert run_spec(spec.to_dict()) == spec  # a valid spec survives its own round trip
 
 
 def _experiment_dicts():
-    from rft_ray.config.experiment import FailureSpec, ResourcesSpec, SearchSpec, StorageSpec, TrackingSpec
+    from rft_ray.config.experiment import (
+        FailureSpec,
+        ResourcesSpec,
+        SearchSpec,
+        StorageSpec,
+        TrackingSpec,
+    )
 
     base = _run_spec_dicts().map(lambda d: {k: v for k, v in d.items() if k not in ("strategy", "output")})
     strategies = st.lists(st.one_of(st.sampled_from(["lora", "full", "bitfit", "lorra"]),
@@ -152,10 +186,18 @@ def test_prop_generated_experiment_specs_get_a_spec_error_or_a_valid_spec(data):
         warnings.simplefilter("ignore")
         try:
             experiment = experiment_spec(data)
-        except (SpecError, DataError) as err:
-            assert str(err)
+        except SpecError as err:
+            assert_names_a_field_of(data, err)
             return
-    assert experiment.groups and experiment.fingerprint()
+        again = experiment_spec(experiment.to_dict())
+    # One group per strategy x dataset, in the spec's order, each its own Tune experiment (a unique name).
+    per_strategy = 1 if experiment.datasets is None else len(experiment.datasets)
+    assert [g.strategy for g in experiment.groups] == [s.name for s in experiment.strategies for _ in
+                                                       range(per_strategy)]
+    assert len({g.name for g in experiment.groups}) == len(experiment.groups)
+    # A valid spec survives its own round trip with the same groups and fingerprint (a resume accepts it).
+    assert [g.name for g in again.groups] == [g.name for g in experiment.groups]
+    assert re.fullmatch(r"[0-9a-f]{16}", experiment.fingerprint()) and again.fingerprint() == experiment.fingerprint()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -228,7 +270,8 @@ def test_missing_dataset_files_name_the_field_and_the_path(tmp_path, capsys):
     code = main(["run", "--dataset", "parquet", "--set", f"dataset.options.train={missing}", "--quiet",
                  "--results", str(tmp_path / "r"), "--checkpoints", str(tmp_path / "c")])
     err = capsys.readouterr().err
-    assert code == 2 and str(missing) in err and "dataset.options.train" in err and "Traceback" not in err
+    message = cli_error(err)
+    assert code == 2 and str(missing) in message and "dataset.options.train" in message
     assert not (tmp_path / "c").exists()  # nothing trained
 
 
@@ -242,8 +285,8 @@ def test_missing_sweep_data_fails_before_ray_starts(tmp_path, capsys):
                                     "datasets": [{"name": "parquet", "options": {"train": str(missing)}}]}))
     assert main(["sweep", str(spec)]) == 2
     err = capsys.readouterr().err
-    assert "dataset.options.train" in err and str(missing) in err and "lora-parquet" in err
-    assert "Traceback" not in err
+    message = cli_error(err)
+    assert "dataset.options.train" in message and str(missing) in message and "lora-parquet" in message
     import ray
 
     assert not ray.is_initialized()
@@ -357,7 +400,7 @@ def test_result_file_with_a_wrong_schema_is_named_and_analyze_says_so(tmp_path, 
 
     assert main(["analyze", str(tmp_path / "store"), "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
-    assert "foreign.parquet" in err and "Traceback" not in err
+    assert "foreign.parquet" in cli_error(err)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -373,7 +416,8 @@ def test_unwritable_result_path_fails_before_training(tmp_path, capsys):
     code = main(["run", "--steps", "20", "--quiet", "--model-source", "random", "--results", str(blocker / "store"),
                  "--checkpoints", str(tmp_path / "ckpt")])
     err = capsys.readouterr().err
-    assert code == 2 and "not writable" in err and str(blocker / "store") in err and "Traceback" not in err
+    message = cli_error(err)
+    assert code == 2 and "not writable" in message and str(blocker / "store") in message
     assert not (tmp_path / "ckpt").exists()  # no checkpoint: it never trained
 
     spec = tmp_path / "sweep.yaml"
@@ -381,7 +425,7 @@ def test_unwritable_result_path_fails_before_training(tmp_path, capsys):
                                     "tracking": {"enabled": False}}))
     code = main(["sweep", str(spec)])
     err = capsys.readouterr().err
-    assert code == 2 and str(blocker) in err and "Traceback" not in err
+    assert code == 2 and str(blocker) in cli_error(err)
     import ray
 
     assert not ray.is_initialized()  # it failed before starting Ray
@@ -430,7 +474,8 @@ def test_disk_full_during_a_run_fails_cleanly_and_the_rerun_completes_each_point
     monkeypatch.setattr(pq, "write_table", _partial_writer(pq.write_table, fail_on=3))  # the step-40 point
     assert main(["run", "--spec", str(spec), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "No space left on device" in err and "previous version" in err and "Traceback" not in err
+    message = cli_error(err)
+    assert "No space left on device" in message and "previous version" in message
     run_id = run_spec(tiny_run(tmp_path)).run_id
     assert steps_by_run(tmp_path / "store") == {run_id: [0, 20]}
     assert not [p for p in os.listdir(tmp_path / "store") if p.startswith(".")]
@@ -520,18 +565,21 @@ def test_malicious_pickles_in_checkpoints_and_weight_files_are_refused(tmp_path,
     marker = tmp_path / "code-ran"
     for name in ("evil.pth", "evil.pt", "evil.bin"):
         torch.save({"weight": _Exploit(marker)}, tmp_path / name)
-        with pytest.raises(BackboneError, match="cannot read weight file"):
+        with pytest.raises(BackboneError, match=f"cannot read weight file '{re.escape(str(tmp_path / name))}'"):
             read_weight_file(tmp_path / name)
     (tmp_path / "evil.safetensors").write_bytes(pickle.dumps(_Exploit(marker)))
-    with pytest.raises(BackboneError):
+    evil = re.escape(str(tmp_path / "evil.safetensors"))
+    with pytest.raises(BackboneError, match=f"cannot read weight file '{evil}'"):
         read_weight_file(tmp_path / "evil.safetensors")
 
     spec = run_spec(tiny_run(tmp_path))
     checkpoints = tmp_path / "ckpt" / spec.run_id
     checkpoints.mkdir(parents=True)
     torch.save({"step": 20, "records": _Exploit(marker)}, checkpoints / CHECKPOINT_FILE)
-    with pytest.raises(Exception, match="cannot be read"):
+    with pytest.raises(RuntimeError, match=f"checkpoint {re.escape(str(checkpoints / CHECKPOINT_FILE))} cannot be "
+                                           "read") as info:
         load_checkpoint(checkpoints, spec)
+    assert isinstance(info.value.__cause__, pickle.UnpicklingError)  # refused by weights_only, not some other fault
     assert not marker.exists()  # nothing ran
 
 
@@ -593,12 +641,12 @@ def test_dashboards_bind_to_localhost_unless_told(tmp_path, capsys, monkeypatch)
 
     import ray
 
-    from rft_ray import sweep
+    from rft_ray.sweep.resources import ensure_ray
 
     seen = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
-    assert sweep._ensure_ray(None) is True
+    assert ensure_ray(None) is True
     assert seen["dashboard_host"] == "127.0.0.1"
     cluster = (ROOT / "cluster.yaml").read_text()
     assert "--dashboard-host=127.0.0.1" in cluster and "0.0.0.0" not in cluster
@@ -612,7 +660,8 @@ def test_dashboards_bind_to_localhost_unless_told(tmp_path, capsys, monkeypatch)
 
 def _sweep_folder(tmp_path: Path) -> tuple[Path, ExperimentSpec]:
     """A finished two-trial sweep whose MLflow tracking went away after the first child's step 20."""
-    from rft_ray.sweep.driver import GroupResult, SweepFolder, TrialSummary
+    from rft_ray.sweep.results import GroupResult, TrialSummary
+    from rft_ray.sweep.state import SweepFolder
 
     data = {"name": "synced", "base": {"training": {"steps": 60}, "evaluation": {"schedule": [{"until": None,
                                                                                              "every": 20}]}},
@@ -686,7 +735,7 @@ def test_sync_mlflow_backfills_the_store_into_mlflow_once(tmp_path, capsys):
 
     assert main(["sync-mlflow", str(folder), "--mlflow-uri", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
-    assert "not reachable" in err and "Traceback" not in err
+    assert "not reachable" in cli_error(err)
     assert main(["sync-mlflow", str(tmp_path / "nothing")]) == 2
     assert "no sweep.json" in capsys.readouterr().err
 
@@ -702,7 +751,7 @@ def ray_faults(tmp_path_factory):
     faults = tmp_path_factory.mktemp("faults")
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"RFT_FAULT_DIR": str(faults)}})
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": fault_env(faults)})
     yield faults
     ray.shutdown()
 
@@ -719,17 +768,18 @@ def test_nan_loss_and_mlflow_lost_mid_sweep_lose_nothing(ray_faults, tmp_path, m
     """Two trials at once. One's loss turns NaN at step 30: it ends errored with that reason, its points 0 and
     20 kept, not retried; the other completes. MLflow goes away after a few calls: one warning, the sweep goes
     on, the store is complete, and `rft sync-mlflow` back-fills MLflow afterwards, each point once."""
+    from fault_plugins import NAN_FILE, NAN_FIRED_FILE
     from mlflow.tracking import MlflowClient
 
     from rft_ray.cli import main
     from rft_ray.sweep.driver import run_sweep
-    from rft_ray.sweep.trial import DIVERGED_FILE, NAN_FAULT_FILE, NAN_FIRED_FILE
+    from rft_ray.sweep.trial import DIVERGED_FILE
 
     data = _tiny_sweep(tmp_path / "sweep", tracking={"enabled": True, "experiment_name": "faults"},
                        search={"mode": "grid", "grid": {"lr": [1e-3, 3e-3], "weight_decay": [0.0]},
                                "objectives": [{"metric": "test_clean_acc"}]})
     experiment = experiment_spec(data)
-    (ray_faults / NAN_FAULT_FILE).write_text(json.dumps({"step": 30, "run_id_contains": "lora-digits"}))
+    (ray_faults / NAN_FILE).write_text(json.dumps({"step": 30, "run_id_contains": "lora-digits"}))
 
     calls = {"n": 0}
     real_log_batch = MlflowClient.log_batch

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from rft_ray.models.backbones import create_classifier
 from rft_ray.config import ModelSpec, SpecError
+from rft_ray.models.backbones import create_classifier
 from rft_ray.models.strategies import apply_strategy, create_strategy, strategy_names
 
 ALL = ["full", "linear", "bitfit", "lora", "ia3", "adapter", "compacter"]
@@ -50,7 +50,10 @@ def test_outputs_unchanged_at_init_and_head_trainable(name):
         adapted = {n.split(".ia3_")[0].split("blocks.0.")[-1] for n in others if ".blocks.0." in n}
         assert adapted == {"attn.qkv.k", "attn.qkv.v", "mlp.fc1", "mlp.fc2"}
     elif name in ("adapter", "compacter"):
-        assert all(".ls1.1." in n or ".ls2.1." in n or n.startswith("phm_rules") for n in others)
+        assert others and all(".ls1.1." in n or ".ls2.1." in n or n.startswith("phm_rules") for n in others)
+        # An adapter after both sublayers (attention: ls1, MLP: ls2) of every block.
+        adapted = {tuple(n.split(".")[2:4]) for n in others if n.startswith("backbone.blocks.")}
+        assert adapted == {(str(i), ls) for i in range(len(model.backbone.blocks)) for ls in ("ls1", "ls2")}
 
 
 def test_lora_rank_and_alpha_from_options_and_training_changes_outputs():
