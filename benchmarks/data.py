@@ -40,8 +40,8 @@ def child(dataset: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from rft_ray.data import create_bundle
     from rft_ray.config import RunSpec
+    from rft_ray.data import create_bundle
     from rft_ray.evaluation.evaluator import EvalSets
 
     spec = RunSpec.from_dict(spec_dict(dataset))

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import ROOT, SHARED_DATA, NullObserver, cifar_available, header, median
 
 DEMO = yaml.safe_load((ROOT / "experiments" / "demo.yaml").read_text())

@@ -26,8 +26,8 @@ BATCH = 256
 def load_images(count: int):
     import torch
 
-    from rft_ray.data import create_bundle
     from rft_ray.config import DatasetSpec
+    from rft_ray.data import create_bundle
 
     if cifar_available():
         spec = DatasetSpec(name="parquet", options={"train": str(SHARED_DATA / "cifar10" / "test.parquet")},
@@ -78,9 +78,9 @@ def main() -> None:
     header("Benchmark 2: PGD, ours vs torchattacks.PGD", " ".join([Path(sys.executable).name, *sys.argv]))
     import torch
 
-    from rft_ray.models.backbones import create_classifier
-    from rft_ray.evaluation.robustness import clean_correct
     from rft_ray.config import ModelSpec
+    from rft_ray.evaluation.robustness import clean_correct
+    from rft_ray.models.backbones import create_classifier
 
     images, labels, source = load_images(args.images)
     model = create_classifier(ModelSpec(), 10, seed=0).eval()

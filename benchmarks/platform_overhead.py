@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, NullObserver, Timer, header, median, spread
-
 import yaml
+from common import ROOT, NullObserver, Timer, header, median, spread
 
 VENV_BIN = Path(sys.executable).parent
 DEMO = yaml.safe_load((ROOT / "experiments" / "demo.yaml").read_text())
@@ -48,9 +47,9 @@ def bare_loop(steps: int, batch: int) -> float:
     import torch
     import torch.nn.functional as F
 
-    from rft_ray.models.backbones import create_classifier
-    from rft_ray.data import create_bundle
     from rft_ray.config import RunSpec
+    from rft_ray.data import create_bundle
+    from rft_ray.models.backbones import create_classifier
     from rft_ray.models.strategies import create_strategy
 
     spec = RunSpec.from_dict(tiny_eval_spec(steps, batch))

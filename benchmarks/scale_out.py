@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import ROOT, header, median, spread
 
 VENV_BIN = Path(sys.executable).parent

@@ -13,7 +13,7 @@ from rft_ray.specs import run_spec
 # accuracy, robustness still rising; at 8/255 PGD accuracy stays at or below 0.01 throughout; at 2/255 it
 # ends at 0.90 / 0.35, with robustness peaking (0.37, step 200) and then falling: the behaviour under study.
 DEMO_EPS = "2/255"
-EPS_NOTE = "PGD eps 2/255 (the paper's 1/255 leaves this small model's robustness high and still rising; see demo.py)"
+EPS_NOTE = "PGD eps 2/255 (the paper's 1/255 leaves this small model's robustness high and still rising; see rft_ray/cli/demo.py)"
 
 DEMO: dict[str, Any] = {
     "model": {"name": "rft_vit_cifar_patch8_32", "source": "embedded"},
@@ -36,13 +36,13 @@ def demo_spec(strategy: str, out: Path) -> RunSpec:
     return run_spec(data)
 
 
-DEMO_SWEEP = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
+DEMO_SWEEP = Path(__file__).resolve().parents[2] / "experiments" / "demo.yaml"
 
 
 def demo_experiment(out: Path):
     """The demo sweep (experiments/demo.yaml) with its folder at `out`."""
-    from rft_ray.specs import load_experiment
     from rft_ray.config import SpecError
+    from rft_ray.specs import load_experiment
 
     if not DEMO_SWEEP.is_file():
         raise SpecError(f"the demo sweep spec {DEMO_SWEEP} is missing (it ships with the repository's experiments/)")
