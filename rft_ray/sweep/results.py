@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rft_ray.config.experiment import Group, Objective
+from rft_ray.config.experiment import Group
+from rft_ray.config.search import Objective
 
 
 @dataclass

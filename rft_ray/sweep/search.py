@@ -12,7 +12,8 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-from rft_ray.config.experiment import ExperimentSpec, Group, SearchSpec, startup_trials
+from rft_ray.config.experiment import ExperimentSpec, Group
+from rft_ray.config.search import SearchSpec, startup_trials
 from rft_ray.sweep.resources import absolute_paths
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rft_ray.config.experiment import PARETO_AUC, Objective
+from rft_ray.config.search import PARETO_AUC, Objective
 from rft_ray.results.record import EvalRecord
 
 # Keys Tune adds to every result, and the record's bookkeeping: not metrics of the run.

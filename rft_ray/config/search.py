@@ -1,0 +1,154 @@
+"""The search section of an experiment spec: ranges or a grid over the learning rate and the weight decay,
+the objectives (one, or two or three for a Pareto search), the sampler and optional ASHA early stopping."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from rft_ray.config.fields import check, described
+from rft_ray.config.metrics import OOD_PREFIX
+
+# Per-evaluation-point metrics a search may optimise (plus `ood_acc/<domain>` and `pareto_auc`).
+OBJECTIVE_METRICS = ("test_clean_acc", "pgd_adv_acc", "test_ood_accuracy", "train_clean_acc", "train_loss")
+PARETO_AUC = "pareto_auc"
+SAMPLERS = ("auto", "tpe", "gp", "nsga2", "random")
+
+
+@dataclass
+class Range:
+    low: float = described("lower bound (inclusive)", 1e-4)
+    high: float = described("upper bound (inclusive)", 1e-2)
+    log: bool = described("sample on a log scale (both bounds must be positive)", True)
+
+    def __post_init__(self):
+        check(self.high > self.low, "high", f"must be above low ({self.low:g}), got {self.high:g}")
+        check(not self.log or self.low > 0, "low", f"must be positive on a log scale, got {self.low:g}")
+        check(self.low >= 0, "low", f"must be >= 0, got {self.low:g}")
+
+
+@dataclass
+class SearchSpace:
+    lr: Range = described("learning-rate range", factory=lambda: Range(1e-5, 1e-2, True))
+    weight_decay: Range = described("weight-decay range", factory=lambda: Range(1e-4, 1e-1, True))
+
+    def __post_init__(self):
+        check(self.lr.high < 10, "lr.high", f"must be below 10 (training.lr's limit), got {self.lr.high:g}")
+        check(self.weight_decay.high < 10, "weight_decay.high",
+              f"must be below 10 (training.weight_decay's limit), got {self.weight_decay.high:g}")
+
+
+@dataclass
+class Grid:
+    lr: list[float] = described("learning rates of the grid", factory=list)
+    weight_decay: list[float] = described("weight decays of the grid", factory=list)
+
+    def __post_init__(self):
+        for name in ("lr", "weight_decay"):
+            values = getattr(self, name)
+            check(len(values) > 0, name, "a grid needs at least one value")
+            check(len(set(values)) == len(values), name, f"has duplicate values: {values}")
+            check(all(0 <= v < 10 for v in values), name, f"values must be in [0, 10), got {values}")
+        check(all(v > 0 for v in self.lr), "lr", f"learning rates must be positive, got {self.lr}")
+
+    @property
+    def size(self) -> int:
+        return len(self.lr) * len(self.weight_decay)
+
+
+@dataclass
+class Point:
+    lr: float = described("learning rate", 1e-3)
+    weight_decay: float = described("weight decay", 1e-2)
+
+
+@dataclass
+class Objective:
+    metric: str = described("what to optimise: test_clean_acc, pgd_adv_acc, test_ood_accuracy, train_clean_acc, "
+                            "train_loss, ood_acc/<domain>, or pareto_auc (the hypervolume AUC of the trial's own "
+                            "(test_clean_acc, pgd_adv_acc) points)", "test_clean_acc")
+    mode: Literal["max", "min"] = described("maximise or minimise", "max")
+    reduce: Literal["final", "best"] = described("the value at the trial's last step, or its best over all evaluation "
+                                                 "points (pareto_auc is cumulative, so both are the same)", "final")
+
+    def __post_init__(self):
+        ok = self.metric in OBJECTIVE_METRICS or self.metric == PARETO_AUC or (
+            self.metric.startswith(OOD_PREFIX) and len(self.metric) > len(OOD_PREFIX))
+        check(ok, "metric", f"must be one of {', '.join(OBJECTIVE_METRICS + (PARETO_AUC,))} or "
+                            f"{OOD_PREFIX}<domain>, got {self.metric!r}")
+
+    @property
+    def key(self) -> str:
+        """The result key Tune, Optuna and ASHA read for this objective."""
+        if self.metric == PARETO_AUC or self.reduce == "final":
+            return self.metric
+        return f"best/{self.metric}"
+
+
+@dataclass
+class AshaSpec:
+    enabled: bool = described("stop poor trials early with ASHA (time attribute: the optimizer step)", False)
+    grace_period: int = described("steps every trial runs before it can be stopped", 50)
+    reduction_factor: float = described("keep the top 1/reduction_factor of trials at each rung", 2.0)
+    max_t: int | None = described("the trials' step budget (default: base.training.steps; required with epochs)", None)
+
+    def __post_init__(self):
+        check(self.grace_period >= 1, "grace_period", f"must be at least 1 step, got {self.grace_period}")
+        check(self.reduction_factor > 1, "reduction_factor", f"must be above 1, got {self.reduction_factor}")
+        check(self.max_t is None or self.max_t >= self.grace_period, "max_t",
+              f"must be at least grace_period ({self.grace_period}), got {self.max_t}")
+
+
+@dataclass
+class SearchSpec:
+    mode: Literal["optuna", "grid"] = described("optuna: a budget of num_samples trials per group chosen by an Optuna "
+                                                "sampler; grid: exactly every (lr, weight_decay) of `grid`", "optuna")
+    objectives: list[Objective] = described("one objective (single-objective search) or two or three (multi-objective: "
+                                            "the search returns a Pareto set)", factory=lambda: [Objective()])
+    space: SearchSpace = described("the ranges Optuna samples from", factory=SearchSpace)
+    grid: Grid | None = described("the grid of mode grid", None)
+    num_samples: int | None = described("trials per group in optuna mode (default 8); grid mode runs its grid once", None)
+    points_to_evaluate: list[Point] = described("known-good settings the search tries first (optuna mode)", factory=list)
+    sampler: Literal["auto", "tpe", "gp", "nsga2", "random"] = described(
+        "auto: tpe for one objective, gp (Gaussian-process logEHVI, sample-efficient with small budgets) for several",
+        "auto")
+    startup_trials: int | None = described("random trials before tpe/gp model the results (default: a third of the "
+                                           "budget, at least 2, at most 10)", None)
+    seed: int = described("seed of the sampler", 0)
+    asha: AshaSpec = described("optional early stopping", factory=AshaSpec)
+
+    def __post_init__(self):
+        check(1 <= len(self.objectives) <= 3, "objectives",
+              f"give one objective, or two or three for a multi-objective search; got {len(self.objectives)}")
+        keys = [o.key for o in self.objectives]
+        check(len(set(keys)) == len(keys), "objectives", f"the same objective appears twice: {keys}")
+        if self.mode == "grid":
+            check(self.grid is not None, "grid", "mode is grid, so a grid {lr: [...], weight_decay: [...]} is required")
+            check(self.num_samples in (None, 1), "num_samples",
+                  f"grid mode runs its grid exactly once; remove num_samples (got {self.num_samples})")
+            check(not self.points_to_evaluate, "points_to_evaluate", "only used in optuna mode; put them in the grid")
+        else:
+            check(self.num_samples is None or self.num_samples >= 1, "num_samples",
+                  f"must be at least 1, got {self.num_samples}")
+            if self.num_samples is None:
+                self.num_samples = 8
+            check(len(self.points_to_evaluate) <= self.num_samples, "points_to_evaluate",
+                  f"{len(self.points_to_evaluate)} points but a budget of {self.num_samples} trials")
+        check(self.startup_trials is None or self.startup_trials >= 1, "startup_trials",
+              f"must be at least 1, got {self.startup_trials}")
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def sampler_name(self) -> str:
+        if self.sampler != "auto":
+            return self.sampler
+        return "gp" if self.multi_objective else "tpe"
+
+
+def startup_trials(search: SearchSpec) -> int:
+    if search.startup_trials is not None:
+        return search.startup_trials
+    budget = search.num_samples or 1
+    return max(2, min(10, math.ceil(budget / 3)))
