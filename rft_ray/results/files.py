@@ -55,8 +55,7 @@ def atomic_write(final: str | os.PathLike, data: bytes | str) -> None:
 
 def write_bytes(filesystem: pafs.FileSystem, path: str, data: bytes) -> None:
     """Replace one file on any filesystem: atomically through a temporary locally, in one write remotely."""
-    filesystem.create_dir(str(Path(path).parent) if isinstance(filesystem, pafs.LocalFileSystem)
-                          else path.rsplit("/", 1)[0], recursive=True)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)  # pyarrow paths use "/" on every filesystem
     if isinstance(filesystem, pafs.LocalFileSystem):
         atomic_write(path, data)
         return

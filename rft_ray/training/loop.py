@@ -105,8 +105,10 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(run.total_steps, t.warmup_fraction))
     context = RunContext(spec, model, optimizer, scheduler, device, run.total_steps)
 
+    point_hooks = hooks(observers, "records_changed")
+
     def publish(records: list[EvalRecord], saved: Path | None) -> None:
-        for records_changed in hooks(observers, "records_changed"):
+        for records_changed in point_hooks:
             records_changed(records, saved)
 
     step, records, elapsed_before = 0, [], 0.0
