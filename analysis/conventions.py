@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rft_ray.results.record import OOD_IMAGES_PREFIX
+
+# The record's count of images behind each metric (rft_ray.results.record.EvalRecord).
+COUNT_COLUMNS = {"train_clean_acc": "train_images", "test_clean_acc": "test_images", "pgd_adv_acc": "pgd_images"}
+
 _AUC = {
     "hypervolume": "hypervolume: area of [0,1]^2 dominated by the Pareto frontier of the "
     "(accuracy, robustness) = (test_clean_acc, pgd_adv_acc) points, reference point (0, 0) "
@@ -49,3 +57,28 @@ def conventions(kind: str, pooling: str, step_budget: int | None, tol: float) ->
         "step_axis": "figures plot step + 1 on a log-scaled axis, so step 0 appears at x = 1",
         "undefined_values": "NaN in tables, null in JSON",
     }
+
+
+def _count_range(table: pa.Table, column: str) -> str | None:
+    if column not in table.column_names:
+        return None
+    values = table.column(column).drop_null()
+    if len(values) == 0:
+        return None
+    low, high = pc.min(values).as_py(), pc.max(values).as_py()
+    missing = table.num_rows - len(values)
+    text = f"{low}" if low == high else f"{low}-{high}"
+    return text + (f" ({missing} point(s) without a count)" if missing else "")
+
+
+def sample_sizes(table: pa.Table) -> str:
+    """How many images each metric was measured on, as the results record it (a range when runs differ)."""
+    parts = [f"{metric} on {count}" for metric, column in COUNT_COLUMNS.items()
+             if (count := _count_range(table, column)) is not None]
+    domains = sorted(name[len(OOD_IMAGES_PREFIX):] for name in table.column_names if name.startswith(OOD_IMAGES_PREFIX))
+    if domains:
+        parts.append("OOD " + ", ".join(f"{d} on {_count_range(table, OOD_IMAGES_PREFIX + d) or 'unknown'}"
+                                        for d in domains))
+    if not parts:
+        return "not recorded (results written before the counts were stored)"
+    return "; ".join(parts) + " images (seeded, class-stratified subsets; PGD's a subset of the test images)"

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from analysis.auc import POOLINGS, auc_table, params_vs_auc, trial_aucs
 from analysis.cleaning import ANALYSIS_COLUMNS, TableError, clean_table
-from analysis.conventions import conventions
+from analysis.conventions import conventions, sample_sizes
 from analysis.frame import order_strategies
 from analysis.frontier import AUC_KINDS
 from analysis.radius import radius_conventions, select_eps
@@ -128,7 +128,7 @@ def analyze(
         "schema": SCHEMA,
         "results": str(results) if not isinstance(results, pa.Table) else "<table>",
         "conventions": {**conventions(kind, pooling, step_budget, tol), "tolerance": tol,
-                        **radius_conventions(loaded, table)},
+                        **radius_conventions(loaded, table), "images_per_metric": sample_sizes(loaded)},
         "provenance": dict(provenance or {}),
         "summary": {
             "n_runs": len(set(table.column("run_id").to_pylist())),

@@ -51,6 +51,7 @@ def _conventions(conv: dict[str, Any]) -> list[Block]:
         + " (one radius per analysis; results at other radii are analysed separately with --eps"
         + (": this store also holds " + ", ".join(eps_label(v) for v in conv["other_pgd_eps"])
            if conv.get("other_pgd_eps") else "") + ").",
+        f"Images per metric: {conv.get('images_per_metric', 'not recorded')}.",
         f"AUC kind: {conv['auc_definition']}.",
         f"Pooling: {conv['pooling_definition']}.",
         f"Step budget: {conv['step_budget_definition']}.",

@@ -422,6 +422,21 @@ def test_strategy_order_given_is_the_order_used(table, tmp_path):
     assert analyze(table, tmp_path, figures=False).data["summary"]["strategies"] == ["full", "linear", "lora"]
 
 
+def test_report_states_how_many_images_each_metric_was_measured_on(table, tmp_path):
+    from analysis.report import analyze
+
+    old = analyze(table, tmp_path / "old", figures=False).data["conventions"]["images_per_metric"]
+    assert old.startswith("not recorded")  # results written before the counts were stored
+    n = table.num_rows
+    counted = table.append_column("train_images", pa.array([200] * n)).append_column(
+        "test_images", pa.array([367] * n)).append_column("pgd_images", pa.array([200] * (n - 1) + [None])
+    ).append_column("ood_images/shift", pa.array([150] * n))
+    stated = analyze(counted, tmp_path / "new", figures=False).data["conventions"]["images_per_metric"]
+    assert stated.startswith("train_clean_acc on 200; test_clean_acc on 367; pgd_adv_acc on 200 (1 point(s) without "
+                             "a count); OOD shift on 150 images")
+    assert f"Images per metric: {stated}." in (tmp_path / "new" / "report.md").read_text()
+
+
 def test_colours_belong_to_the_name_not_to_the_order(table, tmp_path):
     from analysis import plots
 

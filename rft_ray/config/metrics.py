@@ -9,6 +9,7 @@ import math
 
 OOD_PREFIX = "ood_acc/"  # + domain: accuracy on one OOD domain
 PGD_PREFIX = "pgd_adv_acc/"  # + radius label: robust accuracy at evaluation.pgd.extra_eps radii
+OOD_IMAGES_PREFIX = "ood_images/"  # + domain: how many images of that domain ood_acc/<domain> was measured on
 # Relative and absolute slack of radius identity: far below any radius people use (0.1/255 = 3.9e-4),
 # far above the rounding of a radius written as a fraction, a float or a label.
 RADIUS_REL_TOL, RADIUS_ABS_TOL = 1e-6, 1e-9

@@ -17,7 +17,7 @@ from rft_ray.data.base import (
     dataset_entry,
     dataset_names,
     register_dataset,
-    seeded_subset,
+    stratified_subset,
     stratified_split,
 )
 from rft_ray.data.corruptions import corruption_names, create_corruption
@@ -68,7 +68,7 @@ def _splits(spec: DatasetSpec, entry, options, image_size: int):
         train, test = train.subset(keep), train.subset(held)
     _check_classes(spec.name, "train", train, class_names)
     if spec.train_limit is not None:
-        train = seeded_subset(train, spec.train_limit, spec.split_seed, "train_limit")
+        train = stratified_subset(train, spec.train_limit, spec.split_seed, "train_limit")
     keep, held = stratified_split(train.labels, spec.val_fraction, spec.split_seed, "val")
     train, val = train.subset(keep), train.subset(held)
     if len(train) == 0 or len(test) == 0:

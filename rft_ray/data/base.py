@@ -163,10 +163,35 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int, salt: str) 
     return np.flatnonzero(mask), held_out
 
 
-def seeded_subset(images: ImageSet, count: int | None, seed: int, salt: str) -> ImageSet:
+def stratified_indices(labels: np.ndarray, count: int | None, seed: int, salt: str) -> np.ndarray:
+    """Sorted indices of a seeded sample of `count` items holding every class in proportion to its size.
+
+    Each class gets floor(count * share) items, and the items left over go to the classes with the largest
+    remainders (ties in a seeded order, not by label), so a class's count is within one of its exact share
+    whatever the order the split is stored in. Items within a class are drawn by a seeded permutation.
+    """
+    labels = np.asarray(labels)
+    if count is None or count >= len(labels):
+        return np.arange(len(labels))
+    classes, sizes = np.unique(labels, return_counts=True)
+    share = sizes * count / len(labels)
+    take = np.floor(share).astype(np.int64)
+    tie_order = seeded_permutation(len(classes), seed, f"{salt}/remainder")
+    by_remainder = np.lexsort((tie_order, -(share - take)))
+    take[by_remainder[:count - int(take.sum())]] += 1
+    chosen = []
+    for cls, k in zip(classes, take):
+        members = np.flatnonzero(labels == cls)
+        chosen.append(members[seeded_permutation(len(members), seed, f"{salt}/{cls}")[:k]])
+    return np.sort(np.concatenate(chosen))
+
+
+def stratified_subset(images: ImageSet, count: int | None, seed: int, salt: str) -> ImageSet:
+    """A seeded, class-stratified subset of `count` images (`stratified_indices`); all of them when count is
+    None or not smaller."""
     if count is None or count >= len(images):
         return images
-    return images.subset(np.sort(seeded_permutation(len(images), seed, salt)[:count]))
+    return images.subset(stratified_indices(images.labels, count, seed, salt))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from rft_ray.config.metrics import (  # noqa: F401
+    OOD_IMAGES_PREFIX,
     OOD_PREFIX,
     PGD_PREFIX,
     eps_label,
@@ -43,28 +44,36 @@ class EvalRecord:
     total_params: int
     wall_seconds: float  # since the run (or its resumed part's original start) began
     eval_seconds: float  # spent on this evaluation point
+    # How many images each metric was measured on (None in results written before they were recorded).
+    train_images: int | None = None  # train_clean_acc
+    test_images: int | None = None  # test_clean_acc
+    pgd_images: int | None = None  # pgd_adv_acc and every pgd_adv_acc/<radius>
     ood_acc: dict[str, float] = field(default_factory=dict)
     pgd_extra: dict[str, float] = field(default_factory=dict)  # radius label (eps_label) -> robust accuracy
+    ood_images: dict[str, int] = field(default_factory=dict)  # domain -> images behind ood_acc/<domain>
 
     def to_row(self) -> dict[str, Any]:
-        """Flat columns: one `ood_acc/<domain>` column per OOD domain."""
+        """Flat columns: one `ood_acc/<domain>` (and `ood_images/<domain>`) column per OOD domain."""
         row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _DICT_FIELDS}
         for domain, acc in sorted(self.ood_acc.items()):
             row[OOD_PREFIX + domain] = acc
         for radius, acc in sorted(self.pgd_extra.items(), key=lambda item: parse_eps_label(item[0])):
             row[PGD_PREFIX + radius] = acc
+        for domain, count in sorted(self.ood_images.items()):
+            row[OOD_IMAGES_PREFIX + domain] = count
         return row
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "EvalRecord":
         names = {f.name for f in fields(cls)} - _DICT_FIELDS
 
-        def prefixed(prefix: str) -> dict[str, float]:
+        def prefixed(prefix: str) -> dict[str, Any]:
             return {key[len(prefix):]: value for key, value in row.items()
                     if key.startswith(prefix) and value is not None and not _is_nan(value)}
 
-        return cls(**{name: row[name] for name in names}, ood_acc=prefixed(OOD_PREFIX),
-                   pgd_extra=prefixed(PGD_PREFIX))
+        return cls(**{name: row[name] for name in names if name in row or name in REQUIRED_COLUMNS},
+                   ood_acc=prefixed(OOD_PREFIX), pgd_extra=prefixed(PGD_PREFIX),
+                   ood_images=prefixed(OOD_IMAGES_PREFIX))
 
     def paper_json(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in PAPER_JSON_KEYS}
@@ -82,24 +91,35 @@ class EvalRecord:
         return asdict(self)
 
 
-_DICT_FIELDS = {"ood_acc", "pgd_extra"}
+_DICT_FIELDS = {"ood_acc", "pgd_extra", "ood_images"}
 _ARROW_TYPES = {str: ("string", pa.string()), int: ("integer", pa.int64()), float: ("number", pa.float64())}
 
 
-def _scalar_fields() -> dict[str, type]:
+def _scalar_fields() -> dict[str, tuple[type, bool]]:
+    """name -> (type, required): the optional ones (`int | None`) may be missing from older result files."""
     hints = typing.get_type_hints(EvalRecord)
-    return {f.name: hints[f.name] for f in fields(EvalRecord) if f.name not in _DICT_FIELDS}
+    out = {}
+    for f in fields(EvalRecord):
+        if f.name not in _DICT_FIELDS:
+            args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+            out[f.name] = (args[0], False) if args else (hints[f.name], True)
+    return out
 
 
 # Every result file's columns and the type family of each ("string", "integer", "number"), from EvalRecord.
-REQUIRED_COLUMNS: dict[str, str] = {name: _ARROW_TYPES[tp][0] for name, tp in _scalar_fields().items()}
+REQUIRED_COLUMNS: dict[str, str] = {name: _ARROW_TYPES[tp][0] for name, (tp, required) in _scalar_fields().items()
+                                    if required}
 
 
 def arrow_schema(columns: typing.Iterable[str]) -> pa.Schema:
-    """The Arrow schema of result rows with these columns: EvalRecord's own types, float64 for the
-    `ood_acc/<domain>` and `pgd_adv_acc/<radius>` columns."""
-    types = {name: _ARROW_TYPES[tp][1] for name, tp in _scalar_fields().items()}
-    return pa.schema([(name, types.get(name, pa.float64())) for name in columns])
+    """The Arrow schema of result rows with these columns: EvalRecord's own types, int64 for the
+    `ood_images/<domain>` counts, float64 for the `ood_acc/<domain>` and `pgd_adv_acc/<radius>` columns."""
+    types = {name: _ARROW_TYPES[tp][1] for name, (tp, _) in _scalar_fields().items()}
+
+    def arrow_type(name: str) -> pa.DataType:
+        return types.get(name, pa.int64() if name.startswith(OOD_IMAGES_PREFIX) else pa.float64())
+
+    return pa.schema([(name, arrow_type(name)) for name in columns])
 
 
 def _is_nan(value: Any) -> bool:
