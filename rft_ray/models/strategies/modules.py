@@ -1,12 +1,71 @@
-"""Modules strategies insert: separate q/k/v projections, Houlsby adapters, Compacter PHM adapters."""
+"""Modules strategies insert: LoRA on timm's fused qkv, separate q/k/v projections, Houlsby adapters,
+Compacter PHM adapters."""
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rft_ray.models.strategies.base import copy_linear
+
+QKV_PARTS = ("q", "k", "v")
+
+
+class FusedQKVLora(nn.Module):
+    """LoRA on q, k and/or v of timm's fused `qkv` Linear (d -> 3d), without splitting it.
+
+    The same function and parameter count as a peft LoRA layer on each selected part, but in one matmul
+    pair: every selected part's A stacked in `lora_A` [n*r, d], the B's in `lora_B` [n, d, r] applied
+    block-diagonally, the update (scaled by alpha / r) added to that part's d outputs (q first, k, v).
+    The frozen base keeps its names (`weight`, `bias`), so the block's state dict keys are timm's.
+    """
+
+    def __init__(self, fused: nn.Linear, parts: list[str], r: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        if fused.out_features % 3 or not parts or any(p not in QKV_PARTS for p in parts):
+            raise ValueError(f"need a d -> 3d Linear and parts among q, k, v; got {fused} and {parts}")
+        self.parts = [p for p in QKV_PARTS if p in parts]  # in the fused layer's order
+        self.in_features, self.out_features = fused.in_features, fused.out_features
+        self.dim, self.r, self.scaling = fused.out_features // 3, r, alpha / r
+        self.weight, self.bias = fused.weight, fused.bias  # the same (frozen) Parameters, same names
+        n, kw = len(self.parts), dict(device=fused.weight.device, dtype=fused.weight.dtype)
+        self.lora_A = nn.Parameter(torch.empty(n * r, self.in_features, **kw))
+        self.lora_B = nn.Parameter(torch.empty(n, self.dim, r, **kw))
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.register_buffer("_slots", torch.tensor([QKV_PARTS.index(p) for p in self.parts],
+                                                    device=fused.weight.device), persistent=False)
+        self.reset_lora_parameters()
+
+    def reset_lora_parameters(self) -> None:
+        # peft's init_lora_weights=True: A as nn.Linear's default (fan_in = d for each r rows, so stacking
+        # them changes nothing), B zero, so the layer starts as the base.
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight, self.bias)
+        n, r = len(self.parts), self.r
+        if isinstance(self.lora_dropout, nn.Dropout) and self.training:
+            # peft drops each adapted layer's input independently: one mask per part.
+            dropped = self.lora_dropout(x.unsqueeze(-2).expand(*x.shape[:-1], n, x.shape[-1]))
+            low = torch.einsum("...nd,nrd->...nr", dropped, self.lora_A.view(n, r, -1))
+        else:
+            low = F.linear(x, self.lora_A).unflatten(-1, (n, r))  # [..., n, r]: all A's in one matmul
+        update = torch.einsum("...nr,ndr->...nd", low, self.lora_B) * self.scaling  # [..., n, d]
+        if n == 3:
+            return out + update.flatten(-2)
+        return out.unflatten(-1, (3, self.dim)).index_add(-2, self._slots, update.to(out.dtype)).flatten(-2)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, parts={','.join(self.parts)}, "
+                f"r={self.r}, scaling={self.scaling:g}")
+
+
+def lora_on_fused_qkv(blocks, parts: list[str], r: int, alpha: float, dropout: float) -> None:
+    for _, block in blocks:
+        block.attn.qkv = FusedQKVLora(block.attn.qkv, parts, r, alpha, dropout)
 
 
 class SplitQKV(nn.Module):
