@@ -161,7 +161,7 @@ def test_paper_and_domainnet_shapes():
     paper = load_experiment(ROOT / "experiments" / "paper.yaml")
     assert sorted({g.dataset for g in paper.groups}) == ["caltech256", "cifar10", "cifar100", "cub200", "stanford_dogs"]
     assert paper.search.mode == "grid" and paper.resources.gpus_per_trial == 1
-    assert paper.base["model"]["name"] == "vit_base_patch16_224.augreg_in21k"
+    assert paper.base["model"]["name"] == "vit_base_patch16_224.orig_in21k"  # the paper's google/vit-base-patch16-224-in21k
     ood = load_experiment(ROOT / "experiments" / "domainnet_ood.yaml")
     domains = sorted({g.run["dataset"]["options"]["domain"] for g in ood.groups})
     assert domains == ["clipart", "infograph", "painting", "quickdraw", "real", "sketch"]

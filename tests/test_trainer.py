@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+import torch
 from conftest import tiny_run
 from fault_plugins import NAN_FILE, NAN_FIRED_FILE, fault_env
 
@@ -49,6 +50,9 @@ def test_run_follows_schedule_and_writes_store_and_json(tmp_path):
         assert 0 <= row["pgd_adv_acc"] <= row["test_clean_acc"] <= 1
         assert set(k for k in row if k.startswith("ood_acc/")) == {"ood_acc/contrast", "ood_acc/gaussian_noise"}
         assert row["run_id"] == spec.run_id and row["trainable_params"] < row["total_params"]
+        # how many images each metric was measured on (pgd.examples is null: the whole test subset)
+        assert (row["train_images"], row["test_images"], row["pgd_images"]) == (40, 40, 40)
+        assert row["ood_images/contrast"] == row["ood_images/gaussian_noise"] == 20
     assert math.isnan(rows[0]["train_loss"]) and rows[-1]["train_loss"] > 0
     assert rows[-1]["test_clean_acc"] > rows[0]["test_clean_acc"]  # it learns
     assert rows[-1]["examples_seen"] == 60 * 16
@@ -105,6 +109,37 @@ def test_diverging_loss_stops_the_run_and_keeps_its_records(tmp_path, monkeypatc
         run_in_process(spec, progress=False)
     assert [r.step for r in ResultStore(spec.output.results).read_run(spec.run_id)] == [0, 20]
     assert json.loads((faults / NAN_FIRED_FILE).read_text())["run_id"] == spec.run_id
+
+
+def test_divergence_is_read_on_the_host_only_at_checks_and_names_the_first_bad_step():
+    from rft_ray.training.loop import LossTracker
+
+    tracker = LossTracker(torch.device("cpu"))
+    for step, value in enumerate([2.0, 1.0, float("nan"), float("inf"), 3.0], start=1):
+        tracker.add(torch.tensor(value), step)
+    with pytest.raises(TrainingDiverged, match=r"^run r: loss became nan at step 3 \(lr 1\); the 2 records"):
+        tracker.check("run r", "lr 1", kept=2)
+    healthy = LossTracker(torch.device("cpu"))
+    for step, value in enumerate([2.0, 1.0, 3.0], start=1):
+        healthy.add(torch.tensor(value), step)
+    healthy.check("run r", "lr 1", kept=0)  # finite: nothing raised
+    assert healthy.take_mean() == pytest.approx(2.0)
+    healthy.add(torch.tensor(5.0), 4)
+    assert healthy.take_mean() == 5.0  # the mean since the last read
+
+
+@pytest.mark.parametrize("given, workers", [("4", 3), ("1", 0), ("", None)])
+def test_num_workers_auto_is_the_runs_cpus_less_one(monkeypatch, given, workers):
+    import os
+
+    from rft_ray.training.setup import resolve_workers
+
+    monkeypatch.setenv("OMP_NUM_THREADS", given)
+    expected = workers if workers is not None else max(0, len(os.sched_getaffinity(0)) - 1)
+    assert resolve_workers("auto") == expected and resolve_workers(2) == 2
+    assert run_spec({"training": {"num_workers": "auto"}}).training.num_workers == "auto"
+    with pytest.raises(SpecError, match="training.num_workers"):
+        run_spec({"training": {"num_workers": "many"}})
 
 
 def test_a_plugin_sees_every_step_and_point_in_order(tmp_path):
@@ -184,3 +219,53 @@ def test_extra_eps_must_differ_from_eps(tmp_path):
         run_spec(tiny_run(tmp_path, **{"evaluation.pgd.extra_eps": ["4/255"]}))
     with pytest.raises(SpecError, match=r"evaluation\.pgd\.extra_eps\[0\]: must be in \(0, 1\]"):
         run_spec(tiny_run(tmp_path, **{"evaluation.pgd.extra_eps": [-0.01]}))
+
+
+def reference_crop_flip(images, seed):
+    """The augmentation as it ran on the host before: per-image slices of the reflection-padded batch."""
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(seed)
+    n, _, size, _ = images.shape
+    pad = max(1, size // 8)
+    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size] for i in range(n)])
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_crop_flip_in_one_gather_is_the_per_image_augmentation(size):
+    from rft_ray.training.setup import crop_flip
+
+    images = torch.randint(0, 256, (24, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    for seed in (0, 7, 12345):
+        augmented = crop_flip(images, seed)
+        assert torch.equal(augmented, reference_crop_flip(images, seed))
+        assert augmented.shape == images.float().shape and not torch.equal(augmented, images.float())
+
+
+def test_prefetched_batches_are_the_same_batches_and_errors_reach_the_loop():
+    from rft_ray.training.setup import Prefetched
+
+    source = [(torch.full((2, 3), i), torch.tensor([i, i])) for i in range(7)]
+    prefetched = Prefetched(iter(source), depth=2)
+    assert [int(images[0, 0]) for images, _ in (next(prefetched) for _ in range(7))] == list(range(7))
+    prefetched.close()
+    assert not prefetched.thread.is_alive()
+
+    def failing():
+        yield torch.zeros(1), torch.zeros(1)
+        raise OSError("disk gone")
+
+    broken = Prefetched(failing())
+    next(broken)
+    with pytest.raises(OSError, match="disk gone"):
+        next(broken)
+    endless = Prefetched(((torch.zeros(1), torch.zeros(1)) for _ in iter(int, 1)), depth=1)
+    next(endless)
+    endless.close()  # a thread blocked on a full queue still stops
+    assert not endless.thread.is_alive()

@@ -32,6 +32,7 @@ def _run_spec_from_args(args: argparse.Namespace):
         "training.seed": args.seed, "training.device": args.device, "model.name": args.model,
         "model.source": args.model_source, "model.weights": args.weights, "evaluation.pgd.eps": args.eps,
         "output.results": args.results, "output.checkpoints": args.checkpoints, "output.run_id": args.run_id,
+        "recipe": args.recipe,
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.epochs is not None and args.steps is None:
@@ -140,6 +141,8 @@ def _add_run_command(sub) -> None:
     run = sub.add_parser("run", help="fine-tune once, in this process", description=(
         "Fine-tune one model. Settings come from --spec (YAML) and/or flags; flags win over the file."))
     run.add_argument("--spec", help="run spec YAML (sections model, strategy, dataset, training, evaluation, output)")
+    run.add_argument("--recipe", choices=["default", "paper_code"],
+                     help="preset for every setting not given: paper_code is the paper's code's, per strategy")
     run.add_argument("--strategy", help="full, linear, bitfit, lora, ia3, adapter or compacter")
     run.add_argument("--dataset", help="digits, cifar10, cifar100, caltech256, cub200, stanford_dogs, domainnet, parquet")
     run.add_argument("--data-root", help="dataset folder (dataset.root)")

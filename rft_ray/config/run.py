@@ -11,6 +11,7 @@ from typing import Any, Literal, Union
 
 from rft_ray.config.fields import build, check, described, to_plain
 from rft_ray.config.metrics import same_radius
+from rft_ray.config.recipes import with_recipe
 
 
 @dataclass
@@ -83,7 +84,15 @@ class TrainingSpec:
     batch_size: int = described("training batch size", 32)
     lr: float = described("AdamW learning rate", 1e-3)
     weight_decay: float = described("AdamW weight decay", 1e-2)
-    warmup_fraction: float = described("linear warm-up, as a fraction of all steps, before the cosine decay", 0.1)
+    warmup_fraction: float = described("linear warm-up, as a fraction of all steps, before lr_schedule", 0.1)
+    warmup_steps: int | None = described("linear warm-up in optimizer steps; when set, replaces warmup_fraction",
+                                         None)
+    lr_schedule: Literal["cosine", "linear", "constant"] = described(
+        "after the warm-up: cosine decay to 0, linear decay to 0, or the constant lr", "cosine")
+    no_weight_decay: list[Literal["bias", "norm", "pos_embed", "cls_token"]] = described(
+        "trainable parameters AdamW does not decay: biases, normalisation weights, the position embedding and the "
+        "class token (as timm and Hugging Face trainers do; the Hugging Face Trainer exempts bias and norm only); "
+        "[] decays every trainable parameter", factory=lambda: ["bias", "norm", "pos_embed", "cls_token"])
     grad_clip: float | None = described("clip the gradient norm to this value (off when null)", None)
     seed: int = described("seed of initialisation, data order and everything else random in training", 0)
     device: Literal["auto", "cpu", "cuda"] = described("auto takes the GPU when there is one", "auto")
@@ -92,7 +101,10 @@ class TrainingSpec:
         "training augmentation: none, or random crop (padding 1/8 of the size) and horizontal flip, seeded per step",
         "none")
     checkpoint: bool = described("save a resumable checkpoint at every evaluation point", True)
-    num_workers: int = described("DataLoader worker processes for training batches", 0)
+    num_workers: Union[int, Literal["auto"]] = described(
+        "DataLoader worker processes for training batches that are decoded per batch (splits too large to decode "
+        "once); auto: the CPUs the run was given (Ray's OMP_NUM_THREADS for a trial, else this process's CPUs) "
+        "less one for the training process", 0)
 
     def __post_init__(self):
         check(self.epochs is None or self.steps is None, "epochs",
@@ -103,8 +115,13 @@ class TrainingSpec:
         check(0 < self.lr < 10, "lr", f"must be in (0, 10), got {self.lr}")
         check(0 <= self.weight_decay < 10, "weight_decay", f"must be in [0, 10), got {self.weight_decay}")
         check(0 <= self.warmup_fraction < 1, "warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        check(self.warmup_steps is None or 0 <= self.warmup_steps <= 10_000_000, "warmup_steps",
+              f"must be 0 to 10000000 steps or null, got {self.warmup_steps}")
+        check(len(set(self.no_weight_decay)) == len(self.no_weight_decay), "no_weight_decay",
+              f"lists a group twice: {self.no_weight_decay}")
         check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", f"must be positive or null, got {self.grad_clip}")
-        check(0 <= self.num_workers <= 64, "num_workers", f"must be 0 to 64, got {self.num_workers}")
+        check(self.num_workers == "auto" or 0 <= self.num_workers <= 64, "num_workers",
+              f"must be 0 to 64 or auto, got {self.num_workers}")
         check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2^32), got {self.seed}")
         if self.epochs is None and self.steps is None:
             self.epochs = 1.0
@@ -116,7 +133,19 @@ class PGDSpec:
     alpha: float = described("step size in [0,1] pixel units (the paper: 0.25/255)", 0.25 / 255)
     steps: int = described("PGD iterations (the paper: 15)", 15)
     random_start: bool = described("start from a uniform random point in the eps-ball", True)
-    examples: int | None = described("attack the first N images of the test evaluation subset (null: all of it)", None)
+    examples: int | None = described(
+        "attack a seeded, class-stratified subset of N images of the test evaluation subset (null: all of it)", None)
+    verdict: Literal["any_iterate", "final_iterate"] = described(
+        "any_iterate: an image is robust only if the clean input and every iterate are classified correctly "
+        "(attacks stop on an image once it is fooled; never above final_iterate); final_iterate: every image, "
+        "clean errors too, is attacked for all steps and the last iterate alone is judged, as torchattacks "
+        "and the paper's code do", "any_iterate")
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = described(
+        "arithmetic of the attack's passes: fp32; tf32 (TF32 matmuls on CUDA, fp32 elsewhere); bf16 autocast; "
+        "auto: tf32 on CUDA, fp32 on CPU", "auto")
+    batch_size: int | None = described(
+        "PGD batch size (null: evaluation.batch_size); the attack keeps activations for its backward pass, so it "
+        "may need a smaller batch than the clean passes", None)
     extra_eps: list[float] = described(
         "more L-inf radii attacked at every evaluation point, on the same images with the same steps and alpha "
         "scaled alike (alpha * radius / eps); stored as pgd_adv_acc/<radius> columns (e.g. pgd_adv_acc/4/255)",
@@ -133,6 +162,8 @@ class PGDSpec:
         check(0 < self.alpha <= 1, "alpha", f"must be in (0, 1], got {self.alpha}")
         check(1 <= self.steps <= 10_000, "steps", f"must be 1 to 10000, got {self.steps}")
         check(self.examples is None or self.examples > 0, "examples", f"must be positive or null, got {self.examples}")
+        check(self.batch_size is None or 1 <= self.batch_size <= 65_536, "batch_size",
+              f"must be 1 to 65536 or null, got {self.batch_size}")
 
 
 @dataclass
@@ -151,14 +182,21 @@ class EvaluationSpec:
         "when to evaluate: 'default' (every 50 to 700, every 1000 to 3000, every 6000 after), 'paper_code' "
         "(the paper's public code), or a list of {until, every} segments; step 0 and the final step always",
         "default")
-    train_examples: int = described("size of the fixed, seeded train subset for train_clean_acc", 500)
-    test_examples: int | None = described("size of the fixed, seeded test subset (null: the whole test split)", 1000)
-    ood_examples: int | None = described("images per OOD domain (null: the whole domain)", 500)
+    train_examples: int | None = described(
+        "size of the fixed, seeded, class-stratified train subset for train_clean_acc (null: the whole train split)", 500)
+    test_examples: int | None = described(
+        "size of the fixed, seeded, class-stratified test subset (null: the whole test split)", 1000)
+    ood_examples: int | None = described(
+        "images per OOD domain, a seeded, class-stratified subset (null: the whole domain)", 500)
     batch_size: int = described("evaluation batch size (clean and PGD)", 256)
     pgd: PGDSpec = described("the adversarial evaluation", factory=PGDSpec)
+    ood_pooling: Literal["equal", "by_size"] = described(
+        "test_ood_accuracy: the mean of the domains' accuracies (equal), or weighted by each whole domain's number "
+        "of images (by_size: the accuracy over the union of the domains, as the paper's code measures it)", "equal")
 
     def __post_init__(self):
-        check(self.train_examples >= 1, "train_examples", f"must be positive, got {self.train_examples}")
+        check(self.train_examples is None or self.train_examples >= 1, "train_examples",
+              f"must be positive or null, got {self.train_examples}")
         check(self.test_examples is None or self.test_examples >= 1, "test_examples",
               f"must be positive or null, got {self.test_examples}")
         check(self.ood_examples is None or self.ood_examples >= 1, "ood_examples",
@@ -182,6 +220,9 @@ class OutputSpec:
 
 @dataclass
 class RunSpec:
+    recipe: Literal["default", "paper_code"] = described(
+        "a preset filling every setting the spec leaves out: default (this platform's defaults) or paper_code "
+        "(the paper's public code, per strategy; see rft_ray/config/recipes.py and docs/fidelity.md)", "default")
     model: ModelSpec = described("the backbone", factory=ModelSpec)
     strategy: StrategySpec = described("the fine-tuning strategy", factory=StrategySpec)
     dataset: DatasetSpec = described("the downstream data", factory=DatasetSpec)
@@ -198,8 +239,9 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: Any) -> "RunSpec":
-        """Types and ranges only; `rft_ray.specs.run_spec` also checks the strategy and dataset names."""
-        return build(cls, data, "")
+        """Types and ranges only; `rft_ray.specs.run_spec` also checks the strategy and dataset names. The recipe
+        fills what `data` leaves out first, so every value the spec gives wins."""
+        return build(cls, with_recipe(data, StrategySpec().name), "")
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)

@@ -7,6 +7,7 @@ the records too) lets a run resume at the same step and produce the same subsequ
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -25,11 +26,48 @@ from rft_ray.training.checkpoint import (
     save_checkpoint,
 )
 from rft_ray.training.plugins import RunContext, hooks
-from rft_ray.training.setup import Run, cosine_with_warmup, crop_flip, train_batches
+from rft_ray.training.optim import build_optimizer
+from rft_ray.training.setup import Run, crop_flip, resolve_workers, train_batches
+
+
+# Steps between reads of the loss on the host (besides evaluation points), where divergence is noticed.
+FINITE_CHECK_EVERY = 100
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run stops with the records it has."""
+
+
+class LossTracker:
+    """The training loss, kept on the device between reads: its running sum since the last evaluation point,
+    and the first step (and value) at which it was not finite. Nothing here waits for the device."""
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), device=device)
+        self.count = 0
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        newly_bad = (self.bad_step < 0) & ~torch.isfinite(loss)
+        self.bad_step.masked_fill_(newly_bad, step)
+        self.bad_value = torch.where(newly_bad, loss.float(), self.bad_value)
+        self.total += loss.float()
+        self.count += 1
+
+    def check(self, run: str, setting: str, kept: int) -> None:
+        """Raise TrainingDiverged naming the first step whose loss was not finite, if there was one."""
+        bad_step = int(self.bad_step)
+        if bad_step >= 0:
+            raise TrainingDiverged(f"{run}: loss became {self.bad_value.item()} at step {bad_step} ({setting}); "
+                                   f"the {kept} records before it are kept")
+
+    def take_mean(self) -> float:
+        """The mean loss since the last call (one host read)."""
+        mean = self.total.item() / max(1, self.count)
+        self.total.zero_()
+        self.count = 0
+        return mean
 
 
 class RunObserver(Protocol):
@@ -42,9 +80,10 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, opt
     """Optimizer step `step` (0-based) on one uint8 batch: augmentation, autocast forward, backward,
     clipping, AdamW and the schedule. Returns the loss (computed before the update). `rft estimate`
     times this same function."""
-    if training.augment == "crop_flip":
+    images = images.to(device, non_blocking=True)
+    if training.augment == "crop_flip":  # on the device: one gather instead of a Python loop on the host
         images = crop_flip(images, seed=training.seed * 1_000_003 + step)
-    images = images.to(device, non_blocking=True).float().div_(255.0)
+    images = images.float().div_(255.0)
     labels = labels.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         loss = F.cross_entropy(model(images), labels)
@@ -100,9 +139,7 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     model, device, dtype, t = run.model, run.device, run.dtype, spec.training
     sets = EvalSets.from_bundle(run.bundle, spec)
     schedule = EvalSchedule.from_spec(spec.evaluation)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(run.total_steps, t.warmup_fraction))
+    optimizer, scheduler, trainable = build_optimizer(model, t, run.total_steps)
     context = RunContext(spec, model, optimizer, scheduler, device, run.total_steps)
 
     point_hooks = hooks(observers, "records_changed")
@@ -140,23 +177,23 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     if state is None:  # a fresh run measures step 0; a resumed one already has it among its records
         evaluation_point(float("nan"))
     model.train()
-    loss_sum, loss_count = 0.0, 0
-    batches = train_batches(run.bundle.train, run.order, step, t.num_workers)
-    while step < run.total_steps:
-        for hook in step_hooks:
-            hook(step + 1, context)
-        images, labels = next(batches)
-        loss = train_step(model, images, labels, optimizer, scheduler, trainable, t, step, device, dtype)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"run {spec.run_id}: loss became {loss.item()} at step {step + 1} "
-                                   f"(lr {t.lr:g}); the {len(records)} records before it are kept")
-        step += 1
-        loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
-        if bar is not None:
-            bar.update(1)
-        if schedule.is_point(step, run.total_steps):
-            evaluation_point(loss_sum / loss_count)
-            loss_sum, loss_count = 0.0, 0
+    losses = LossTracker(device)
+    batches = train_batches(run.bundle.train, run.order, step, resolve_workers(t.num_workers))
+    with contextlib.closing(batches):  # the batch thread stops with the run, whether it ends or raises
+        while step < run.total_steps:
+            for hook in step_hooks:
+                hook(step + 1, context)
+            images, labels = next(batches)
+            loss = train_step(model, images, labels, optimizer, scheduler, trainable, t, step, device, dtype)
+            step += 1
+            losses.add(loss, step)
+            if bar is not None:
+                bar.update(1)
+            point = schedule.is_point(step, run.total_steps)
+            if point or step % FINITE_CHECK_EVERY == 0:  # the only reads of the loss: no host sync on other steps
+                losses.check(f"run {spec.run_id}", f"lr {t.lr:g}", len(records))
+            if point:
+                evaluation_point(losses.take_mean())
     if bar is not None:
         bar.close()
     return records

@@ -81,7 +81,7 @@ It is the upstream model of the embedded default: small enough that PGD evaluati
 | training | {t.epochs:g} epochs ({final.step} steps of {t.batch_size}), AdamW lr {t.lr:g}, weight decay {t.weight_decay:g}, cosine schedule with {t.warmup_fraction:.0%} warm-up, gradient clipping {t.grad_clip}, random crop + flip, seed {t.seed} |
 | CIFAR-10 test accuracy | **{final.test_clean_acc:.4f}** (all 10,000 test images) |
 | CIFAR-10 train accuracy | {final.train_clean_acc:.4f} (fixed 2,000-image subset) |
-| PGD accuracy (eps 1/255, 15 steps) | {final.pgd_adv_acc:.4f} (first 500 test images) |
+| PGD accuracy (eps 1/255, 15 steps) | {final.pgd_adv_acc:.4f} (a seeded, class-stratified 500 of the test images) |
 | wall time | {seconds / 60:.1f} min on {platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads |
 | file | `{weights.name}`, safetensors, sha256 `{digest}` |
 

@@ -1,9 +1,11 @@
 """What a run builds before its first step: device and precision, data, model and strategy, the seeded
-batch order, the learning-rate schedule and the training augmentation."""
+batch order and the training augmentation (the optimizer and schedule: `rft_ray.training.optim`)."""
 from __future__ import annotations
 
-import math
+import os
+import queue
 import random
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +46,16 @@ def resolve_image_size(spec: RunSpec) -> int:
     return int(size[0]) if size else int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
 
 
+def resolve_workers(choice: int | str) -> int:
+    """DataLoader workers: the number given, or for auto the CPUs this run was given less one (Ray sets
+    OMP_NUM_THREADS to a trial worker's CPUs; else the CPUs this process may run on)."""
+    if choice != "auto":
+        return int(choice)
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    cpus = int(given) if given.isdigit() and int(given) > 0 else len(os.sched_getaffinity(0))
+    return max(0, min(64, cpus - 1))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -66,18 +78,6 @@ class BatchOrder:
             for i in range(offset, self.steps_per_epoch):
                 yield order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
             epoch, offset = epoch + 1, 0
-
-
-def cosine_with_warmup(total_steps: int, warmup_fraction: float):
-    warmup = int(round(warmup_fraction * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 @dataclass
@@ -109,17 +109,24 @@ class Run:
 
 
 def crop_flip(images: torch.Tensor, seed: int) -> torch.Tensor:
-    """Random crop with reflection padding of 1/8 of the size, and horizontal flip; seeded per step."""
+    """Random crop with reflection padding of 1/8 of the size, and horizontal flip, seeded per step, on the
+    images' own device (one gather; the offsets and flips are drawn on the CPU, so every device draws alike).
+    Returns float pixels in [0, 255]."""
     generator = torch.Generator().manual_seed(seed)
     n, _, size, _ = images.shape
     pad = max(1, size // 8)
-    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     flip = torch.rand(n, generator=generator) < 0.5
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size] for i in range(n)])
-    out[flip] = out[flip].flip(-1)
-    return out.to(images.dtype)
+    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
+    span = torch.arange(size)
+    rows = dy[:, None] + span  # [n, size]
+    cols = torch.where(flip[:, None], dx[:, None] + size - 1 - span, dx[:, None] + span)
+    device = images.device
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    channel = torch.arange(images.shape[1], device=device)[None, :, None, None]
+    rows, cols = rows.to(device, non_blocking=True), cols.to(device, non_blocking=True)
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 class _BatchSampler:
@@ -130,11 +137,58 @@ class _BatchSampler:
         return self.order.batches(self.start_step)
 
 
+class Prefetched:
+    """The batches of `source`, each prepared in a background thread while the device works on the one
+    before (gathered, and pinned when `pin`, so the copy to the GPU is asynchronous). Same batches, same order;
+    an error in the thread is raised by the next `next()`. `close()` stops the thread."""
+
+    def __init__(self, source, depth: int = 2, pin: bool = False):
+        self.source, self.pin = source, pin
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._fill, name="rft-prefetch", daemon=True)
+        self.thread.start()
+
+    def _fill(self) -> None:
+        try:
+            for images, labels in self.source:
+                if self.pin:
+                    images, labels = images.pin_memory(), labels.pin_memory()
+                while not self._offer((images, labels)):
+                    if self.stopped.is_set():
+                        return
+        except BaseException as err:  # handed to the training thread, which raises it
+            self._offer(err)
+
+    def _offer(self, item) -> bool:
+        try:
+            self.queue.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+
 def train_batches(images: ImageSet, order: BatchOrder, start_step: int, num_workers: int):
-    """Endless (uint8 images, labels) batches in `order`; decodes the whole split once when it fits."""
+    """Endless (uint8 images, labels) batches in `order`; decodes the whole split once when it fits (and then
+    gathers each batch ahead, in a thread), else decodes per batch in `num_workers` DataLoader workers."""
+    pin = torch.cuda.is_available()
     if len(images) * 3 * images.size * images.size <= TRAIN_CACHE_BYTES:
         pixels, labels = images.materialize()
-        return ((pixels[idx], labels[idx]) for idx in order.batches(start_step))
+        return Prefetched(((pixels[idx], labels[idx]) for idx in order.batches(start_step)), pin=pin)
     loader = torch.utils.data.DataLoader(images, batch_sampler=_BatchSampler(order, start_step),
-                                         num_workers=num_workers, pin_memory=torch.cuda.is_available())
-    return iter(loader)
+                                         num_workers=num_workers, pin_memory=pin,
+                                         prefetch_factor=2 if num_workers else None)
+    return Prefetched(iter(loader))  # the loader pins; the thread overlaps decoding without workers too
