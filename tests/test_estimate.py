@@ -6,6 +6,7 @@ calibration itself (a tiny model, a few steps).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -60,16 +61,19 @@ def test_paper_counts_from_known_sizes():
     assert plan.trials == 210 and len(plan.groups) == 35
     assert plan.concurrency == 8
     cifar = next(g for g in plan.groups if g.dataset == "cifar10" and g.strategy == "lora")
-    assert cifar.sizes.source == "known" and (cifar.sizes.train, cifar.sizes.test) == (50_000, 10_000)
-    assert cifar.trials == 6
-    assert cifar.steps == 20 * (50_000 // 128)  # epochs x full batches (drop_last)
-    expected_points = EvalSchedule.from_spec(RunSpec().evaluation).points(cifar.steps)
-    assert cifar.points == len(expected_points) == 15 + 3 + 1 + 1  # to 700 by 50, 1000-3000, 6000, final
+    # the paper_code recipe holds out 10% for validation, as the paper's code
+    assert cifar.sizes.source == "known" and (cifar.sizes.train, cifar.sizes.test) == (45_000, 10_000)
+    assert cifar.trials == 6 and cifar.pgd_verdict == "final_iterate"
+    assert cifar.steps == 20 * (45_000 // 128)  # epochs x full batches (drop_last)
+    expected_points = EvalSchedule.from_spec(RunSpec.from_dict({"recipe": "paper_code"}).evaluation).points(cifar.steps)
+    # the paper's code's schedule: 0, 50, 100, every 30 to 300, every 200 to 1000, 2000, 4000, the final step
+    assert cifar.points == len(expected_points) == 3 + 7 + 4 + 1 + 1 + 1
     assert cifar.clean_images_per_point == 1000 + 10_000 + 4 * 1000  # test_examples null: the whole test split
     assert cifar.pgd_images_per_point == 1000
     assert cifar.pgd_iteration_images_full == cifar.points * 1000 * 15
     caltech = next(g for g in plan.groups if g.dataset == "caltech256")
-    assert caltech.sizes.test == round(0.2 * 29_780) and caltech.sizes.train == 29_780 - caltech.sizes.test
+    test = round(0.2 * 30_607)  # with the clutter class, as the paper
+    assert caltech.sizes.test == test and caltech.sizes.train == 30_607 - test - round(0.1 * (30_607 - test))
     full = next(g for g in plan.groups if g.strategy == "full" and g.dataset == "cifar10")
     assert full.trials == 6  # its own 3 x 2 grid
 
@@ -179,6 +183,11 @@ def test_cli_text_for_the_paper(capsys):
                  "--eval-s-per-image", "0.001", "--pgd-s-per-iteration-image", "0.002"]) == 0
     out = capsys.readouterr().out
     assert "210 trial(s)" in out and "accelerator-hours" in out and "robust accuracy 0.30" in out
+    # the paper's recipe judges the final iterate of every image: no early exit, so the full column is its cost
+    assert "PGD verdict final_iterate (no early exit) in 35 of 35 group(s): the full PGD column is this spec" in out
+    full_total = re.search(r"total at robust accuracy .*\(full PGD: ([\d,.]+ h)\)", out).group(1)
+    wall = re.search(r"wall clock at 8 trial\(s\) at once: about ([\d,.]+ h) \(early-exit PGD", out).group(1)
+    assert float(wall[:-2].replace(",", "")) == pytest.approx(float(full_total[:-2].replace(",", "")) / 8, rel=0.02)
 
 
 def test_known_sizes_come_from_the_dataset_entry():

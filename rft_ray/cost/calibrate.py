@@ -115,19 +115,18 @@ def _engine_steps(run: RunSpec, model, device) -> tuple[Callable, Callable, Call
 
     train: `train_step` on uint8 images on the host, as the loop feeds them (augmentation, autocast,
     clipping, AdamW and the schedule per the run's training section); clean: `clean_correct` on uint8
-    images with the evaluator's autocast; pgd: one `pgd_iteration` on float images already on the device.
+    images with the evaluator's autocast; pgd: one `pgd_iteration` on float images already on the device, in the
+    spec's PGD arithmetic.
     """
-    import torch
 
-    from rft_ray.evaluation.robustness import clean_correct, pgd_iteration
+    from rft_ray.evaluation.robustness import clean_correct, pgd_arithmetic, pgd_iteration
     from rft_ray.training.loop import train_step
-    from rft_ray.training.setup import autocast_dtype, cosine_with_warmup
+    from rft_ray.training.optim import build_optimizer
+    from rft_ray.training.setup import autocast_dtype
 
     t = run.training
     dtype = autocast_dtype(t.precision, device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(_SCHEDULE_STEPS, t.warmup_fraction))
+    optimizer, scheduler, trainable = build_optimizer(model, t, _SCHEDULE_STEPS)
     step = itertools.count()
 
     def train(images, labels):
@@ -140,7 +139,8 @@ def _engine_steps(run: RunSpec, model, device) -> tuple[Callable, Callable, Call
 
     def pgd(images, labels):
         model.eval()
-        pgd_iteration(model, images, labels)
+        with pgd_arithmetic(run.evaluation.pgd.precision, device) as pgd_dtype:
+            pgd_iteration(model, images, labels, dtype=pgd_dtype)
 
     return train, clean, pgd
 

@@ -91,6 +91,7 @@ class RunCount:
     pgd_images_per_point: int  # images attacked at one radius
     pgd_radii: int
     pgd_steps: int
+    pgd_verdict: str  # any_iterate: early exit applies; final_iterate: every image for every step
     sizes: SplitSizes
     model: str
     image_size: int | None
@@ -128,7 +129,7 @@ def count_run(run: RunSpec, trials: int = 1, group: str | None = None) -> RunCou
     return RunCount(group=group or run.run_id, strategy=run.strategy.name, dataset=run.dataset.name, trials=trials,
                     batch_size=batch, steps=steps, points=points, clean_images_per_point=clean,
                     pgd_images_per_point=take(e.pgd.examples, test), pgd_radii=radii, pgd_steps=e.pgd.steps,
-                    sizes=sizes, model=run.model.name, image_size=run.model.image_size)
+                    pgd_verdict=e.pgd.verdict, sizes=sizes, model=run.model.name, image_size=run.model.image_size)
 
 
 @dataclass

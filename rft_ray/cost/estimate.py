@@ -269,9 +269,15 @@ def _hour_lines(plan: Plan, result: dict[str, Any]) -> list[str]:
                  f"breaking uniformly over the iterations (conservative); it saves {saving:.0%} of the total.")
     lines.append("total at robust accuracy " + ", ".join(f"{rr:.1f}: {_h(v)}" for rr, v in result["sensitivity"].items())
                  + f" (full PGD: {_h(full.total)})")
+    final = sorted({g.group for g in plan.groups if g.pgd_verdict == "final_iterate"})
+    all_final = len(final) == len(plan.groups)
+    if final:  # no early exit in these groups: their PGD costs the full column
+        lines.append(f"PGD verdict final_iterate (no early exit) in {len(final)} of {len(plan.groups)} group(s): "
+                     f"{'the full PGD column is this spec' if all_final else 'between the columns'}")
     if plan.concurrency:
-        lines.append(f"wall clock at {plan.concurrency} trial(s) at once: about {_h(ours.total / plan.concurrency)} "
-                     f"(full PGD {_h(full.total / plan.concurrency)})")
+        main, other, other_name = (full, ours, "early-exit PGD") if all_final else (ours, full, "full PGD")
+        lines.append(f"wall clock at {plan.concurrency} trial(s) at once: about {_h(main.total / plan.concurrency)} "
+                     f"({other_name} {_h(other.total / plan.concurrency)})")
     return lines
 
 
