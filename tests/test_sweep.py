@@ -132,7 +132,7 @@ def test_optuna_search_prunes_trials_stopped_before_their_budget():
 
 
 def test_group_seeds_differ_and_local_paths_become_absolute(tmp_path, monkeypatch):
-    from rft_ray.sweep.resources import absolute_paths
+    from rft_ray.sweep.inputs import absolute_paths
     from rft_ray.sweep.search import group_seed
 
     search = experiment_spec(tiny_experiment(tmp_path)).search
@@ -347,6 +347,17 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
     front = {i for i, p in points.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())}
     assert {t.trial_id for t in group.pareto} == front, (points, [t.trial_id for t in group.pareto])
     assert "Pareto set" in result.summary_markdown and result.summary[0]["trials"] == 3
+
+    # The Optuna study outlives the sweep (SQLite beside the results): the same trials, told complete with both
+    # objectives, under a name a later --overwrite run does not merge into.
+    import optuna
+
+    started = SweepFolder(experiment.storage_root).read_state()["started"]
+    study = optuna.load_study(study_name=f"lora-digits {started}", storage=experiment.optuna_storage_url())
+    assert experiment.optuna_storage_url() == f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}"
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 and len(study.directions) == 2
+    assert sorted(t.params["lr"] for t in study.trials) == pytest.approx(sorted(t.lr for t in group.trials))
+    assert sorted(t.values[0] for t in study.trials) == pytest.approx(sorted(p[0] for p in points.values()))
 
     client = MlflowClient(tracking_uri=experiment.tracking_uri())
     mlflow_experiment = client.get_experiment_by_name("tiny")

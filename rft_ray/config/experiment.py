@@ -58,14 +58,17 @@ class StrategyEntry:
 class ResourcesSpec:
     cpus_per_trial: float = described("CPU cores per trial (its one Ray Train worker)", 1.0)
     gpus_per_trial: Union[float, Literal["auto"]] = described(
-        "GPUs per trial; auto: 1 when the cluster has GPUs, else 0 (CPU)", "auto")
+        "GPUs per trial, 0 to 1 (a fraction shares a GPU; a trial runs one worker, so more would sit idle: run "
+        "more trials at once instead); auto: 1 when the cluster has or can add GPU nodes, else 0 (CPU)", "auto")
     max_concurrent_trials: Union[int, Literal["auto"]] = described(
-        "trials at once; auto: what the cluster's CPUs (or GPUs) hold", "auto")
+        "trials at once; auto: what the cluster's nodes (or its launcher config's node types) hold, at most a third "
+        "of search.num_samples beyond the sampler's start-up trials for model-based samplers", "auto")
 
     def __post_init__(self):
         check(0 < self.cpus_per_trial <= 512, "cpus_per_trial", f"must be in (0, 512], got {self.cpus_per_trial}")
-        check(self.gpus_per_trial == "auto" or 0 <= self.gpus_per_trial <= 16, "gpus_per_trial",
-              f"must be 0 to 16 or auto, got {self.gpus_per_trial}")
+        check(self.gpus_per_trial == "auto" or 0 <= self.gpus_per_trial <= 1, "gpus_per_trial",
+              f"must be 0 to 1 or auto (a trial trains on one worker, so a second GPU would sit idle; raise "
+              f"max_concurrent_trials to use more GPUs), got {self.gpus_per_trial}")
         check(self.max_concurrent_trials == "auto" or self.max_concurrent_trials >= 1, "max_concurrent_trials",
               f"must be at least 1 or auto, got {self.max_concurrent_trials}")
 
@@ -76,6 +79,9 @@ class TrackingSpec:
     mlflow_uri: str | None = described("tracking URI, e.g. http://mlflow.internal:5000 (null: a SQLite store "
                                        "<storage.path>/mlflow.db next to the results)", None)
     experiment_name: str | None = described("MLflow experiment (default: the sweep's name)", None)
+    optuna_storage: str | None = described("Optuna RDB storage URL holding each group's study, e.g. "
+                                           "postgresql://host/db (null: SQLite <storage.path>/optuna.db; for s3:// "
+                                           "storage a local results/<name>/optuna.db, uploaded at the end)", None)
 
 
 @dataclass
@@ -224,6 +230,9 @@ class ExperimentSpec:
         if self.tracking.mlflow_uri:
             return self.tracking.mlflow_uri
         return f"sqlite:///{self.local_dir() / 'mlflow.db'}"
+
+    def optuna_storage_url(self) -> str:
+        return self.tracking.optuna_storage or f"sqlite:///{self.local_dir() / 'optuna.db'}"
 
     def experiment_name(self) -> str:
         return self.tracking.experiment_name or self.name

@@ -53,6 +53,8 @@ class DatasetSpec:
                                   "for one task whichever loader reads it (e.g. cifar100 online, parquet offline)", None)
     root: str | None = described("local folder holding the data (for parquet: the base of relative train/test paths)", None)
     download: bool = described("let torchvision download cifar10/cifar100 into root when missing (needs a network)", False)
+    node_local: bool = described("the data is at `root` on every node that runs trials (e.g. synced by cluster.yaml), "
+                                 "not on the machine a sweep starts from: each trial checks it where it runs", False)
     val_fraction: float = described("share of the training data held out, seeded, as the validation split", 0.1)
     split_seed: int = described("seed of every split and evaluation subset (kept apart from the training seed, so "
                                 "runs with different seeds are measured on the same images)", 0)
@@ -101,6 +103,8 @@ class TrainingSpec:
         "training augmentation: none, or random crop (padding 1/8 of the size) and horizontal flip, seeded per step",
         "none")
     checkpoint: bool = described("save a resumable checkpoint at every evaluation point", True)
+    compile: bool = described("torch.compile the model in place (parameter names, checkpoints and results unchanged); "
+                              "the first steps and the first attack pay the compilation", False)
     num_workers: Union[int, Literal["auto"]] = described(
         "DataLoader worker processes for training batches that are decoded per batch (splits too large to decode "
         "once); auto: the CPUs the run was given (Ray's OMP_NUM_THREADS for a trial, else this process's CPUs) "

@@ -15,6 +15,7 @@ restores the others with `Tuner.restore` (searcher state included).
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,23 +25,32 @@ from rft_ray.config.experiment import ExperimentSpec
 from rft_ray.results.store import ResultStore
 from rft_ray.sweep.group import run_group
 from rft_ray.sweep.report import write_analysis, write_summary
-from rft_ray.sweep.resources import check_local_inputs, ensure_ray, resolve_resources
+from rft_ray.sweep.inputs import check_head_inputs
+from rft_ray.sweep.resources import ensure_ray, resolve_resources
 from rft_ray.sweep.results import GroupResult, SweepResult
-from rft_ray.sweep.state import STATE_FILE, SweepError, SweepFolder, SweepInterrupted
+from rft_ray.sweep.state import (
+    STATE_FILE,
+    SweepError,
+    SweepFolder,
+    SweepInterrupted,
+    changed_settings,
+    settings_of,
+)
 
 
 def run_sweep(experiment: ExperimentSpec, resume: bool = False, overwrite: bool = False,
-              address: str | None = None, spec_path: str | None = None, analyze: bool = True) -> SweepResult:
+              address: str | None = None, spec_path: str | None = None, analyze: bool = True,
+              cluster_config: str | None = None) -> SweepResult:
     """Run (or with `resume`, continue) every group of the experiment; see the module docstring."""
     began = time.time()
     folder = SweepFolder(experiment.storage_root)
     state = _open_state(experiment, folder, resume, overwrite)
     ResultStore(experiment.store_root).ensure_writable()
-    check_local_inputs(experiment)
+    check_head_inputs(experiment)
 
     started_ray = ensure_ray(address)
     try:
-        resources = resolve_resources(experiment)
+        resources = resolve_resources(experiment, cluster_config)
         tracking = _start_tracking(experiment, state, spec_path)
         state["parent_run_id"] = tracking.parent or state.get("parent_run_id")
         folder.write_state(state)
@@ -67,14 +77,37 @@ def _open_state(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, o
             raise SpecError(f"the spec changed since the sweep in {experiment.storage_root} started (name, base, "
                             "strategies, datasets or search differ); resume with the same spec, or start anew with "
                             "--overwrite or another storage.path")
+        _check_resumable_settings(experiment, state, folder)
         return state
     if state is not None:
         if not overwrite:
             raise SweepError(f"{experiment.storage_root} already holds a sweep ({STATE_FILE}); continue it with "
                              "--resume, or start again with --overwrite (its results are replaced)")
         folder.clear()
-    return {"name": experiment.name, "fingerprint": experiment.fingerprint(), "spec": experiment.to_dict(),
-            "groups": {}, "parent_run_id": None, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    spec = experiment.to_dict()
+    return {"name": experiment.name, "fingerprint": experiment.fingerprint(), "spec": spec,
+            "settings": settings_of(spec), "groups": {}, "parent_run_id": None,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _check_resumable_settings(experiment: ExperimentSpec, state: dict[str, Any], folder: SweepFolder) -> None:
+    """Settings changed since the sweep started apply to the groups not started yet; a group Tune restores keeps
+    its own, so with one left the resume is refused, naming what changed. Accepted settings become the state's."""
+    now = settings_of(experiment.to_dict())
+    changed = changed_settings(state.get("settings") or now, now)
+    if not changed:
+        return
+    from ray import tune
+
+    left = [g.name for g in experiment.groups if state["groups"].get(g.name, {}).get("status") != "done"
+            and tune.Tuner.can_restore(folder.uri("tune", g.name))]
+    if left:
+        raise SweepError(f"--resume would restore the interrupted group {left[0]} with the settings it started with, "
+                         f"not the changed {'; '.join(changed)}; resume with those settings (they apply to groups not "
+                         "started yet only when no group is half done), or start anew with --overwrite")
+    print(f"rft sweep: resuming with changed settings for the groups not started yet: {'; '.join(changed)}",
+          file=sys.stderr, flush=True)
+    state["settings"] = now
 
 
 def _run_groups(experiment: ExperimentSpec, state: dict[str, Any], folder: SweepFolder, resources: dict[str, Any],
@@ -94,7 +127,7 @@ def _run_groups(experiment: ExperimentSpec, state: dict[str, Any], folder: Sweep
 
             callbacks.append(MLflowTrialCallback(tracking.tracker.uri, tracking.experiment_id, tracking.parent,
                                                  group, store_root=experiment.store_root))
-        result = run_group(experiment, group, resources, folder, callbacks)
+        result = run_group(experiment, group, resources, folder, callbacks, state["started"])
         state["groups"][group.name] = result.to_dict()
         folder.write_state(state)
         if result.status == "interrupted":
@@ -102,6 +135,15 @@ def _run_groups(experiment: ExperimentSpec, state: dict[str, Any], folder: Sweep
                                    f"`rft sweep {spec_path or '<spec>'} --resume`")
         results.append(result)
     return results
+
+
+def _upload_local_outputs(experiment: ExperimentSpec, folder: SweepFolder, local: Path) -> None:
+    names = ["summary.md", "summary.json", "experiment.json", "analysis"]
+    for uri in (experiment.tracking_uri(), experiment.optuna_storage_url()):
+        if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).parent == local:
+            names.append(Path(uri[len("sqlite:///"):]).name)
+    written = [uri for uri in (folder.upload(local / name) for name in names) if uri]
+    print(f"rft sweep: copied {', '.join(Path(u).name for u in written)} to {folder.root}", flush=True)
 
 
 class _Tracking:
@@ -153,6 +195,8 @@ def _finish(experiment: ExperimentSpec, state: dict[str, Any], folder: SweepFold
         if analysis_dir:
             tracker.log_artifacts(parent, [analysis_dir], "analysis")
         tracker.finish(parent)
+    if experiment.is_remote:  # the head's disk goes with `ray down`: keep what only it holds with the results
+        _upload_local_outputs(experiment, folder, local)
     wall = time.time() - began
     state["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     state["wall_seconds_last_invocation"] = round(wall, 1)

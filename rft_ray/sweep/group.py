@@ -7,7 +7,6 @@ from typing import Any
 
 from rft_ray.config.experiment import ExperimentSpec, Group
 from rft_ray.results.store import ResultStore
-from rft_ray.sweep.resources import DRIVER_RESOURCES
 from rft_ray.sweep.results import GroupResult, TrialSummary, pareto_set, trial_summaries
 from rft_ray.sweep.search import param_space, tune_config
 from rft_ray.sweep.state import SweepFolder
@@ -37,13 +36,13 @@ def _set_aside_orphans(folder: SweepFolder, experiment: ExperimentSpec, group: G
 
 
 def run_group(experiment: ExperimentSpec, group: Group, resources: dict[str, Any], folder: SweepFolder,
-               callbacks: list) -> GroupResult:
+              callbacks: list, sweep_started: str) -> GroupResult:
     from ray import tune
 
     tune_root = folder.uri("tune")
     path = folder.uri("tune", group.name)
     space = param_space(experiment, group, resources)
-    trainable = tune.with_resources(trial_driver, DRIVER_RESOURCES)
+    trainable = tune.with_resources(trial_driver, resources["driver_resources"])
     if tune.Tuner.can_restore(path):
         print(f"rft sweep: {group.name}: restoring the interrupted search from {path}", flush=True)
         tuner = tune.Tuner.restore(path, trainable=trainable, param_space=space, resume_unfinished=True,
@@ -52,7 +51,7 @@ def run_group(experiment: ExperimentSpec, group: Group, resources: dict[str, Any
         tuner = tune.Tuner(
             trainable,
             param_space=space,
-            tune_config=tune_config(experiment, group, resources),
+            tune_config=tune_config(experiment, group, resources, sweep_started),
             run_config=tune.RunConfig(
                 name=group.name,
                 storage_path=tune_root,

@@ -1,18 +1,26 @@
-"""Where a sweep's trials run: Ray connected or started, per-trial resources and concurrency resolved from
-the cluster, and each group's local inputs checked (and made absolute) before any trial starts."""
+"""Where a sweep's trials run: Ray connected or started, per-trial resources and concurrency resolved from the
+cluster (the nodes alive now and, on an autoscaling cluster, the node types its launcher config can add), and a
+request that no node could ever hold refused before any trial waits for it."""
 from __future__ import annotations
 
-import json
+import math
 import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from rft_ray.config import SpecError
 from rft_ray.config.experiment import ExperimentSpec
+from rft_ray.sweep.state import SweepError
 
-# The Tune driver of a trial holds no CPU (its Train worker does); a non-zero resource keeps Tune from
-# defaulting it to one CPU.
+# A trial's Tune driver holds no CPU (its Train worker does); "memory": 1 keeps Tune from defaulting it to one CPU.
 DRIVER_RESOURCES = {"cpu": 0, "memory": 1}
+# A custom resource the head advertises (cluster.yaml, kuberay/rayjob.yaml): trial drivers request one unit, so
+# they and their Ray Train controllers (placed on the driver's node) stay on the head, not on a spot GPU node
+# whose pre-emption would kill them. Clusters without it (a laptop, a test cluster) are unaffected.
+DRIVER_NODE_RESOURCE = "rft_driver"
+# Where `ray up` leaves the launcher config on the head node.
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
 def ensure_ray(address: str | None) -> bool:
@@ -27,77 +35,144 @@ def ensure_ray(address: str | None) -> bool:
     return True
 
 
-def resolve_resources(experiment: ExperimentSpec) -> dict[str, Any]:
-    """Concrete per-trial resources and concurrency from the spec and the cluster's resources now."""
+def driver_resources(cluster: dict[str, float]) -> dict[str, float]:
+    """What each trial's driver asks for: on the head when the cluster marks it, else anywhere (0 CPU)."""
+    if cluster.get(DRIVER_NODE_RESOURCE, 0) >= 1:
+        return {**DRIVER_RESOURCES, DRIVER_NODE_RESOURCE: 1}
+    return dict(DRIVER_RESOURCES)
+
+
+@dataclass(frozen=True)
+class NodeOffer:
+    """What one node (alive now) or one node type (that the autoscaler may add up to `count` of) offers."""
+
+    name: str
+    cpus: float
+    gpus: float
+    count: int  # nodes of this kind: 1 for a live node, max_workers for a node type
+
+    def fits(self, cpus: float, gpus: float) -> int:
+        """How many trials one such node holds at once."""
+        by_cpu = math.floor(self.cpus / cpus + 1e-9)
+        by_gpu = math.floor(self.gpus / gpus + 1e-9) if gpus > 0 else by_cpu
+        return max(0, min(by_cpu, by_gpu))
+
+    def describe(self) -> str:
+        many = f" (up to {self.count})" if self.count > 1 else ""
+        return f"{self.name}{many}: {self.cpus:g} CPU, {self.gpus:g} GPU"
+
+
+def launcher_node_types(path: str | Path) -> list[NodeOffer]:
+    """The node types of a Ray cluster launcher config (cluster.yaml, or the head's bootstrap copy) that declare
+    CPUs or GPUs in `resources` (as cluster.yaml does, so that `auto` counts GPU nodes before any exists); empty
+    when none does (then the live nodes are all `auto` knows of)."""
+    import yaml
+
+    path = Path(path).expanduser()
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise SweepError(f"cannot read the cluster launcher config {path}: {err}") from None
+    types = config.get("available_node_types") if isinstance(config, dict) else None
+    if not isinstance(types, dict) or not types:
+        raise SweepError(f"{path} has no available_node_types: not a Ray cluster launcher config")
+    head = config.get("head_node_type")
+    offers = []
+    for name, node_type in types.items():
+        declared = node_type.get("resources") or {}
+        count = 1 if name == head else int(node_type.get("max_workers", config.get("max_workers", 0)))
+        if count > 0 and (declared.get("CPU") or declared.get("GPU")):  # else it offers trials nothing we know of
+            offers.append(NodeOffer(f"node type {name}", float(declared.get("CPU", 0)), float(declared.get("GPU", 0)),
+                                    count))
+    return offers
+
+
+def find_launcher_config(explicit: str | None) -> str | None:
+    """The launcher config `auto` reads: the one given (--cluster-config, RFT_CLUSTER_CONFIG), else the head's
+    bootstrap copy when this is the head of a `ray up` cluster, else none (the nodes alive now are all there is)."""
+    chosen = explicit or os.environ.get("RFT_CLUSTER_CONFIG")
+    if chosen:
+        if not Path(chosen).expanduser().is_file():
+            raise SweepError(f"the cluster launcher config {chosen} does not exist (--cluster-config or "
+                             "RFT_CLUSTER_CONFIG)")
+        return chosen
+    bootstrap = Path(BOOTSTRAP_CONFIG).expanduser()
+    return str(bootstrap) if bootstrap.is_file() else None
+
+
+def live_nodes() -> list[NodeOffer]:
     import ray
 
+    offers = []
+    for node in ray.nodes():
+        if node.get("Alive"):
+            total = node.get("Resources", {})
+            offers.append(NodeOffer(f"node {node.get('NodeManagerAddress', '?')}", float(total.get("CPU", 0)),
+                                    float(total.get("GPU", 0)), 1))
+    return offers
+
+
+def plan_resources(experiment: ExperimentSpec, nodes: list[NodeOffer],
+                   node_types: list[NodeOffer] | None) -> dict[str, Any]:
+    """Per-trial CPUs and GPUs and the number of trials at once, from the spec and what the cluster offers:
+    `node_types` (an autoscaling cluster's launcher config) when known, else the live `nodes`. Raises
+    SweepError when no node or node type could ever hold one trial (Ray would wait for it forever)."""
     spec = experiment.resources
-    total = ray.cluster_resources()
-    cluster_gpus, cluster_cpus = float(total.get("GPU", 0)), float(total.get("CPU", 0))
+    offers = node_types if node_types else nodes
+    cpus = float(spec.cpus_per_trial)
     gpus = spec.gpus_per_trial
     if gpus == "auto":
-        gpus = 1.0 if cluster_gpus >= 1 else 0.0
-    cpus = float(spec.cpus_per_trial)
+        gpus = 1.0 if any(o.gpus >= 1 for o in offers) else 0.0
+    gpus = float(gpus)
+    if not any(o.fits(cpus, gpus) for o in offers):
+        what = "node types of the cluster launcher config" if node_types else "nodes of the cluster"
+        raise SweepError(f"no node can run a trial: each asks for {cpus:g} CPU and {gpus:g} GPU "
+                         f"(resources.cpus_per_trial, resources.gpus_per_trial), and the {what} offer "
+                         f"{'; '.join(o.describe() for o in offers) or 'nothing'}")
+    notes = []
     concurrent = spec.max_concurrent_trials
     if concurrent == "auto":
-        if gpus > 0:
-            concurrent = int(cluster_gpus // gpus)
-        else:
-            concurrent = int(cluster_cpus // cpus)
-        if concurrent < 1:
-            print(f"rft sweep: the cluster has {cluster_cpus:g} CPUs and {cluster_gpus:g} GPUs now, less than one "
-                  f"trial's {cpus:g} CPU / {gpus:g} GPU; running one trial at a time (set "
-                  "resources.max_concurrent_trials for an autoscaling cluster)", file=sys.stderr)
-            concurrent = 1
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+        concurrent = max(1, sum(o.fits(cpus, gpus) * o.count for o in offers))
+        notes.append(f"{concurrent} fit the {'node types (at their max_workers)' if node_types else 'nodes now'}")
+        cap = learning_cap(experiment)
+        if cap is not None and concurrent > cap:
+            concurrent = cap
+            notes.append(f"at most {cap} at once so that the {experiment.search.sampler_name()} sampler's trials "
+                         "after its start-up ones learn from finished trials")
+    return {"cpus_per_trial": cpus, "gpus_per_trial": gpus, "max_concurrent_trials": int(concurrent),
+            "cluster_cpus": sum(o.cpus for o in nodes), "cluster_gpus": sum(o.gpus for o in nodes),
+            "nodes": len(nodes), "autoscaling": bool(node_types), "concurrency_notes": notes}
+
+
+def learning_cap(experiment: ExperimentSpec) -> int | None:
+    """Trials at once that leave a model-based sampler (TPE, GP, NSGA-II) something to learn from: its start-up
+    trials are drawn independently and may all run together; beyond them, a third of the budget at most. None for
+    random search and grids (nothing to learn)."""
+    from rft_ray.config.search import startup_trials
+
+    search = experiment.search
+    if search.mode != "optuna" or search.sampler_name() == "random":
+        return None
+    budget = int(search.num_samples or 1)
+    startup = startup_trials(search)
+    if budget <= startup:
+        return None
+    return max(1, startup, budget // 3)
+
+
+def resolve_resources(experiment: ExperimentSpec, cluster_config: str | None = None) -> dict[str, Any]:
+    """`plan_resources` for the connected Ray cluster, saying what it chose and why."""
+    import ray
+
+    config = find_launcher_config(cluster_config)
+    nodes = live_nodes()
+    plan = plan_resources(experiment, nodes, launcher_node_types(config) if config else None)
+    plan["driver_resources"] = driver_resources(ray.cluster_resources())
+    plan["cluster_config"] = config
+    if plan["concurrency_notes"]:
+        print(f"rft sweep: max_concurrent_trials auto = {plan['max_concurrent_trials']}: "
+              f"{'; '.join(plan['concurrency_notes'])}", file=sys.stderr, flush=True)
     if len(nodes) > 1 and not experiment.is_remote:
         print(f"rft sweep: note: {len(nodes)} nodes share a local storage path ({experiment.storage_root}); "
               "that works only on a shared file system (use s3:// or gs:// otherwise)", file=sys.stderr)
-    return {"cpus_per_trial": cpus, "gpus_per_trial": float(gpus), "max_concurrent_trials": int(concurrent),
-            "cluster_cpus": cluster_cpus, "cluster_gpus": cluster_gpus, "nodes": len(nodes)}
-
-
-def absolute_paths(run: dict[str, Any]) -> dict[str, Any]:
-    """Make the run's local paths absolute (relative to where the sweep starts): Ray Train runs each worker
-    in its own trial folder, where a relative `dataset.root` would point nowhere."""
-    def fix(value: Any) -> Any:
-        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
-            return os.path.abspath(os.path.expanduser(value))
-        return value
-
-    dataset, model = run.get("dataset") or {}, run.get("model") or {}
-    if dataset.get("root"):
-        dataset["root"] = fix(dataset["root"])
-    elif isinstance(dataset.get("options"), dict):  # parquet splits are relative to root, else to here
-        for key in ("train", "test"):
-            if dataset["options"].get(key):
-                dataset["options"][key] = fix(dataset["options"][key])
-    if model.get("weights"):
-        model["weights"] = fix(model["weights"])
-    return run
-
-
-def check_local_inputs(experiment: ExperimentSpec) -> None:
-    """Fail before Ray starts when a group's local data or weight file is missing (every trial would fail on
-    it, one Ray Train start-up each): the error names the field, the group and the path."""
-    for group in experiment.groups:
-        run = absolute_paths(json.loads(json.dumps(group.run)))
-        dataset, model = run.get("dataset") or {}, run.get("model") or {}
-        needed = []
-        root = dataset.get("root")
-        if root and "://" not in root:
-            needed.append(("dataset.root", root, os.path.isdir))
-        options = dataset.get("options") if isinstance(dataset.get("options"), dict) else {}
-        if dataset.get("name") == "parquet":
-            for key in ("train", "test"):
-                value = options.get(key)
-                if isinstance(value, str) and value and "://" not in value and not (root and "://" in root):
-                    path = value if os.path.isabs(value) or not root else os.path.join(root, value)
-                    needed.append((f"dataset.options.{key}", path, os.path.isfile))
-        if model.get("source") == "file" and model.get("weights") and "://" not in model["weights"]:
-            needed.append(("model.weights", model["weights"], os.path.isfile))
-        for field_name, path, exists in needed:
-            if not exists(os.path.expanduser(path)):
-                kind = "folder" if exists is os.path.isdir else "file"
-                raise SpecError(f"group {group.name}: the {kind} {path} does not exist (on this machine: a sweep "
-                                "reads local data from the same path on every node)", field_name)
+    return plan

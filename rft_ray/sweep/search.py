@@ -8,13 +8,14 @@ import math
 import warnings
 import zlib
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
 from rft_ray.config.experiment import ExperimentSpec, Group
 from rft_ray.config.search import SearchSpec, startup_trials
-from rft_ray.sweep.resources import absolute_paths
+from rft_ray.sweep.inputs import absolute_paths
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,25 @@ def param_space(experiment: ExperimentSpec, group: Group, resources: dict[str, A
     }
 
 
-def tune_config(experiment: ExperimentSpec, group: Group, resources: dict[str, Any]):
+def study_name(group: Group, sweep_started: str) -> str:
+    """One Optuna study per group and sweep: a rerun with --overwrite starts new studies beside the old ones
+    (never merging into them); --resume keeps the sweep's start, so its groups continue their studies."""
+    return f"{group.name} {sweep_started}"
+
+
+def optuna_storage(experiment: ExperimentSpec):
+    """The RDB storage the studies live in (SQLite by default), so they outlive the sweep: optuna-dashboard,
+    `optuna.load_study`, or a look at what the sampler saw."""
+    import optuna
+
+    url = experiment.optuna_storage_url()
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return optuna.storages.RDBStorage(url)
+
+
+def tune_config(experiment: ExperimentSpec, group: Group, resources: dict[str, Any], sweep_started: str):
     from ray import tune
 
     search = experiment.search
@@ -148,7 +167,8 @@ def tune_config(experiment: ExperimentSpec, group: Group, resources: dict[str, A
         mode=[o.mode for o in objectives] if multi else objectives[0].mode,
         points_to_evaluate=[asdict(p) for p in group.points_to_evaluate] or None,
         sampler=make_sampler(search, group_seed(search, group.name)),
-        study_name=group.name,
+        study_name=study_name(group, sweep_started),
+        storage=optuna_storage(experiment),
     )
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=search.num_samples,
                            max_concurrent_trials=resources["max_concurrent_trials"])

@@ -2,7 +2,12 @@
 
 The folder (`storage.path`, local or s3:// / gs://) holds `sweep.json` (state: fingerprint, spec, parent
 MLflow run, finished groups), `store/` (Parquet), `tune/<group>/` (Tune experiments, restorable),
-`train/<run id>/` (Train runs and their checkpoints), `orphans/`, and locally `mlflow.db` and `analysis/`.
+`train/<run id>/` (Train runs and their checkpoints), `orphans/`, and locally `mlflow.db`, `optuna.db`, the
+summary and `analysis/` (for s3:// / gs:// folders a local results/<name>, uploaded into the folder at the end).
+
+`settings` in the state are the spec's sections a resume may not silently ignore (`CHANGEABLE`): Tune restores an
+interrupted group with the concurrency, retries and callbacks it started with, so `--resume` refuses to go on
+with different ones while such a group is left (`changed_settings`).
 """
 from __future__ import annotations
 
@@ -60,9 +65,44 @@ class SweepFolder:
         if self.fs.get_file_info(self._p(STATE_FILE)).type == pafs.FileType.File:
             self.fs.delete_file(self._p(STATE_FILE))
 
+    def upload(self, local: Path) -> str | None:
+        """Copy a local file or folder (e.g. the summary, analysis/, mlflow.db) into the sweep's folder under
+        its own name, replacing what was there; the URI written, or None when `local` does not exist."""
+        local = Path(local)
+        if not local.exists():
+            return None
+        target = self._p(local.name)
+        if local.is_dir() and self.fs.get_file_info(target).type == pafs.FileType.Directory:
+            self.fs.delete_dir(target)
+        if local.is_file():
+            self.fs.create_dir(self.path, recursive=True)
+        pafs.copy_files(str(local.resolve()), target, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.fs)
+        return self.uri(local.name)
+
     def move(self, source: str, target_dir: str) -> None:
         self.fs.create_dir(self._p(target_dir), recursive=True)
         self.fs.move(self._p(source), self._p(target_dir, Path(source).name))
+
+
+# What the fingerprint leaves out (a resume may change it) but an interrupted group keeps from its start.
+CHANGEABLE = ("resources", "failure", "tracking")
+
+
+def settings_of(spec: dict[str, Any]) -> dict[str, Any]:
+    return {key: spec.get(key) for key in CHANGEABLE}
+
+
+def changed_settings(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted fields whose values differ, e.g. ['resources.max_concurrent_trials: 2 -> 4']."""
+    out = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new:
+            out.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return out
 
 
 def read_sweep(root: str) -> tuple[str, SweepFolder, dict[str, Any]]:

@@ -22,6 +22,7 @@ from rft_ray.config import RunSpec, apply_overrides
 from rft_ray.results.files import filesystem_for, read_bytes, write_bytes
 from rft_ray.results.record import EvalRecord
 from rft_ray.specs import run_spec
+from rft_ray.sweep.inputs import check_trial_inputs
 from rft_ray.tracking.metrics import trial_metrics
 
 # A run whose loss diverged leaves this file in its Train run's folder: the trial ends errored with the reason,
@@ -108,6 +109,8 @@ def train_worker(config: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     run_id = context.get_experiment_name()  # the Train run's name: <group>-<trial id>
+    run = json.loads(config["run"]) if isinstance(config["run"], str) else config["run"]
+    check_trial_inputs(run)  # on this node, before any data is read; the error names the node
     spec = trial_run_spec(config, run_id)
     rank = context.get_world_rank()
     _limit_threads()
