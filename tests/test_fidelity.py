@@ -169,9 +169,28 @@ def test_optimizer_steps_follow_the_schedule_and_clip():
 
 
 def test_fp32_precision_is_honoured_on_a_gpu():
-    assert autocast_dtype("fp32", torch.device("cuda")) is None
-    assert autocast_dtype("auto", torch.device("cuda")) is torch.bfloat16
-    assert autocast_dtype("auto", CPU) is None
+    gpu = torch.device("cuda")
+    assert autocast_dtype("fp32", gpu, bf16_ok=True) is None
+    assert autocast_dtype("auto", gpu, bf16_ok=True) is torch.bfloat16
+    assert autocast_dtype("auto", CPU) is None and autocast_dtype("bf16", CPU) is torch.bfloat16
+
+
+def test_bf16_only_on_gpus_that_have_it():
+    """auto falls back to fp32 on a GPU without bf16 (T4, V100); an explicit bf16 there, for training or PGD,
+    is an error naming the field."""
+    from rft_ray.training.setup import check_pgd_precision
+
+    gpu = torch.device("cuda")
+    assert autocast_dtype("auto", gpu, bf16_ok=False) is None
+    with pytest.raises(SpecError, match="no bf16 support") as err:
+        autocast_dtype("bf16", gpu, bf16_ok=False)
+    assert err.value.field_path == "training.precision"
+    with pytest.raises(SpecError, match="no bf16 support") as err:
+        check_pgd_precision("bf16", gpu, bf16_ok=False)
+    assert err.value.field_path == "evaluation.pgd.precision"
+    check_pgd_precision("bf16", gpu, bf16_ok=True)
+    check_pgd_precision("tf32", gpu, bf16_ok=False)
+    assert autocast_dtype("auto", gpu) is None or torch.cuda.is_bf16_supported()  # this machine's own answer
 
 
 def test_paper_code_recipe_fills_what_the_spec_leaves_out_per_strategy():

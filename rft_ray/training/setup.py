@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import random
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -29,10 +30,29 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+def gpu_has_bf16(device: torch.device) -> bool:
+    """bf16 arithmetic at speed: Ampere and newer (T4 and V100 emulate it, slowly, or not at all)."""
+    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def autocast_dtype(precision: str, device: torch.device, bf16_ok: bool | None = None) -> torch.dtype | None:
+    """The training step's autocast dtype (None: fp32). `auto` is bf16 on a GPU that has it, fp32 elsewhere;
+    an explicit bf16 on a CUDA GPU without it is an error. `bf16_ok` overrides the GPU's answer (tests)."""
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        ok = gpu_has_bf16(device) if bf16_ok is None else bf16_ok
+        if ok:
+            return torch.bfloat16
+        if precision == "bf16":
+            raise SpecError("bf16 was asked for, but this GPU has no bf16 support (e.g. T4, V100); use auto "
+                            "(fp32 on such a GPU) or fp32", "training.precision")
+        return None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def check_pgd_precision(precision: str, device: torch.device, bf16_ok: bool | None = None) -> None:
+    if precision == "bf16" and device.type == "cuda" and not (gpu_has_bf16(device) if bf16_ok is None else bf16_ok):
+        raise SpecError("bf16 was asked for, but this GPU has no bf16 support; use auto, tf32 or fp32",
+                        "evaluation.pgd.precision")
 
 
 def resolve_image_size(spec: RunSpec) -> int:
@@ -97,11 +117,17 @@ class Run:
     def build(cls, spec: RunSpec) -> "Run":
         device = resolve_device(spec.training.device)
         dtype = autocast_dtype(spec.training.precision, device)
+        check_pgd_precision(spec.evaluation.pgd.precision, device)
+        if device.type == "cuda" and spec.training.precision == "auto" and dtype is None:
+            print(f"rft: training in fp32: {torch.cuda.get_device_name(device)} has no bf16 (training.precision "
+                  "auto uses bf16 autocast only on GPUs that have it)", file=sys.stderr, flush=True)
         seed_everything(spec.training.seed)
         bundle = create_bundle(spec.dataset, resolve_image_size(spec), cache=True)  # decoded once per node
         model = create_classifier(spec.model, bundle.num_classes, seed=spec.training.seed)
         create_strategy(spec.strategy.name, spec.strategy.options).apply(model)
         model.to(device)
+        if spec.training.compile:
+            model.compile()  # in place: the module (names, state dict) stays ours; its calls go through the compiled code
         order = BatchOrder(len(bundle.train), spec.training.batch_size, spec.training.seed)
         t = spec.training
         total = t.steps if t.steps is not None else max(1, int(round(t.epochs * order.steps_per_epoch)))
