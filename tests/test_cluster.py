@@ -1,0 +1,278 @@
+"""The cloud cluster paths: cluster.yaml (Ray cluster launcher, AWS), kuberay/ (a RayJob and its image), and the
+entry script submitted as a Ray Job to a real local Ray head (slow).
+
+Each pin (Ray, Python, the image tag) is read from where it is declared (pyproject.toml, this interpreter), so a
+version bump that leaves a cluster file behind fails here."""
+import copy
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_sweep import tiny_experiment
+
+from rft_ray.results.store import ResultStore
+from rft_ray.sweep.resources import DRIVER_NODE_RESOURCE, launcher_node_types
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster.yaml"
+RAYJOB = ROOT / "kuberay" / "rayjob.yaml"
+DOCKERFILE = ROOT / "kuberay" / "Dockerfile"
+
+
+def ray_pin() -> str:
+    text = (ROOT / "pyproject.toml").read_text()
+    pins = set(re.findall(r'"ray\[[^\]]*\]==([0-9.]+)"', text))
+    assert len(pins) == 1, f"pyproject.toml should pin ray once, found {pins}"
+    return pins.pop()
+
+
+def image_tag() -> str:
+    """The one image tag every cluster path must use: Ray's GPU image of the pinned Ray and this Python."""
+    return f"rayproject/ray:{ray_pin()}-py{sys.version_info.major}{sys.version_info.minor}-gpu"
+
+
+def cluster() -> dict:
+    return yaml.safe_load(CLUSTER.read_text())
+
+
+def rayjob() -> dict:
+    docs = [d for d in yaml.safe_load_all(RAYJOB.read_text()) if d]
+    assert len(docs) == 1
+    return docs[0]
+
+
+def dockerfile_from() -> str:
+    froms = re.findall(r"^FROM\s+(\S+)", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    assert len(froms) == 1
+    return froms[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# cluster.yaml
+
+
+def test_cluster_yaml_pins_the_ray_image_of_the_project():
+    docker = cluster()["docker"]
+    assert docker["image"] == image_tag()
+    assert docker["container_name"] == "rft" and docker["pull_before_run"] is True
+    assert any("--ulimit nofile=" in opt for opt in docker["run_options"])
+
+
+def test_cluster_yaml_setup_uses_the_images_python_and_installs_everything_on_every_node():
+    config = cluster()
+    pip = [c for c in config["setup_commands"] if "pip" in c]
+    assert pip and all(c.startswith("python -m pip ") for c in pip)
+    every = [*config["setup_commands"], *config["head_setup_commands"], *config["worker_setup_commands"]]
+    for node_type in config["available_node_types"].values():
+        every += node_type.get("worker_setup_commands", [])
+    assert not [c for c in every if re.search(r"\bpython3\b|(^|[;&|]\s*)pip3? ", c)]
+    # What the sweep imports is installed by the commands every node runs, not the head's alone.
+    installs = " ".join(c for c in config["setup_commands"] if "pip install" in c)
+    assert f'"ray[default]=={ray_pin()}"' in installs and "boto3" in installs
+    assert re.search(r"-e ~/rft-ray\b", installs)
+    assert not [c for c in config["head_setup_commands"] + config["worker_setup_commands"] if "pip" in c]
+    # The project lands where it is installed from and where launch.py looks for specs (RFT_REPO's default).
+    assert config["file_mounts"] == {"~/rft-ray": "."}
+    assert '"~/rft-ray"' in (ROOT / "experiments" / "launch.py").read_text()
+
+
+def test_cluster_yaml_node_types_have_an_ami_the_driver_resource_and_gpus():
+    config = cluster()
+    types = config["available_node_types"]
+    for name, node_type in types.items():
+        assert re.fullmatch(r"ami-[0-9a-f]{8,17}", node_type["node_config"].get("ImageId", "")), name
+    assert len({t["node_config"]["ImageId"] for t in types.values()}) == 1
+    head = types[config["head_node_type"]]
+    assert head["resources"].get(DRIVER_NODE_RESOURCE, 0) >= 1
+    assert not head["resources"].get("GPU")  # trials never land on the head
+    workers = {n: t for n, t in types.items() if n != config["head_node_type"]}
+    gpu = [t for t in workers.values() if t["resources"].get("GPU", 0) >= 1 and t["resources"].get("CPU", 0) >= 1]
+    assert gpu and all(t["min_workers"] == 0 for t in gpu)
+    # What the sweep's `auto` resources read from the launcher config before any GPU node exists.
+    offers = launcher_node_types(CLUSTER)
+    assert [(o.cpus, o.gpus, o.count) for o in offers] == [(4.0, 1.0, 8)]
+    # The driver requirement of the pinned torch (CUDA 13.0 wheels) is stated where the AMI is chosen.
+    assert "580" in CLUSTER.read_text() and "describe-images" in CLUSTER.read_text()
+
+
+def test_cluster_yaml_with_docker_passes_rays_schema_and_config_checks():
+    import jsonschema
+    import ray.autoscaler
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = cluster()
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    assert prepared["docker"]["image"] == image_tag()  # not replaced by the launcher's defaults
+    bad = copy.deepcopy(config)
+    bad["docker"]["shm_size"] = "8g"  # not a key Ray knows: the schema must catch typos in this section too
+    with pytest.raises(jsonschema.ValidationError, match="'shm_size' was unexpected"):
+        jsonschema.validate(bad, schema)
+
+
+# ---------------------------------------------------------------------------------------------------
+# kuberay/
+
+
+def test_rayjob_runs_the_launch_script_on_a_spec_the_image_has():
+    job = rayjob()
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
+    spec = job["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    python, script, spec_arg, *_ = spec["entrypoint"].split()
+    env = yaml.safe_load(spec["runtimeEnvYAML"])["env_vars"]
+    repo = env["RFT_REPO"]
+    assert python == "python" and script == f"{repo}/experiments/launch.py"
+    assert (ROOT / spec_arg).is_file() and spec_arg.startswith("experiments/")
+    # The image holds the project where RFT_REPO says (so the relative spec resolves), and the launcher config
+    # `auto` reads is in it.
+    docker = DOCKERFILE.read_text()
+    assert re.search(rf"^WORKDIR {re.escape(repo)}$", docker, flags=re.MULTILINE)
+    assert re.search(rf"python -m pip install .*-e {re.escape(repo)}\b", docker)
+    assert env["RFT_CLUSTER_CONFIG"] == f"{repo}/cluster.yaml"
+    assert re.search(r"^COPY .*\bcluster\.yaml\b", docker, re.MULTILINE)
+
+
+def test_rayjob_cluster_matches_the_pins_and_the_launcher_config():
+    cluster_spec = rayjob()["spec"]["rayClusterSpec"]
+    assert cluster_spec["rayVersion"] == ray_pin() and cluster_spec["enableInTreeAutoscaling"] is True
+    head = cluster_spec["headGroupSpec"]
+    params = head["rayStartParams"]
+    assert params["num-cpus"] == "0"
+    # KubeRay's form: a JSON object inside a quoted string.
+    assert json.loads(json.loads(params["resources"])).get(DRIVER_NODE_RESOURCE, 0) >= 1
+    images = {c["image"] for c in head["template"]["spec"]["containers"]}
+    groups = cluster_spec["workerGroupSpecs"]
+    assert groups
+    for group in groups:
+        images |= {c["image"] for c in group["template"]["spec"]["containers"]}
+    assert len(images) == 1, images
+    gpu_groups = []
+    for group in groups:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        if int(limits.get("nvidia.com/gpu", 0)) >= 1:
+            gpu_groups.append((float(limits["cpu"]), float(limits["nvidia.com/gpu"]), group["maxReplicas"]))
+            assert group["minReplicas"] == 0
+    # The worker group is what RFT_CLUSTER_CONFIG (cluster.yaml's GPU node type) tells `auto` it is.
+    assert gpu_groups == [(o.cpus, o.gpus, o.count) for o in launcher_node_types(CLUSTER)]
+
+
+def test_one_image_pin_for_the_launcher_and_kuberay():
+    assert dockerfile_from() == cluster()["docker"]["image"] == image_tag()
+
+
+# ---------------------------------------------------------------------------------------------------
+# `ray job submit` with the entry script, on a real local Ray head with its dashboard (Ray Jobs' server)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def session_processes(temp_dir: str):
+    """The processes of the Ray head started with `temp_dir` (its daemons name it in their command lines) and all
+    their descendants (workers, the job's driver): this test's cluster only, not any other Ray on the machine."""
+    import psutil
+
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in arg for arg in proc.info["cmdline"] or []):
+                roots.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    found = {p.pid: p for p in roots}
+    for proc in roots:
+        try:
+            found.update({c.pid: c for c in proc.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            continue
+    found.pop(os.getpid(), None)
+    return list(found.values())
+
+
+def stop_session(temp_dir: str) -> None:
+    import psutil
+
+    procs = session_processes(temp_dir)
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_launch_script(tmp_path):
+    from ray._private.utils import get_dashboard_dependency_error
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    # pyproject depends on ray[default] for this: the Jobs API needs the dashboard
+    assert get_dashboard_dependency_error() is None, get_dashboard_dependency_error()
+    # A project copy as on a cluster node: the spec is given relative to RFT_REPO, as kuberay/rayjob.yaml does.
+    repo = tmp_path / "repo"
+    (repo / "experiments").mkdir(parents=True)
+    data = tiny_experiment(tmp_path / "sweep", resources={"cpus_per_trial": 1, "gpus_per_trial": 0,
+                                                          "max_concurrent_trials": 1})
+    data["search"]["num_samples"] = 1
+    data["base"]["training"]["steps"] = 20
+    (repo / "experiments" / "tiny.yaml").write_text(yaml.safe_dump(data))
+
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Unix socket paths under it must stay short
+    dashboard = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    # `python` in the job is the interpreter Ray runs with (the image's on a cluster, this venv's here).
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    # Ray 2.60 turns token auth on when ~/.ray/auth_token exists (a local ray.init writes one): give this head
+    # its own token, which its processes (the job's driver included) inherit and the client sends.
+    token = secrets.token_hex(32)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    start = [str(Path(bin_dir) / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(free_port()),
+             "--dashboard-port", str(dashboard), "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+             "--dashboard-agent-listen-port", str(free_port()),  # its default, 52365, may be another Ray's
+             "--object-store-memory", str(200 * 1024**2), "--temp-dir", temp_dir, "--disable-usage-stats",
+             "--resources", json.dumps({DRIVER_NODE_RESOURCE: 1000})]  # the head of cluster.yaml / rayjob.yaml
+    try:
+        started = subprocess.run(start, check=False, env=env, capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+        client = JobSubmissionClient(f"http://127.0.0.1:{dashboard}", headers={"Authorization": f"Bearer {token}"})
+        job = client.submit_job(entrypoint=f"python {ROOT / 'experiments' / 'launch.py'} experiments/tiny.yaml",
+                                runtime_env={"env_vars": {"RFT_REPO": str(repo), "PYTHONUNBUFFERED": "1"}})
+        deadline = time.monotonic() + 480
+        while (status := client.get_job_status(job)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                               JobStatus.STOPPED}:
+            assert time.monotonic() < deadline, f"job still {status}:\n{client.get_job_logs(job)[-3000:]}"
+            time.sleep(3)
+        logs = client.get_job_logs(job)
+        assert status == JobStatus.SUCCEEDED, logs[-5000:]
+        assert f"rft sweep tiny: summary (store {(tmp_path / 'sweep').resolve()}/store)" in logs
+        assert re.search(r"rft sweep tiny: done in \d+ s", logs)
+        rows = ResultStore(str(tmp_path / "sweep" / "store")).read().to_pylist()
+        assert sorted(r["step"] for r in rows) == [0, 20] and len({r["run_id"] for r in rows}) == 1
+    finally:
+        stop_session(temp_dir)
+    assert not session_processes(temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
