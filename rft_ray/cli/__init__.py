@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rft_ray.cli.sweep import add_sweep_commands
 
     add_sweep_commands(sub)
+    from rft_ray.cli.doctor import add_doctor_command
+
+    add_doctor_command(sub)
     sub.add_parser("analyze", help="Pareto frontiers, AUC tables, RQ1/RQ3, figures and a report (see rft analyze -h)",
                    add_help=False)
     return parser
