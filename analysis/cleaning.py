@@ -35,7 +35,7 @@ REQUIRED_COLUMNS = ("run_id", "strategy", "dataset", "step", "test_clean_acc", "
 ANALYSIS_COLUMNS = REQUIRED_COLUMNS + ("test_ood_accuracy", "trainable_params")
 FRONTIER_METRICS = ("test_clean_acc", "pgd_adv_acc")
 _NUMERIC_COLUMNS = ("step", "test_clean_acc", "pgd_adv_acc", "test_ood_accuracy", "trainable_params")
-_TIMING_COLUMNS = ("wall_seconds", "eval_seconds")  # may differ between two copies of one row
+_TIMING_COLUMNS = ("wall_seconds", "eval_seconds", "measured_at")  # may differ between two copies of one row
 
 
 class TableError(ValueError):

@@ -190,14 +190,14 @@ def test_unreachable_tracking_server_warns_once(capsys):
 
 def test_mlflow_callback_backfills_points_tune_never_relayed(tmp_path, monkeypatch):
     """After a driver died, a restored trial resumes past a point Tune never heard of: the callback logs it
-    from the result store, at its own step, once."""
+    from the result store, at its own step, once, and at the time it was measured (as it logs a relayed point)."""
     from types import SimpleNamespace
 
     from rft_ray.config.experiment import Group, SearchSpace
     from rft_ray.results.record import EvalRecord
     from rft_ray.tracking import callback as tracking
 
-    logged = []
+    logged, times = [], []
 
     class FakeTracker:
         disabled, uri = False, "fake"
@@ -205,25 +205,27 @@ def test_mlflow_callback_backfills_points_tune_never_relayed(tmp_path, monkeypat
         def call(self, what, action):
             return action()
 
-        def log_batch(self, run_id, metrics=None, step=0, params=None, tags=None):
+        def log_batch(self, run_id, metrics=None, step=0, params=None, tags=None, timestamp=None):
             logged.append((run_id, step, sorted(metrics or {})))
+            times.append(timestamp)
 
     monkeypatch.setattr(tracking, "tracker_for", lambda uri: FakeTracker())
     common = dict(run_id="g-t1", strategy="lora", dataset="digits", model="m", lr=1e-3, weight_decay=0.0, seed=0,
                   total_steps=40, epoch=0.0, examples_seen=0, train_loss=0.1, train_clean_acc=0.5, pgd_eps=0.01,
                   test_ood_accuracy=0.3, trainable_params=10, total_params=100, wall_seconds=1.0, eval_seconds=0.1)
-    ResultStore(tmp_path / "store").write_run("g-t1", [EvalRecord(step=s, test_clean_acc=0.5, pgd_adv_acc=0.2, **common)
-                                                       for s in (0, 20, 40)])
+    ResultStore(tmp_path / "store").write_run("g-t1", [EvalRecord(step=s, test_clean_acc=0.5, pgd_adv_acc=0.2,
+                                                                  measured_at=1.7e9 + s, **common) for s in (0, 20, 40)])
     group = Group(name="g", strategy="lora", dataset="digits", run={}, space=SearchSpace(), grid=None)
     callback = tracking.MLflowTrialCallback("fake", "1", "parent", group, store_root=str(tmp_path / "store"))
     callback._children["t1"], callback._last_step["t1"] = "child", 0  # found in MLflow with step 0 logged
     trial = SimpleNamespace(trial_id="t1", config={"objectives": [{"metric": "pareto_auc"}]}, last_result={})
     result = {"step": 40, "total_steps": 40, "test_clean_acc": 0.5, "pareto_auc": 0.1, "trainable_params": 10,
-              "total_params": 100, "training_iteration": 3}
+              "total_params": 100, "training_iteration": 3, "measured_at": 1.7e9 + 40}
     callback.on_trial_result(0, [], trial, result)
     callback.on_trial_result(0, [], trial, result)  # a repeat of a logged step is ignored
     assert [(run, step) for run, step, _ in logged] == [("child", 20), ("child", 40)]
     assert "pareto_auc" in logged[0][2] and "training_iteration" not in logged[1][2]
+    assert "measured_at" not in logged[1][2] and times == [int((1.7e9 + 20) * 1000), int((1.7e9 + 40) * 1000)]
 
 
 def test_cluster_yaml_passes_rays_schema():
@@ -306,7 +308,10 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
     Ray Train restarts it from its last registered checkpoint, the store file is rewritten whole from the
     checkpoint's records, and every run ends with its schedule exactly once, in the store, in Tune's
     results and in MLflow. The search returns the Pareto set of its trials."""
+    import mlflow
     from mlflow.tracking import MlflowClient
+
+    from rft_ray.training.weights import front_steps, load_finetuned, read_weights
 
     data = tiny_experiment(tmp_path / "sweep", tracking={"enabled": True, "experiment_name": "tiny"}, search={
         "mode": "optuna", "num_samples": 3,
@@ -374,11 +379,29 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
         assert int(tags["trainable_params"]) > 0 and child.info.status == "FINISHED"
         assert float(params["lr"]) == next(t.lr for t in group.trials if t.run_id == tags["run_id"])
         assert "weight_decay" in params and params["strategy.r"] == "8"
+        records = ResultStore(experiment.store_root).read_run(tags["run_id"])
         for key in ("test_clean_acc", "pgd_adv_acc", "best/pgd_adv_acc", "ood_acc/contrast"):
             history = client.get_metric_history(child.info.run_id, key)
             assert sorted(m.step for m in history) == [0, 20, 40, 60]  # the optimizer step, once each
+            # at the time each point was measured (the killed worker's restart re-measured its step 40)
+            assert sorted((m.step, m.timestamp) for m in history) == [(r.step, int(r.measured_at * 1000))
+                                                                        for r in records]
+        assert tags.get("mlflow.source.git.commit") == parents[0].data.tags.get("mlflow.source.git.commit")
+        assert tags["spec_fingerprint"] == experiment.fingerprint()
+        # The weights of the run's Pareto-optimal points, carried from the worker in its checkpoints; the one
+        # documented call loads them back.
+        weights = sorted(a.path for a in client.list_artifacts(child.info.run_id, "weights"))
+        assert weights == sorted(f"weights/step-{s}.safetensors" for s in front_steps(records)), weights
+        path = mlflow.artifacts.download_artifacts(run_id=child.info.run_id, artifact_path=weights[-1],
+                                                   tracking_uri=experiment.tracking_uri())
+        assert read_weights(path)[1]["run_id"] == tags["run_id"] and load_finetuned(path).training is False
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"summary.md", "summary.json", "analysis"} <= artifacts
+    parent_data = parents[0].data
+    assert parent_data.metrics["lora-digits/frontier_auc"] == pytest.approx(result.summary[0]["frontier_auc"])
+    assert {"lora-digits/best_final_acc", "lora-digits/best_final_pgd_acc", "lora-digits/peak_pgd_acc",
+            "lora-digits/pgd_drop"} <= set(parent_data.metrics)
+    assert parent_data.tags["spec_fingerprint"] == experiment.fingerprint()
 
 
 def test_grid_mode_runs_exactly_its_grid(ray_session, tmp_path):

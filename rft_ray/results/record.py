@@ -48,6 +48,8 @@ class EvalRecord:
     train_images: int | None = None  # train_clean_acc
     test_images: int | None = None  # test_clean_acc
     pgd_images: int | None = None  # pgd_adv_acc and every pgd_adv_acc/<radius>
+    # When the point was measured (Unix seconds): MLflow's time of its metrics, also when back-filled later.
+    measured_at: float | None = None
     ood_acc: dict[str, float] = field(default_factory=dict)
     pgd_extra: dict[str, float] = field(default_factory=dict)  # radius label (eps_label) -> robust accuracy
     ood_images: dict[str, int] = field(default_factory=dict)  # domain -> images behind ood_acc/<domain>

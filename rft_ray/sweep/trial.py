@@ -9,6 +9,9 @@ The worker runs the one training loop (`rft_ray.training.loop.train_loop`) and, 
 rewrites the run's Parquet file whole from the records so far (rank 0), then reports the point's metrics
 with its checkpoint. The checkpoint holds every record so far, so a worker restarted from it rewrites
 exactly the rows up to that point: no duplicated and no missing rows, whatever was written before a crash.
+It also holds the weights of the run's Pareto-optimal points so far (`weights/`, rank 0's
+`rft_ray.training.weights.FrontierWeights`): Ray Train copies them to storage with it, whichever node ran the
+worker, and the driver's MLflow callback logs them from there when the trial ends.
 """
 from __future__ import annotations
 
@@ -106,6 +109,7 @@ def train_worker(config: dict[str, Any]) -> None:
     from rft_ray.training.loop import TrainingDiverged, train_loop
     from rft_ray.training.plugins import plugins_from_env
     from rft_ray.training.runner import StoreObserver
+    from rft_ray.training.weights import WEIGHTS_DIR, FrontierWeights
 
     context = ray.train.get_context()
     run_id = context.get_experiment_name()  # the Train run's name: <group>-<trial id>
@@ -122,12 +126,16 @@ def train_worker(config: dict[str, Any]) -> None:
             resume_from = Path(restored.to_directory(str(work / "restored")))
         if diverged_reason(config["train_storage"], run_id) is not None:
             return  # diverged before: the driver reports the error
-        # Rank 0 writes the store first; plugins ($RFT_PLUGINS) see each point next; Tune hears of it last.
-        store = [StoreObserver(ResultStore(spec.output.results), run_id)] if rank == 0 else []
+        # Rank 0 writes the store first, then its Pareto points' weights into the checkpoint folder it reports
+        # (carried over from the restored checkpoint); plugins ($RFT_PLUGINS) see each point next; Tune hears last.
+        checkpoint_dir = work / "checkpoint"
+        kept = [StoreObserver(ResultStore(spec.output.results), run_id),
+                FrontierWeights(checkpoint_dir / WEIGHTS_DIR, resume_from / WEIGHTS_DIR if resume_from else None)
+                ] if rank == 0 else []
         reporter = TuneReporter(config["objectives"], rank, resuming=resume_from is not None)
-        observers = [*store, *plugins_from_env(), reporter]
+        observers = [*kept, *plugins_from_env(), reporter]
         try:
-            train_loop(spec, observers, checkpoint_dir=work / "checkpoint", resume_from=resume_from, progress=False)
+            train_loop(spec, observers, checkpoint_dir=checkpoint_dir, resume_from=resume_from, progress=False)
         except TrainingDiverged as err:
             # Deterministic: a retry from the last checkpoint would diverge at the same step. End the Train run
             # here (no Train retries); the driver turns the marker into the trial's error.

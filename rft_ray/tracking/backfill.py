@@ -4,12 +4,13 @@ The store is the sweep's record of truth: every evaluation point of every trial 
 MLflow was reachable while the sweep ran (tracking is never fatal; see `rft_ray.tracking.client`). This puts into
 MLflow whatever it is missing, in the same shape the live callback logs: the sweep's parent run, one child
 run per trial (same tags, params and run name), every metric at every evaluation point with the optimizer
-step as MLflow's step, and the end status of each run from the sweep's state. It only adds what is missing,
-so running it twice, or after a sweep whose tracking never failed, changes nothing.
+step as MLflow's step and the time it was measured, each ended trial's kept weights (from its Ray Train
+checkpoint, as the live callback logs them), the end status of each run from the sweep's state, and for a
+finished sweep the per-group summary metrics of the parent run. It only adds what is missing, so running it
+twice, or after a sweep whose tracking never failed, changes nothing.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,14 @@ from rft_ray.tracking.client import (
     param_text,
     quiet_mlflow_logs,
 )
-from rft_ray.tracking.metrics import loggable, numeric_metrics, trial_metrics
+from rft_ray.tracking.metrics import group_metrics, loggable, measured_ms, numeric_metrics, trial_metrics
 from rft_ray.tracking.naming import (
     PARENT_TAG,
     artifact_location,
     child_filter,
     child_params,
     child_tags,
+    inherited_tags,
     parent_filter,
     parent_params,
     parent_tags,
@@ -46,6 +48,7 @@ class SyncReport:
     points_logged: int = 0
     ended_runs: list[str] = field(default_factory=list)
     parent_created: bool = False
+    weights_logged: int = 0
 
 
 def _group_of(run_id: str, groups) -> Any | None:
@@ -90,25 +93,35 @@ def _sync(root: str, state: dict[str, Any], experiment: ExperimentSpec, uri: str
     report = SyncReport(uri, experiment_id, parent, parent_created=created)
     statuses = {t["run_id"]: t for g in (state.get("groups") or {}).values() for t in g.get("trials", [])}
     store = ResultStore(f"{root}/store")
+    provenance = inherited_tags(client.get_run(parent).data.tags)
     for run_id in store.run_ids():
         group = _group_of(run_id, experiment.groups)
         records = store.read_run(run_id)
         if group is not None and records:
             report.runs += 1
-            _sync_run(client, experiment, experiment_id, parent, group, records, statuses.get(run_id), report)
+            _sync_run(client, experiment, experiment_id, parent, group, records, statuses.get(run_id), report,
+                      provenance=provenance, train_storage=f"{root}/train")  # Train runs' home (sweep.search)
+    if state.get("finished"):
+        _log_group_metrics(client, parent, experiment, store)
     if state.get("finished") and client.get_run(parent).info.status == "RUNNING":
         _end_parent(client, parent, Path(root) if "://" not in root else experiment.local_dir())
         report.ended_runs.append(f"parent {parent}")
     log(f"rft sync-mlflow: {uri}: {report.runs} run(s) in the store; created {len(report.created_runs)} run(s)"
         f"{' and the parent run' if created else ''}, logged {report.points_logged} missing evaluation point(s), "
-        f"ended {len(report.ended_runs)} run(s) (parent run {parent})")
+        f"ended {len(report.ended_runs)} run(s) (parent run {parent})"
+        + (f"; logged {report.weights_logged} weight file(s)" if report.weights_logged else ""))
     return report
 
 
 def _sync_run(client, experiment: ExperimentSpec, experiment_id: str, parent: str, group, records: list,
-              trial: dict[str, Any] | None, report: SyncReport) -> None:
-    """One trial's child run: created when missing, its missing points logged, ended as the sweep saw it end."""
+              trial: dict[str, Any] | None, report: SyncReport, *, provenance: dict[str, str],
+              train_storage: str) -> None:
+    """One trial's child run: created when missing (with the parent's provenance tags), its missing points
+    logged at the time they were measured, its weights logged and the run ended as the sweep saw it end."""
     from mlflow.entities import Metric, Param, RunTag
+
+    from rft_ray.tracking.artifacts import log_trial_weights
+    from rft_ray.training.weights import WEIGHTS_DIR
 
     run_id = records[0].run_id
     trial_id = run_id[len(group.name) + 1:]
@@ -116,7 +129,7 @@ def _sync_run(client, experiment: ExperimentSpec, experiment_id: str, parent: st
     if hits:
         child, status = hits[0].info.run_id, hits[0].info.status
     else:
-        tags = {**child_tags(group, trial_id, parent), "synced_by": "rft sync-mlflow",
+        tags = {**child_tags(group, trial_id, parent, provenance), "synced_by": "rft sync-mlflow",
                 "trainable_params": int(records[0].trainable_params), "total_params": int(records[0].total_params)}
         child = client.create_run(experiment_id, run_name=run_id, tags={k: str(v) for k, v in tags.items()}).info.run_id
         params = child_params(group, records[0].lr, records[0].weight_decay)
@@ -125,14 +138,17 @@ def _sync_run(client, experiment: ExperimentSpec, experiment_id: str, parent: st
         report.created_runs.append(run_id)
     objectives = [{"metric": o.metric, "mode": o.mode, "reduce": o.reduce} for o in experiment.search.objectives]
     logged = {m.step for m in client.get_metric_history(child, "test_clean_acc")}
-    now = int(time.time() * 1000)
     for i, record in enumerate(records):
         if record.step in logged:
             continue
         metrics = loggable(numeric_metrics(trial_metrics(records[: i + 1], objectives)))
-        client.log_batch(child, metrics=[Metric(k, float(v), now, int(record.step)) for k, v in metrics.items()])
+        when = measured_ms(record.measured_at)
+        client.log_batch(child, metrics=[Metric(k, float(v), when, int(record.step)) for k, v in metrics.items()])
         report.points_logged += 1
-    if trial is not None and status == "RUNNING" and trial["status"] in ("completed", "stopped early", "error"):
+    ended = trial is not None and trial["status"] in ("completed", "stopped early", "error")
+    if ended and not client.list_artifacts(child, WEIGHTS_DIR):
+        report.weights_logged += len(log_trial_weights(client, child, train_storage, run_id))
+    if ended and status == "RUNNING":
         outcome = trial["status"]
         tags = [RunTag("outcome", outcome)]
         if trial.get("error"):
@@ -140,6 +156,23 @@ def _sync_run(client, experiment: ExperimentSpec, experiment_id: str, parent: st
         client.log_batch(child, tags=tags)
         client.set_terminated(child, "FAILED" if outcome == "error" else "FINISHED")
         report.ended_runs.append(run_id)
+
+
+def _log_group_metrics(client, parent: str, experiment: ExperimentSpec, store: ResultStore) -> None:
+    """A finished sweep's per-group summary metrics that its parent run lacks (the live sweep logs them at its
+    end), timed at the last evaluation point's measurement."""
+    from mlflow.entities import Metric
+
+    from analysis.summary import sweep_summary
+
+    table = store.read()
+    have = client.get_run(parent).data.metrics
+    missing = {k: v for k, v in group_metrics(sweep_summary(table), experiment.groups).items() if k not in have}
+    if missing:
+        times = [t for t in table.column("measured_at").to_pylist() if t is not None] \
+            if "measured_at" in table.column_names else []
+        when = measured_ms(max(times) if times else None)
+        client.log_batch(parent, metrics=[Metric(k, v, when, 0) for k, v in missing.items()])
 
 
 def _end_parent(client, parent: str, local: Path) -> None:

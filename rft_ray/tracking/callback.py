@@ -12,17 +12,20 @@ from ray.tune import Callback
 
 from rft_ray.config.experiment import Group
 from rft_ray.tracking.client import Tracker, tracker_for
-from rft_ray.tracking.metrics import loggable, numeric_metrics, trial_metrics
+from rft_ray.tracking.metrics import loggable, measured_ms, numeric_metrics, trial_metrics
 from rft_ray.tracking.naming import (
     child_filter,
     child_params,
     child_run_name,
     child_tags,
+    inherited_tags,
 )
 
 
 class MLflowTrialCallback(Callback):
-    """Tune callback: a child run per trial under the sweep's parent run, metrics at the optimizer step.
+    """Tune callback: a child run per trial under the sweep's parent run (with its provenance tags), metrics at
+    the optimizer step and the time they were measured, and at the trial's end the weights of its run's Pareto
+    points from its last Train checkpoint (`rft_ray.tracking.artifacts`).
 
     Picklable (Tune stores it with the experiment): it keeps names and ids only and finds a trial's
     child run again by tag after a restore, logging only evaluation points it has not logged yet.
@@ -35,11 +38,18 @@ class MLflowTrialCallback(Callback):
         self._children: dict[str, str] = {}
         self._last_step: dict[str, int] = {}
         self._seen: set[str] = set()
+        self._provenance: dict[str, str] | None = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_children"], state["_last_step"], state["_seen"] = {}, {}, set()
+        state["_children"], state["_last_step"], state["_seen"], state["_provenance"] = {}, {}, set(), None
         return state
+
+    def _parent_provenance(self, client) -> dict[str, str]:
+        """The parent's commit and spec fingerprint tags, which each child run carries too (read once)."""
+        if self._provenance is None:
+            self._provenance = inherited_tags(client.get_run(self.parent_run_id).data.tags)
+        return self._provenance
 
     @property
     def tracker(self) -> Tracker:
@@ -66,8 +76,8 @@ class MLflowTrialCallback(Callback):
                 if found[0].info.status != "RUNNING":
                     client.update_run(run_id, status="RUNNING")
                 return run_id
-            run = client.create_run(self.experiment_id, run_name=child_run_name(self.group.name, trial_id),
-                                    tags=child_tags(self.group, trial_id, self.parent_run_id))
+            tags = child_tags(self.group, trial_id, self.parent_run_id, self._parent_provenance(client))
+            run = client.create_run(self.experiment_id, run_name=child_run_name(self.group.name, trial_id), tags=tags)
             config = trial.config or {}
             tracker.log_batch(run.info.run_id, params=child_params(self.group, config.get("lr"),
                                                                    config.get("weight_decay")))
@@ -101,7 +111,9 @@ class MLflowTrialCallback(Callback):
         tags = {}
         if "trainable_params" in result and first_here:
             tags = {"trainable_params": int(result["trainable_params"]), "total_params": int(result["total_params"])}
-        self.tracker.call("logging metrics", lambda: self.tracker.log_batch(run_id, metrics=metrics, step=step, tags=tags))
+        when = measured_ms(result.get("measured_at"))
+        self.tracker.call("logging metrics", lambda: self.tracker.log_batch(run_id, metrics=metrics, step=step, tags=tags,
+                                                                            timestamp=when))
         self._last_step[trial.trial_id] = step
 
     def _backfill(self, trial, run_id: str, last: int, step: int) -> None:
@@ -121,7 +133,8 @@ class MLflowTrialCallback(Callback):
             for i, record in enumerate(records):
                 if last < record.step < step:
                     metrics = loggable(numeric_metrics(trial_metrics(records[: i + 1], objectives)))
-                    self.tracker.log_batch(run_id, metrics=metrics, step=record.step)
+                    self.tracker.log_batch(run_id, metrics=metrics, step=record.step,
+                                           timestamp=measured_ms(record.measured_at))
 
         self.tracker.call("logging missed evaluation points", backfill)
 
@@ -131,6 +144,13 @@ class MLflowTrialCallback(Callback):
         run_id = self._child(trial)
         if run_id is None:
             return
+
+        train_storage = (trial.config or {}).get("train_storage")
+        if train_storage:  # the trial's Pareto points' weights, from its last checkpoint (they are all there)
+            from rft_ray.tracking.artifacts import log_trial_weights
+
+            self.tracker.call("logging a trial's weights", lambda: log_trial_weights(
+                self.tracker.client, run_id, train_storage, child_run_name(self.group.name, trial.trial_id)))
 
         def end():
             self.tracker.client.set_tag(run_id, "outcome", outcome)

@@ -127,14 +127,21 @@ class Tracker:
 
         self.call("logging artifacts", log)
 
+    def log_metrics(self, run_id: str | None, metrics: dict[str, float]) -> None:
+        """Metrics of one moment (step 0), e.g. the parent run's per-group summary."""
+        if run_id and metrics:
+            self.call("logging metrics", lambda: self.log_batch(run_id, metrics=metrics))
+
     def log_batch(self, run_id: str, metrics: dict[str, float] | None = None, step: int = 0,
-             params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> None:
+             params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
+             timestamp: int | None = None) -> None:
+        """`timestamp`: the metrics' time in ms (when they were measured); now when not given."""
         from mlflow.entities import Metric, Param, RunTag
 
-        now = int(time.time() * 1000)
+        when = int(time.time() * 1000) if timestamp is None else int(timestamp)
         self.client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+            metrics=[Metric(k, float(v), when, step) for k, v in (metrics or {}).items()],
             params=[Param(k, param_text(v)) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )

@@ -4,6 +4,8 @@ the back-fill (from the result store) compute it with these same functions."""
 from __future__ import annotations
 
 import math
+import re
+import time
 from typing import Any
 
 from rft_ray.config.search import PARETO_AUC, Objective
@@ -14,7 +16,7 @@ TUNE_KEYS = frozenset({
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
     "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
     "experiment_tag", "checkpoint_path", "should_checkpoint", "step", "total_steps", "trainable_params",
-    "total_params",
+    "total_params", "measured_at",
 })
 
 
@@ -53,9 +55,16 @@ def trial_metrics(records: list[EvalRecord], objectives: list[dict[str, Any]]) -
     out: dict[str, Any] = dict(last.metrics())
     out.update(step=int(last.step), total_steps=int(last.total_steps), trainable_params=int(last.trainable_params),
                total_params=int(last.total_params))
+    if last.measured_at is not None:
+        out["measured_at"] = float(last.measured_at)  # MLflow's time of the point (bookkeeping, not a metric)
     for objective in objectives:
         out[objective_key(objective)] = objective_value(records, objective)
     return out
+
+
+def measured_ms(measured_at: float | None) -> int:
+    """MLflow's time (ms) of a point's metrics: when it was measured; now for points stored before that was kept."""
+    return int((time.time() if measured_at is None else float(measured_at)) * 1000)
 
 
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -71,3 +80,25 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
 def loggable(metrics: dict[str, float]) -> dict[str, float]:
     """MLflow refuses infinite values; NaN it keeps."""
     return {k: v for k, v in metrics.items() if not math.isinf(v)}
+
+
+# A sweep summary row's values that the parent run carries per group: name in MLflow -> the row's key. The
+# drop is computed from two of them: how much robustness the best final point lost against the group's peak.
+GROUP_METRICS = {"frontier_auc": "frontier_auc", "best_final_acc": "final_acc", "best_final_pgd_acc": "final_pgd",
+                 "peak_pgd_acc": "peak_pgd"}
+
+
+def group_metrics(rows: list[dict[str, Any]], groups: list[Any] = ()) -> dict[str, float]:
+    """The sweep summary's rows (`analysis.summary.sweep_summary`) as parent-run metrics `<group>/<name>`
+    (`frontier_auc`, `best_final_acc`, `best_final_pgd_acc`, `peak_pgd_acc`, `pgd_drop` = peak - best final
+    PGD accuracy), so sweeps compare side by side in MLflow. A row's group is the sweep's group of its strategy
+    and dataset, else `<strategy>-<dataset>`; characters MLflow refuses in names become `_`."""
+    names = {(g.strategy, g.dataset): g.name for g in groups}
+    out: dict[str, float] = {}
+    for row in rows:
+        name = names.get((row["strategy"], row["dataset"]), f"{row['strategy']}-{row['dataset']}")
+        name = re.sub(r"[^\w.\-]", "_", name)
+        values = {key: float(row[column]) for key, column in GROUP_METRICS.items()}
+        values["pgd_drop"] = values["peak_pgd_acc"] - values["best_final_pgd_acc"]
+        out.update({f"{name}/{key}": value for key, value in values.items()})
+    return loggable(out)

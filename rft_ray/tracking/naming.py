@@ -5,12 +5,19 @@ back-filled run is indistinguishable from one logged live (bar its `synced_by` t
 """
 from __future__ import annotations
 
+import functools
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from rft_ray.config.experiment import ExperimentSpec, Group
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag for nesting runs
+COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag: the UI shows it as the run's source version
+DIRTY_TAG = "source_dirty"
+FINGERPRINT_TAG = "spec_fingerprint"
+# What every run of a sweep carries about the code and the spec that made it (children copy the parent's).
+PROVENANCE_TAGS = (COMMIT_TAG, DIRTY_TAG, FINGERPRINT_TAG)
 
 
 def child_run_name(group: str, trial_id: str) -> str:
@@ -18,13 +25,15 @@ def child_run_name(group: str, trial_id: str) -> str:
     return f"{group}-{trial_id}"
 
 
-def child_tags(group: Group, trial_id: str, parent_run_id: str) -> dict[str, str]:
+def child_tags(group: Group, trial_id: str, parent_run_id: str,
+               provenance: dict[str, str] | None = None) -> dict[str, str]:
+    """`provenance`: the parent's `inherited_tags`, so a trial names the code and spec of its sweep."""
     run = group.run
     return {"strategy": group.strategy, "dataset": group.dataset,
             "model": str((run.get("model") or {}).get("name", "rft_vit_cifar_patch8_32")),
             "seed": str((run.get("training") or {}).get("seed", 0)),
             PARENT_TAG: parent_run_id, "trial_id": trial_id, "group": group.name,
-            "run_id": child_run_name(group.name, trial_id)}
+            "run_id": child_run_name(group.name, trial_id), **(provenance or {})}
 
 
 def child_params(group: Group, lr: Any, weight_decay: Any) -> dict[str, Any]:
@@ -55,7 +64,38 @@ def parent_params(experiment: ExperimentSpec) -> dict[str, Any]:
 
 
 def parent_tags(experiment: ExperimentSpec, spec_path: str | None, fingerprint: str | None = None) -> dict[str, str]:
-    return {"sweep": experiment.name, "fingerprint": fingerprint or experiment.fingerprint(), "spec": spec_path or ""}
+    fingerprint = fingerprint or experiment.fingerprint()
+    return {"sweep": experiment.name, "fingerprint": fingerprint, "spec": spec_path or "",
+            **source_tags(), FINGERPRINT_TAG: fingerprint}
+
+
+def inherited_tags(parent: dict[str, str]) -> dict[str, str]:
+    """The provenance tags a child run copies from its parent's tags (a parent logged before they existed has
+    only `fingerprint`: that is the spec fingerprint too)."""
+    out = {key: parent[key] for key in PROVENANCE_TAGS if key in parent}
+    if FINGERPRINT_TAG not in out and "fingerprint" in parent:
+        out[FINGERPRINT_TAG] = parent["fingerprint"]
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def source_tags() -> dict[str, str]:
+    """The git commit of the checkout this package runs from and whether tracked files differ from it; {} when
+    the package is not a checkout's (an installed wheel, or no git). Once per process: git is slow on big trees."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        top, commit = git("rev-parse", "--show-toplevel", "HEAD").splitlines()
+        if Path(top).resolve() != root:  # installed inside some other repository: its commit is not ours
+            return {}
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {}
+    return {COMMIT_TAG: commit, DIRTY_TAG: str(dirty).lower()}
 
 
 def parent_filter(experiment: ExperimentSpec, fingerprint: str) -> str:

@@ -121,7 +121,7 @@ def _record(run: Run, step: int, loss: float, metrics: dict, wall_seconds: float
         lr=t.lr, weight_decay=t.weight_decay, seed=t.seed, step=step, total_steps=run.total_steps,
         epoch=examples / len(run.bundle.train), examples_seen=examples, train_loss=loss,
         pgd_eps=spec.evaluation.pgd.eps, trainable_params=run.params.trainable, total_params=run.params.total,
-        wall_seconds=wall_seconds, eval_seconds=eval_seconds, **metrics)
+        wall_seconds=wall_seconds, eval_seconds=eval_seconds, measured_at=time.time(), **metrics)
 
 
 def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], checkpoint_dir: Path | None = None,
