@@ -100,7 +100,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rft_ray.cli.demo import run_demo
 
-    run_demo(Path(args.out), quiet=args.quiet)
+    run_demo(Path(args.out), quiet=args.quiet, verbose=args.verbose)
     return 0
 
 
@@ -189,6 +189,8 @@ def _add_model_commands(sub) -> None:
     demo = sub.add_parser("demo", help="all 7 strategies on the embedded default (offline), then the analysis")
     demo.add_argument("--out", default="results/demo")
     demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and the trials' own output live "
+                                                             "(otherwise in <out>/sweep.log)")
     demo.set_defaults(handler=cmd_demo)
 
 

@@ -49,12 +49,12 @@ def demo_experiment(out: Path):
     return load_experiment(DEMO_SWEEP, {"storage.path": str(out)})
 
 
-def run_demo(out: Path, quiet: bool = False) -> None:
+def run_demo(out: Path, quiet: bool = False, verbose: bool = False) -> None:
     """`rft demo`: the sweep of experiments/demo.yaml (7 strategies, a 2-trial Optuna search each) on Ray,
     with MLflow, the Parquet store, the summary and the analysis; replaces a previous demo's results."""
     from rft_ray.sweep.driver import run_sweep
 
     print(f"rft demo: a Ray sweep of all 7 strategies on the embedded default (CIFAR-10 ViT -> digits), "
           f"{EPS_NOTE}; spec {DEMO_SWEEP}", flush=True)
-    result = run_sweep(demo_experiment(out), overwrite=True, spec_path=str(DEMO_SWEEP))
+    result = run_sweep(demo_experiment(out), overwrite=True, spec_path=str(DEMO_SWEEP), verbose=verbose)
     print(f"results: {result.store}; MLflow: `rft ui --results {out}`", flush=True)

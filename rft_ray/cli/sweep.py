@@ -17,7 +17,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.spec, parse_sets(args.set))
     try:
         run_sweep(experiment, resume=args.resume, overwrite=args.overwrite, address=args.address,
-                  spec_path=args.spec, analyze=not args.no_analysis, cluster_config=args.cluster_config)
+                  spec_path=args.spec, analyze=not args.no_analysis, cluster_config=args.cluster_config,
+                  verbose=args.verbose)
     except SweepInterrupted as err:
         print(f"rft sweep: interrupted: {err}", file=sys.stderr)
         return 3
@@ -82,6 +83,8 @@ def add_sweep_commands(sub) -> None:
                        help="any spec field, e.g. search.num_samples=4 or base.training.steps=200")
     sweep.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     sweep.add_argument("--no-analysis", action="store_true", help="skip the analysis report at the end")
+    sweep.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and the trials' own output live "
+                                                              "(otherwise in <storage.path>/sweep.log)")
     sweep.add_argument("--cluster-config", metavar="YAML", help=(
         "the autoscaling cluster's launcher config (e.g. cluster.yaml), whose node types `auto` resources count "
         "before their nodes exist (default: RFT_CLUSTER_CONFIG, else ~/ray_bootstrap_config.yaml on a `ray up` head)"))

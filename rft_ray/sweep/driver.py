@@ -15,7 +15,6 @@ restores the others with `Tuner.restore` (searcher state included).
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from rft_ray.config import SpecError
 from rft_ray.config.experiment import ExperimentSpec
 from rft_ray.results.store import ResultStore
+from rft_ray.sweep.console import LOG_FILE, GroupProgress, SweepConsole, say, warn
 from rft_ray.sweep.group import run_group
 from rft_ray.sweep.report import write_analysis, write_summary
 from rft_ray.sweep.inputs import check_head_inputs
@@ -40,31 +40,33 @@ from rft_ray.sweep.state import (
 
 def run_sweep(experiment: ExperimentSpec, resume: bool = False, overwrite: bool = False,
               address: str | None = None, spec_path: str | None = None, analyze: bool = True,
-              cluster_config: str | None = None) -> SweepResult:
-    """Run (or with `resume`, continue) every group of the experiment; see the module docstring."""
+              cluster_config: str | None = None, verbose: bool = False) -> SweepResult:
+    """Run (or with `resume`, continue) every group of the experiment; see the module docstring. Ray's, Tune's
+    and the trials' own output go to `<local dir>/sweep.log` (and to the terminal too when `verbose`)."""
     began = time.time()
     folder = SweepFolder(experiment.storage_root)
     state = _open_state(experiment, folder, resume, overwrite)
     ResultStore(experiment.store_root).ensure_writable()
     check_head_inputs(experiment)
 
-    started_ray = ensure_ray(address)
-    try:
-        resources = resolve_resources(experiment, cluster_config)
-        tracking = _start_tracking(experiment, state, spec_path)
-        state["parent_run_id"] = tracking.parent or state.get("parent_run_id")
-        folder.write_state(state)
-        print(f"rft sweep {experiment.name}: {len(experiment.groups)} group(s) (strategy x dataset), "
-              f"{experiment.search.mode} search, up to {resources['max_concurrent_trials']} trial(s) at once, "
-              f"{resources['cpus_per_trial']:g} CPU / {resources['gpus_per_trial']:g} GPU per trial; "
-              f"results in {experiment.storage_root}", flush=True)
-        results = _run_groups(experiment, state, folder, resources, tracking, spec_path)
-        return _finish(experiment, state, folder, results, tracking, began, spec_path, analyze)
-    finally:
-        if started_ray:
-            import ray
+    with SweepConsole(experiment.local_dir() / LOG_FILE, verbose).capturing():
+        started_ray = ensure_ray(address)
+        try:
+            resources = resolve_resources(experiment, cluster_config)
+            tracking = _start_tracking(experiment, state, spec_path)
+            state["parent_run_id"] = tracking.parent or state.get("parent_run_id")
+            folder.write_state(state)
+            say(f"rft sweep {experiment.name}: {len(experiment.groups)} group(s) (strategy x dataset), "
+                f"{experiment.search.mode} search, up to {resources['max_concurrent_trials']} trial(s) at once, "
+                f"{resources['cpus_per_trial']:g} CPU / {resources['gpus_per_trial']:g} GPU per trial; "
+                f"results in {experiment.storage_root}")
+            results = _run_groups(experiment, state, folder, resources, tracking, spec_path)
+            return _finish(experiment, state, folder, results, tracking, began, spec_path, analyze)
+        finally:
+            if started_ray:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
 
 
 def _open_state(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, overwrite: bool) -> dict[str, Any]:
@@ -105,8 +107,7 @@ def _check_resumable_settings(experiment: ExperimentSpec, state: dict[str, Any],
         raise SweepError(f"--resume would restore the interrupted group {left[0]} with the settings it started with, "
                          f"not the changed {'; '.join(changed)}; resume with those settings (they apply to groups not "
                          "started yet only when no group is half done), or start anew with --overwrite")
-    print(f"rft sweep: resuming with changed settings for the groups not started yet: {'; '.join(changed)}",
-          file=sys.stderr, flush=True)
+    warn(f"rft sweep: resuming with changed settings for the groups not started yet: {'; '.join(changed)}")
     state["settings"] = now
 
 
@@ -117,11 +118,12 @@ def _run_groups(experiment: ExperimentSpec, state: dict[str, Any], folder: Sweep
     for index, group in enumerate(groups, 1):
         saved = state["groups"].get(group.name)
         if saved and saved["status"] == "done":
-            print(f"rft sweep: [{index}/{len(groups)}] {group.name}: finished before, skipped", flush=True)
+            say(f"rft sweep: [{index}/{len(groups)}] {group.name}: finished before, skipped")
             results.append(GroupResult.from_dict(saved))
             continue
-        print(f"rft sweep: [{index}/{len(groups)}] {group.name}", flush=True)
-        callbacks = []
+        say(f"rft sweep: [{index}/{len(groups)}] {group.name}")
+        trials = group.grid.size if experiment.search.mode == "grid" else int(experiment.search.num_samples)
+        callbacks = [GroupProgress(group.name, index, len(groups), trials)]
         if tracking.active:
             from rft_ray.tracking.callback import MLflowTrialCallback
 
@@ -138,12 +140,12 @@ def _run_groups(experiment: ExperimentSpec, state: dict[str, Any], folder: Sweep
 
 
 def _upload_local_outputs(experiment: ExperimentSpec, folder: SweepFolder, local: Path) -> None:
-    names = ["summary.md", "summary.json", "experiment.json", "analysis"]
+    names = ["summary.md", "summary.json", "experiment.json", "analysis", LOG_FILE]
     for uri in (experiment.tracking_uri(), experiment.optuna_storage_url()):
         if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).parent == local:
             names.append(Path(uri[len("sqlite:///"):]).name)
     written = [uri for uri in (folder.upload(local / name) for name in names) if uri]
-    print(f"rft sweep: copied {', '.join(Path(u).name for u in written)} to {folder.root}", flush=True)
+    say(f"rft sweep: copied {', '.join(Path(u).name for u in written)} to {folder.root}")
 
 
 class _Tracking:
@@ -182,13 +184,16 @@ def _finish(experiment: ExperimentSpec, state: dict[str, Any], folder: SweepFold
             tracking: _Tracking, began: float, spec_path: str | None, analyze: bool) -> SweepResult:
     local = experiment.local_dir()
     rows, markdown, files = write_summary(experiment, results, local)
-    print(f"\nrft sweep {experiment.name}: summary (store {experiment.store_root})\n\n{markdown}", flush=True)
+    say(f"\nrft sweep {experiment.name}: summary (store {experiment.store_root})\n\n{markdown}")
     analysis_dir = None
     if analyze and rows:
         analysis_dir, written = write_analysis(experiment, local / "analysis", spec_path, time.time() - began)
         files += written
     if tracking.active:
         tracker, parent = tracking.tracker, tracking.parent
+        from rft_ray.tracking.metrics import group_metrics  # each group's summary numbers, so sweeps compare in MLflow
+
+        tracker.log_metrics(parent, group_metrics(rows, experiment.groups))
         tracker.log_artifacts(parent, [local / "summary.md", local / "summary.json", local / "experiment.json"])
         if spec_path and Path(spec_path).is_file():
             tracker.log_artifacts(parent, [spec_path], "spec")
@@ -204,7 +209,7 @@ def _finish(experiment: ExperimentSpec, state: dict[str, Any], folder: SweepFold
     uri = tracking.uri
     if uri:
         where = f"`rft ui --results {local}`" if uri.startswith("sqlite:///") else uri
-        print(f"MLflow: {uri} (parent run {tracking.parent}); browse with {where}", flush=True)
-    print(f"rft sweep {experiment.name}: done in {wall:.0f} s", flush=True)
+        say(f"MLflow: {uri} (parent run {tracking.parent}); browse with {where}")
+    say(f"rft sweep {experiment.name}: done in {wall:.0f} s")
     return SweepResult(experiment.name, experiment.storage_root, experiment.store_root, results, rows, markdown, uri,
                        tracking.parent, analysis_dir, wall, files)

@@ -2,11 +2,11 @@
 trials Tune lost set aside."""
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from rft_ray.config.experiment import ExperimentSpec, Group
 from rft_ray.results.store import ResultStore
+from rft_ray.sweep.console import say, warn
 from rft_ray.sweep.results import GroupResult, TrialSummary, pareto_set, trial_summaries
 from rft_ray.sweep.search import param_space, tune_config
 from rft_ray.sweep.state import SweepFolder
@@ -30,8 +30,8 @@ def _set_aside_orphans(folder: SweepFolder, experiment: ExperimentSpec, group: G
             folder.move(f"store/{run_id}.parquet", "orphans")
             orphans.append(run_id)
     if orphans:
-        print(f"rft sweep: {group.name}: set aside {len(orphans)} run(s) of trials lost with an interrupted driver "
-              f"({', '.join(orphans)}) in {folder.uri('orphans')}", file=sys.stderr)
+        warn(f"rft sweep: {group.name}: set aside {len(orphans)} run(s) of trials lost with an interrupted driver "
+             f"({', '.join(orphans)}) in {folder.uri('orphans')}")
     return orphans
 
 
@@ -44,7 +44,7 @@ def run_group(experiment: ExperimentSpec, group: Group, resources: dict[str, Any
     space = param_space(experiment, group, resources)
     trainable = tune.with_resources(trial_driver, resources["driver_resources"])
     if tune.Tuner.can_restore(path):
-        print(f"rft sweep: {group.name}: restoring the interrupted search from {path}", flush=True)
+        say(f"rft sweep: {group.name}: restoring the interrupted search from {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, param_space=space, resume_unfinished=True,
                                    resume_errored=True)
     else:
@@ -56,16 +56,12 @@ def run_group(experiment: ExperimentSpec, group: Group, resources: dict[str, Any
                 name=group.name,
                 storage_path=tune_root,
                 callbacks=callbacks,
+                verbose=0,  # Tune's status tables: the sweep's own console (rft_ray.sweep.console) says less, better
                 failure_config=tune.FailureConfig(max_failures=experiment.failure.max_failures),
             ),
         )
     tuner.fit()
     trials = trial_summaries(path, group, experiment.search.objectives)
-    for trial in trials:
-        if trial.status == "error":
-            print(f"rft sweep: {group.name}: trial {trial.trial_id} (lr {trial.lr:.3g}, wd {trial.weight_decay:.3g}) "
-                  f"ended with an error: {trial.error}; its evaluation points so far are in the store",
-                  file=sys.stderr, flush=True)
     _set_aside_orphans(folder, experiment, group, trials)
     finished = len(trials) >= _expected_trials(experiment, group) and all(
         t.status in ("completed", "stopped early", "error") for t in trials)

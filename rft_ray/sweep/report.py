@@ -3,7 +3,6 @@ AUC per strategy x dataset), the Pareto sets, and the provenance a report needs 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from rft_ray.config.metrics import eps_label, same_radius
 from rft_ray.config.search import Objective
 from rft_ray.models.strategies import strategy_names
 from rft_ray.results.store import ResultStore
+from rft_ray.sweep.console import say, warn
 from rft_ray.sweep.results import GroupResult
 
 
@@ -107,15 +107,15 @@ def write_analysis(experiment: ExperimentSpec, analysis_dir: Path, spec_path: st
         report = run_analysis(experiment.store_root, str(analysis_dir), provenance=provenance,
                               strategy_order=strategy_names())
         files += list(report.files)
-        print(f"analysis: {analysis_dir}/report.html", flush=True)
+        say(f"analysis: {analysis_dir}/report.html")
         for radius in extra_radii(experiment):
             folder_name = "eps-" + eps_label(radius).replace("/", "_")
             report = run_analysis(experiment.store_root, f"{analysis_dir}/{folder_name}", eps=radius,
                                   provenance=provenance, strategy_order=strategy_names())
             files += list(report.files)
-            print(f"analysis at eps {eps_label(radius)}: {analysis_dir}/{folder_name}/report.html", flush=True)
+            say(f"analysis at eps {eps_label(radius)}: {analysis_dir}/{folder_name}/report.html")
     except Exception as err:  # noqa: BLE001 - the sweep's results stand without the report
-        print(f"rft sweep: warning: the analysis failed ({type(err).__name__}: {err}); run `rft analyze "
-              f"{experiment.store_root}` to retry", file=sys.stderr)
+        warn(f"rft sweep: warning: the analysis failed ({type(err).__name__}: {err}); run `rft analyze "
+             f"{experiment.store_root}` to retry")
         return None, files
     return str(analysis_dir), files

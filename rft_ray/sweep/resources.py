@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rft_ray.config.experiment import ExperimentSpec
+from rft_ray.sweep.console import say, warn
 from rft_ray.sweep.state import SweepError
 
 # A trial's Tune driver holds no CPU (its Train worker does); "memory": 1 keeps Tune from defaulting it to one CPU.
@@ -170,9 +170,9 @@ def resolve_resources(experiment: ExperimentSpec, cluster_config: str | None = N
     plan["driver_resources"] = driver_resources(ray.cluster_resources())
     plan["cluster_config"] = config
     if plan["concurrency_notes"]:
-        print(f"rft sweep: max_concurrent_trials auto = {plan['max_concurrent_trials']}: "
-              f"{'; '.join(plan['concurrency_notes'])}", file=sys.stderr, flush=True)
+        say(f"rft sweep: max_concurrent_trials auto = {plan['max_concurrent_trials']}: "
+            f"{'; '.join(plan['concurrency_notes'])}")
     if len(nodes) > 1 and not experiment.is_remote:
-        print(f"rft sweep: note: {len(nodes)} nodes share a local storage path ({experiment.storage_root}); "
-              "that works only on a shared file system (use s3:// or gs:// otherwise)", file=sys.stderr)
+        warn(f"rft sweep: note: {len(nodes)} nodes share a local storage path ({experiment.storage_root}); "
+             "that works only on a shared file system (use s3:// or gs:// otherwise)")
     return plan

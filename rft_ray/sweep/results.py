@@ -107,11 +107,11 @@ def trial_summaries(path: str, group: Group, objectives: list[Objective]) -> lis
             trial_id=trial.trial_id, run_id=f"{group.name}-{trial.trial_id}", lr=float(trial.config["lr"]),
             weight_decay=float(trial.config["weight_decay"]), status=status,
             step=int(step) if step is not None else None, total_steps=int(total) if total is not None else None,
-            objectives=values, error=_trial_error(trial) if status == "error" else None))
+            objectives=values, error=trial_error(trial) if status == "error" else None))
     return out
 
 
-def _trial_error(trial) -> str:
+def trial_error(trial) -> str:
     """One line saying why a trial failed: its exception, not Ray's wrappers."""
     try:
         err = trial.get_pickled_error()
