@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import yaml
 from test_sweep import tiny_experiment
 
@@ -97,3 +98,21 @@ def test_our_own_warnings_written_to_stderr_below_the_sweep_still_reach_the_term
         sys.stderr.write("is off\n(pid=7) a worker's line\n")
     assert err.getvalue() == "rft sweep: warning: MLflow tracking at http://x is off\n"
     assert "a worker's line" in (tmp_path / "s.log").read_text()
+
+
+@pytest.mark.slow
+def test_the_demo_console_is_short_and_names_its_log(tmp_path):
+    """`rft demo` as a new user runs it (through a pipe here): all 7 groups, well under 200 lines, the log named."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-m", "rft_ray.cli", "demo", "--out", str(tmp_path / "demo")], env=env,
+                          capture_output=True, text=True, timeout=1800)
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console[-3000:]
+    lines = console.splitlines()
+    assert len(lines) < 120, console
+    assert any(f"output: {tmp_path / 'demo' / 'sweep.log'}" in line for line in lines)
+    assert sum(bool(re.match(r"rft sweep: \[\d/7\] ", line)) for line in lines) == 7
+    assert sum(bool(re.match(r"  \w+-digits trial \w+: done", line)) for line in lines) == 14, console
+    for noise in ("Trial status", "TrainingReport", "╭", "\x1b", "\r", "Traceback"):
+        assert noise not in console, noise

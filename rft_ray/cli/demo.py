@@ -56,5 +56,7 @@ def run_demo(out: Path, quiet: bool = False, verbose: bool = False) -> None:
 
     print(f"rft demo: a Ray sweep of all 7 strategies on the embedded default (CIFAR-10 ViT -> digits), "
           f"{EPS_NOTE}; spec {DEMO_SWEEP}", flush=True)
-    result = run_sweep(demo_experiment(out), overwrite=True, spec_path=str(DEMO_SWEEP), verbose=verbose)
+    # No Ray dashboard: on two cores its agents take CPU from the trials, and the demo ends before anyone looks.
+    result = run_sweep(demo_experiment(out), overwrite=True, spec_path=str(DEMO_SWEEP), verbose=verbose,
+                       dashboard=False)
     print(f"results: {result.store}; MLflow: `rft ui --results {out}`", flush=True)

@@ -40,7 +40,7 @@ from rft_ray.sweep.state import (
 
 def run_sweep(experiment: ExperimentSpec, resume: bool = False, overwrite: bool = False,
               address: str | None = None, spec_path: str | None = None, analyze: bool = True,
-              cluster_config: str | None = None, verbose: bool = False) -> SweepResult:
+              cluster_config: str | None = None, verbose: bool = False, dashboard: bool | None = None) -> SweepResult:
     """Run (or with `resume`, continue) every group of the experiment; see the module docstring. Ray's, Tune's
     and the trials' own output go to `<local dir>/sweep.log` (and to the terminal too when `verbose`)."""
     began = time.time()
@@ -50,7 +50,7 @@ def run_sweep(experiment: ExperimentSpec, resume: bool = False, overwrite: bool 
     check_head_inputs(experiment)
 
     with SweepConsole(experiment.local_dir() / LOG_FILE, verbose).capturing():
-        started_ray = ensure_ray(address)
+        started_ray = ensure_ray(address, dashboard)
         try:
             resources = resolve_resources(experiment, cluster_config)
             tracking = _start_tracking(experiment, state, spec_path)

@@ -23,15 +23,16 @@ DRIVER_NODE_RESOURCE = "rft_driver"
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
-def ensure_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray unless this process already did; True when we did it here."""
+def ensure_ray(address: str | None, dashboard: bool | None = None) -> bool:
+    """Connect to (or start) Ray unless this process already did; True when we did it here. `dashboard`: whether
+    a Ray started here serves its dashboard (None: when its packages are installed, as Ray decides)."""
     import ray
 
     if ray.is_initialized():
         return False
     # A Ray started here serves its dashboard on this machine only (reach it through an SSH tunnel); when
     # connecting to a running cluster, the host it was started with applies.
-    ray.init(address=address, dashboard_host="127.0.0.1")
+    ray.init(address=address, dashboard_host="127.0.0.1", include_dashboard=dashboard)
     return True
 
 
