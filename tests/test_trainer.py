@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_run
@@ -269,6 +270,28 @@ def test_prefetched_batches_are_the_same_batches_and_errors_reach_the_loop():
     next(endless)
     endless.close()  # a thread blocked on a full queue still stops
     assert not endless.thread.is_alive()
+
+
+def test_training_batches_come_ahead_in_a_thread_for_a_gpu_only():
+    """On the CPU the training thread gathers its own batches (a second thread's torch ops would take the cores
+    from the step); for a GPU a thread prepares them ahead. The batches are the same either way."""
+    import threading
+
+    from rft_ray.data.base import ArrayImageSet
+    from rft_ray.training.setup import BatchOrder, Prefetched, train_batches
+
+    images = ArrayImageSet(np.arange(20 * 8 * 8 * 3, dtype=np.uint8).reshape(20, 8, 8, 3) % 251,
+                           np.arange(20) % 4, size=8)
+    order = BatchOrder(len(images), 6, seed=3)
+    before = threading.active_count()
+    plain = train_batches(images, order, start_step=2, num_workers=0, device=torch.device("cpu"))
+    assert not isinstance(plain, Prefetched) and threading.active_count() == before
+    ahead = Prefetched(((p, y) for p, y in train_batches(images, order, 2, 0)), depth=2)
+    for _ in range(5):
+        (a, la), (b, lb) = next(plain), next(ahead)
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    plain.close()
+    ahead.close()
 
 
 @pytest.mark.slow

@@ -178,7 +178,7 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
         evaluation_point(float("nan"))
     model.train()
     losses = LossTracker(device)
-    batches = train_batches(run.bundle.train, run.order, step, resolve_workers(t.num_workers))
+    batches = train_batches(run.bundle.train, run.order, step, resolve_workers(t.num_workers), device)
     with contextlib.closing(batches):  # the batch thread stops with the run, whether it ends or raises
         while step < run.total_steps:
             for hook in step_hooks:

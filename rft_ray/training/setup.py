@@ -207,14 +207,20 @@ class Prefetched:
         self.thread.join(timeout=5)
 
 
-def train_batches(images: ImageSet, order: BatchOrder, start_step: int, num_workers: int):
-    """Endless (uint8 images, labels) batches in `order`; decodes the whole split once when it fits (and then
-    gathers each batch ahead, in a thread), else decodes per batch in `num_workers` DataLoader workers."""
-    pin = torch.cuda.is_available()
+def train_batches(images: ImageSet, order: BatchOrder, start_step: int, num_workers: int,
+                  device: torch.device = torch.device("cpu")):
+    """Endless (uint8 images, labels) batches in `order` (an iterator with `close()`); decodes the whole split
+    once when it fits, else decodes per batch in `num_workers` DataLoader workers. For a GPU each batch is
+    prepared ahead in a thread (gathered and pinned while the GPU works); on the CPU in the training thread
+    itself, since a second thread's torch ops there take the cores from the step (measured: about half the
+    step rate with libgomp's spinning thread teams, benchmarks/RESULTS.md)."""
+    ahead = device.type == "cuda"
     if len(images) * 3 * images.size * images.size <= TRAIN_CACHE_BYTES:
         pixels, labels = images.materialize()
-        return Prefetched(((pixels[idx], labels[idx]) for idx in order.batches(start_step)), pin=pin)
+        batches = ((pixels[idx], labels[idx]) for idx in order.batches(start_step))
+        return Prefetched(batches, pin=True) if ahead else batches
     loader = torch.utils.data.DataLoader(images, batch_sampler=_BatchSampler(order, start_step),
-                                         num_workers=num_workers, pin_memory=pin,
+                                         num_workers=num_workers, pin_memory=ahead,
                                          prefetch_factor=2 if num_workers else None)
-    return Prefetched(iter(loader))  # the loader pins; the thread overlaps decoding without workers too
+    # the loader pins; the thread overlaps decoding without workers too
+    return Prefetched(iter(loader)) if ahead else (batch for batch in loader)
