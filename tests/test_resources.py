@@ -215,3 +215,25 @@ def test_the_shipped_specs_concurrency_is_what_auto_picks_on_the_clusters_head()
         assert written.resources.max_concurrent_trials == expected
         plan = plan_resources(auto, head_now, types)
         assert (plan["max_concurrent_trials"], plan["gpus_per_trial"]) == (expected, 1), name
+
+
+def test_a_remote_sweep_copies_what_only_the_head_holds_into_its_storage(tmp_path, monkeypatch):
+    """With s3:// (here file://) storage the summary, analysis/, the log and the SQLite files of MLflow and Optuna
+    live in a local results/<name> on the head, which `ray down` deletes: the end of the sweep copies them over."""
+    from rft_ray.sweep.driver import _upload_local_outputs
+
+    monkeypatch.chdir(tmp_path)
+    remote = f"file://{tmp_path / 'bucket' / 'tiny'}"
+    experiment = experiment_spec(tiny_experiment(remote, tracking={"enabled": True}))
+    assert experiment.is_remote
+    local = experiment.local_dir()
+    assert local == tmp_path / "results" / "tiny"
+    (local / "analysis").mkdir(parents=True)
+    for name in ("summary.md", "summary.json", "experiment.json", "sweep.log", "mlflow.db", "optuna.db",
+                 "analysis/report.html"):
+        (local / name).write_text(name)
+    _upload_local_outputs(experiment, SweepFolder(experiment.storage_root), local)
+    copied = tmp_path / "bucket" / "tiny"
+    for name in ("summary.md", "summary.json", "experiment.json", "sweep.log", "mlflow.db", "optuna.db",
+                 "analysis/report.html"):
+        assert (copied / name).read_text() == name

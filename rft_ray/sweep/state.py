@@ -74,8 +74,10 @@ class SweepFolder:
         target = self._p(local.name)
         if local.is_dir() and self.fs.get_file_info(target).type == pafs.FileType.Directory:
             self.fs.delete_dir(target)
-        if local.is_file():
-            self.fs.create_dir(self.path, recursive=True)
+        # local file:// folders are not made by the copy (object stores have no folders to make)
+        self.fs.create_dir(target if local.is_dir() else self.path, recursive=True)
+        for sub in (p for p in local.rglob("*") if p.is_dir()):
+            self.fs.create_dir(f"{target}/{sub.relative_to(local).as_posix()}", recursive=True)
         pafs.copy_files(str(local.resolve()), target, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=self.fs)
         return self.uri(local.name)
