@@ -118,3 +118,22 @@ def test_a_given_clean_verdict_gives_the_same_attack(model_and_data):
     assert not none_ok.any()
     with pytest.raises(ValueError, match="clean_ok has 3 verdicts"):
         pgd_robust(model, images, labels, config, 50, CPU, clean_ok=clean[:3])
+
+
+@pytest.mark.parametrize("precision, tf32", [("fp32", False), ("tf32", True), ("auto", True)])
+def test_pgd_arithmetic_sets_tf32_for_its_duration_on_cuda(precision, tf32):
+    """fp32 is strict on CUDA (no TF32 matmuls, and no TF32 cuDNN convolutions, which torch allows by default);
+    tf32 and auto allow both; the settings before the attack come back after it. On the CPU nothing changes."""
+    from rft_ray.evaluation.robustness import pgd_arithmetic
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (not tf32), (not tf32)
+    try:
+        with pgd_arithmetic(precision, torch.device("cuda")) as dtype:
+            assert dtype is None
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32)
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (not tf32, not tf32)
+        with pgd_arithmetic(precision, torch.device("cpu")):
+            assert torch.backends.cudnn.allow_tf32 == (not tf32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -69,16 +69,17 @@ def clean_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
 @contextlib.contextmanager
 def pgd_arithmetic(precision: str, device: torch.device):
-    """The attack's arithmetic: yields the autocast dtype (bf16, or None for float32 passes) and, for tf32 (and
-    auto) on CUDA, lets float32 matmuls and convolutions use TF32 while the attack runs (restored after)."""
+    """The attack's arithmetic: yields the autocast dtype (bf16, or None for float32 passes) and, on CUDA, sets
+    whether float32 matmuls and convolutions may use TF32 while the attack runs (restored after): yes for tf32
+    and auto, no for fp32 (torch's default lets cuDNN convolutions, e.g. the patch embedding, use TF32)."""
     if precision == "bf16":
         yield torch.bfloat16
         return
-    if device.type != "cuda" or precision == "fp32":
+    if device.type != "cuda":
         yield None
         return
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
     try:
         yield None
     finally:
