@@ -598,7 +598,14 @@ def test_corruption(name):
     def distance(x):
         return (x.float() - image.float()).abs().mean().item()
 
-    assert distance(severe(image, 3)) > distance(out)
+    if name not in NOT_ORDERED_BY_DISTANCE:
+        assert distance(severe(image, 3)) > distance(out)
+
+
+# CIFAR-10-C's own parameters for these do not grow the pixel distance with severity (elastic: the affine jitter
+# shrinks as the field grows; glass: the stronger blur smooths the swaps; frost: less image kept at 4 than 3);
+# tests/test_corruptions.py checks that their five severities differ instead.
+NOT_ORDERED_BY_DISTANCE = {"elastic_transform", "frost", "glass_blur"}
 
 
 def test_noise_depends_on_index():

@@ -46,6 +46,13 @@ class StrategySpec:
     options: dict[str, Any] = described("the strategy's own hyperparameters (see `rft strategies --help`)", factory=dict)
 
 
+# The 15 corruptions of CIFAR-10-C (Hendrycks & Dietterich, 2019), in the paper's order; `corruptions:
+# cifar10-c` stands for them. Kept here, below rft_ray.data, because the spec expands the shorthand.
+CIFAR10_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+             "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+             "jpeg_compression")
+
+
 @dataclass
 class DatasetSpec:
     name: str = described("dataset: digits, cifar10, cifar100, caltech256, cub200, stanford_dogs, domainnet, parquet", "digits")
@@ -59,12 +66,18 @@ class DatasetSpec:
     split_seed: int = described("seed of every split and evaluation subset (kept apart from the training seed, so "
                                 "runs with different seeds are measured on the same images)", 0)
     train_limit: int | None = described("use a seeded subset of this many training images", None)
-    corruptions: list[str] = described("OOD corruption domains for datasets without natural domains",
-                                       factory=lambda: ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"])
+    corruptions: Union[list[str], Literal["cifar10-c"]] = described(
+        "OOD corruption domains for datasets without natural domains: a list of names (see "
+        "rft_ray/data/corruptions), or cifar10-c for the 15 of CIFAR-10-C",
+        factory=lambda: ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"])
     severity: int = described("corruption severity, 1 (mild) to 5 (severe), as in CIFAR-10-C", 3)
     options: dict[str, Any] = described("the dataset's own settings (see the dataset registry)", factory=dict)
 
     def __post_init__(self):
+        if isinstance(self.corruptions, str):
+            check(self.corruptions == "cifar10-c", "corruptions",
+                  f"must be a list of corruption names or 'cifar10-c', got {self.corruptions!r}")
+            self.corruptions = list(CIFAR10_C)  # expanded here, so results and cost estimates see the names
         check(0.0 <= self.val_fraction < 0.9, "val_fraction", f"must be in [0, 0.9), got {self.val_fraction}")
         check(self.train_limit is None or self.train_limit > 0, "train_limit",
               f"must be a positive number of images, got {self.train_limit}")
