@@ -1,3 +1,4 @@
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,21 @@ def cli_error(err: str) -> str:
     assert prefix and err.count(prefix.rstrip()) == 1, err
     assert err.endswith("\n") and "\n\n" not in err and "Traceback (most recent call last)" not in err, err
     return err[len(prefix):]
+
+
+@contextmanager
+def two_node_cluster():
+    """A local Ray cluster of a head and one added node, 1 CPU each, no dashboard (this process's own Ray, if
+    any, is shut down first); yields (cluster, the added node) and shuts the cluster down after."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster, worker
+    finally:
+        cluster.shutdown()

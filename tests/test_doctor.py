@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import two_node_cluster
 
 from rft_ray.cli import main
 from rft_ray.sweep import doctor as doctor_module
@@ -201,16 +202,8 @@ def test_a_cluster_nobody_answers_at_is_one_fail_row_at_once(capsys):
 
 @pytest.mark.slow
 def test_cluster_mode_prints_every_node_and_refuses_a_trial_no_node_holds(tmp_path):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    command = [sys.executable, "-m", "rft_ray.cli", "doctor", "--cluster", "--address", cluster.address]
-    try:
+    with two_node_cluster() as (cluster, worker):
+        command = [sys.executable, "-m", "rft_ray.cli", "doctor", "--cluster", "--address", cluster.address]
         done = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=ROOT)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         rows = table_rows(done.stdout)
@@ -232,5 +225,3 @@ def test_cluster_mode_prints_every_node_and_refuses_a_trial_no_node_holds(tmp_pa
         assert status == FAIL and "64 CPU" in detail
         assert [r[:2] for r in rows if r[0] == "dataset.root (shared)"] == [("dataset.root (shared)", PASS)] * 2
         assert [r[1] for r in rows if r[0] == "storage writable"] == [PASS, PASS]
-    finally:
-        cluster.shutdown()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import two_node_cluster
 from fault_plugins import KILL_FILE, KILL_FIRED_FILE, fault_env
 
 from rft_ray.config import SpecError
@@ -529,15 +530,7 @@ def test_driver_killed_mid_sweep_resumes_with_each_schedule_once(tmp_path):
 
 @pytest.mark.slow
 def test_launch_script_spreads_trials_over_two_nodes(tmp_path):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    try:
+    with two_node_cluster() as (cluster, worker):
         data = tiny_experiment(tmp_path / "sweep", resources={"cpus_per_trial": 1, "gpus_per_trial": "auto",
                                                               "max_concurrent_trials": "auto"})
         data["search"]["num_samples"] = 2
@@ -554,5 +547,3 @@ def test_launch_script_spreads_trials_over_two_nodes(tmp_path):
             nodes |= {json.loads(line)["node_id"] for line in result_file.read_text().splitlines() if line.strip()}
         assert nodes == {cluster.head_node.node_id, worker.node_id}
         assert sorted(steps_by_run(str(tmp_path / "sweep" / "store")).values()) == [[0, 20], [0, 20]]
-    finally:
-        cluster.shutdown()
