@@ -23,6 +23,9 @@ from rft_ray.results.files import atomic_path, filesystem_for, is_uri
 from rft_ray.results.record import REQUIRED_COLUMNS, EvalRecord, arrow_schema
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
+# Kept weights of evaluation points (`output.keep_checkpoints`): <root>/checkpoints/<run_id>/step-<step>.safetensors
+CHECKPOINTS_DIR = "checkpoints"
+_CHECKPOINT_FILE = re.compile(r"^step-(\d+)\.safetensors$")
 
 
 class StoreError(ValueError):
@@ -55,6 +58,26 @@ class ResultStore:
 
     def run_path(self, run_id: str) -> str:
         return f"{self.path}/{check_run_id(run_id)}.parquet"
+
+    def checkpoint_folder(self, run_id: str) -> str:
+        """Where the run's kept weights live, one `step-<step>.safetensors` per kept evaluation point."""
+        return f"{self.path}/{CHECKPOINTS_DIR}/{check_run_id(run_id)}"
+
+    def checkpoint_path(self, run_id: str, step: int) -> str:
+        return f"{self.checkpoint_folder(run_id)}/step-{int(step)}.safetensors"
+
+    def checkpoints(self, run_id: str) -> dict[int, str]:
+        """The run's kept weight files by step (paths on `self.fs`); empty when it kept none."""
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.checkpoint_folder(run_id), allow_not_found=True))
+        except OSError as err:
+            raise StoreError(f"cannot list the checkpoints of run {run_id!r} in {self.root!r}: {err}") from err
+        found = {}
+        for info in infos:
+            match = _CHECKPOINT_FILE.match(Path(info.path).name)
+            if info.type == pafs.FileType.File and match:
+                found[int(match.group(1))] = info.path
+        return dict(sorted(found.items()))
 
     def ensure_writable(self) -> None:
         """Fail before any training if the store cannot be written (missing permission, bad URI)."""
