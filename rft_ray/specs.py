@@ -12,12 +12,14 @@ from typing import Any
 from rft_ray.config import RunSpec, SpecError, load_spec
 from rft_ray.config.experiment import ExperimentSpec
 from rft_ray.data import dataset_config
-from rft_ray.models.strategies import strategy_config
+from rft_ray.models.strategies import create_strategy, strategy_config
 
 
 def check_components(spec: RunSpec) -> RunSpec:
     """The run's strategy and dataset exist and their options are valid (errors name the field)."""
     strategy_config(spec.strategy.name, spec.strategy.options)
+    if spec.training.steps is not None:  # a strategy's phases must fit the run (lp_ft: probe_steps < steps)
+        create_strategy(spec.strategy.name, spec.strategy.options).phases(spec.training.steps, spec.training.lr)
     dataset_config(spec.dataset.name, spec.dataset.options)
     return spec
 

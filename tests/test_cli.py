@@ -13,11 +13,12 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
-def test_strategies_json_lists_all_seven_with_counts(capsys):
+def test_strategies_json_lists_every_strategy_with_counts(capsys):
     code, out, _ = run_cli(capsys, "strategies", "--model", "vit_base_patch16_224", "--num-classes", "10", "--json")
     assert code == 0
     rows = json.loads(out)["strategies"]
-    assert [r["strategy"] for r in rows] == ["full", "linear", "bitfit", "lora", "ia3", "adapter", "compacter"]
+    assert [r["strategy"] for r in rows] == ["full", "linear", "bitfit", "lora", "ia3", "adapter", "compacter",
+                                             "lp_ft"]
     full = rows[0]
     assert full["trainable"] == full["total"] == 85_806_346
     assert all(0 < r["trainable"] <= r["total"] for r in rows)

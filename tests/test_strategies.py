@@ -6,20 +6,28 @@ from peft import LoraConfig, inject_adapter_in_model
 
 from rft_ray.config import ModelSpec, SpecError
 from rft_ray.models.backbones import create_classifier
-from rft_ray.models.strategies import apply_strategy, count_parameters, create_strategy, strategy_names
+from rft_ray.models.strategies import (
+    PAPER_STRATEGIES,
+    apply_strategy,
+    count_parameters,
+    create_strategy,
+    strategy_names,
+)
 from rft_ray.models.strategies.base import vit_blocks
 from rft_ray.models.strategies.builtin import _peft_targets
 from rft_ray.models.strategies.modules import FusedQKVLora, split_qkv
 
-ALL = ["full", "linear", "bitfit", "lora", "ia3", "adapter", "compacter"]
+PAPER = ["full", "linear", "bitfit", "lora", "ia3", "adapter", "compacter"]
+ALL = [*PAPER, "lp_ft"]  # the registry: the paper's seven, then LP-FT (tests/test_lp_ft.py)
 
 
 def small_model(seed=0):
     return create_classifier(ModelSpec(source="random"), num_classes=7, seed=seed).eval()
 
 
-def test_registry_lists_the_seven_in_order():
+def test_registry_lists_the_papers_seven_in_order_then_lp_ft():
     assert strategy_names() == ALL
+    assert list(PAPER_STRATEGIES) == PAPER
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -42,7 +50,7 @@ def test_outputs_unchanged_at_init_and_head_trainable(name):
     others = trainable - head
     if name == "full":
         assert count.trainable == count.total
-    elif name == "linear":
+    elif name in ("linear", "lp_ft"):  # lp_ft as applied: its first phase, probing, trains the head only
         assert others == set()
     elif name == "bitfit":
         assert others and all(n.endswith(".bias") for n in others)
@@ -175,7 +183,7 @@ def test_unknown_option_is_rejected_with_suggestion():
 
 def test_vit_base_counts_land_in_the_papers_range():
     shares, counts = {}, {}
-    for name in ALL:
+    for name in PAPER:
         with torch.device("meta"):
             model = create_classifier(ModelSpec(name="vit_base_patch16_224", source="random"), 10)
         counts[name] = apply_strategy(model, name)

@@ -11,7 +11,9 @@
 - full fine-tuning (`finetune`): lr 2e-5 (`main.py`'s default), linear decay from the first step
   (the Trainer's default schedule, no warm-up);
 - every other strategy (linear probing, BitFit and the adapters): lr 5e-3 (`finetune.py`'s note), 800
-  warm-up steps, then cosine decay.
+  warm-up steps, then cosine decay;
+- LP-FT (not in the paper's code): full fine-tuning's settings, since `training.lr` is its fine-tuning phase's
+  (its probe phase takes `strategy.options.probe_lr`, by default 30x that lr).
 
 Given values always win: a sweep's lr and weight decay, or any key the spec sets, replace the preset's.
 docs/fidelity.md sets every aspect side by side with the paper's code.
@@ -37,7 +39,7 @@ def recipe_settings(recipe: str, strategy: str) -> dict[str, Any]:
     """The settings `recipe` gives a run of `strategy` (empty for the default recipe)."""
     if recipe != "paper_code":
         return {}
-    return merged(PAPER_CODE, PAPER_CODE_FULL if strategy == "full" else PAPER_CODE_OTHERS)
+    return merged(PAPER_CODE, PAPER_CODE_FULL if strategy in ("full", "lp_ft") else PAPER_CODE_OTHERS)
 
 
 def with_recipe(data: Any, default_strategy: str) -> Any:

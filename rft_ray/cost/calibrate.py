@@ -56,13 +56,17 @@ def _model_for(run: RunSpec, meta: bool):
     size = resolve_image_size(run)
     model_spec = dataclasses.replace(run.model, source="random", weights=None)
     classes = 10
+    strategy = create_strategy(run.strategy.name, run.strategy.options)
     if meta:
         with torch.device("meta"):  # shapes only: nothing allocated, nothing downloaded
             model = create_classifier(model_spec, classes)
-            create_strategy(run.strategy.name, run.strategy.options).apply(model)
+            strategy.apply(model)
     else:
         model = create_classifier(model_spec, classes, seed=0)
-        create_strategy(run.strategy.name, run.strategy.options).apply(model)
+        strategy.apply(model)
+    # A strategy with phases (lp_ft) is costed as its last phase trains (for lp_ft every parameter): an upper
+    # bound, since its probing phase backpropagates into the head only.
+    strategy.enter_phase(model, len(strategy.phase_names) - 1)
     return model, size, classes
 
 

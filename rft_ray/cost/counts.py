@@ -95,6 +95,7 @@ class RunCount:
     sizes: SplitSizes
     model: str
     image_size: int | None
+    keep_checkpoints: str = "frontier"  # output.keep_checkpoints: what an AutoAttack pass could later attack
 
     @property
     def train_images(self) -> int:
@@ -112,13 +113,16 @@ class RunCount:
 
 def count_run(run: RunSpec, trials: int = 1, group: str | None = None) -> RunCount:
     from rft_ray.evaluation.schedule import EvalSchedule
+    from rft_ray.models.strategies import create_strategy
 
     sizes = split_sizes(run)
     t, e = run.training, run.evaluation
     batch = min(t.batch_size, sizes.train)
     steps_per_epoch = max(1, sizes.train // batch)
     steps = t.steps if t.steps is not None else max(1, int(round(t.epochs * steps_per_epoch)))
-    points = len(EvalSchedule.from_spec(e).points(steps))
+    phases = create_strategy(run.strategy.name, run.strategy.options).phases(steps, t.lr)
+    # a strategy with phases (lp_ft) starts the schedule again at each later phase
+    points = len(EvalSchedule.from_spec(e, [phase.start for phase in phases[1:]]).points(steps))
 
     def take(count: int | None, available: int) -> int:
         return available if count is None else min(count, available)
@@ -129,7 +133,8 @@ def count_run(run: RunSpec, trials: int = 1, group: str | None = None) -> RunCou
     return RunCount(group=group or run.run_id, strategy=run.strategy.name, dataset=run.dataset.name, trials=trials,
                     batch_size=batch, steps=steps, points=points, clean_images_per_point=clean,
                     pgd_images_per_point=take(e.pgd.examples, test), pgd_radii=radii, pgd_steps=e.pgd.steps,
-                    pgd_verdict=e.pgd.verdict, sizes=sizes, model=run.model.name, image_size=run.model.image_size)
+                    pgd_verdict=e.pgd.verdict, sizes=sizes, model=run.model.name, image_size=run.model.image_size,
+                    keep_checkpoints=run.output.keep_checkpoints)
 
 
 @dataclass

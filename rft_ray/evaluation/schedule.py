@@ -2,6 +2,10 @@
 
 A schedule is a list of segments (until, every): a step s in the segment (previous until, until]
 is an evaluation point when s is a multiple of `every`. Step 0 and the final step are always points.
+
+`restarts` (the first steps of a strategy's later phases, e.g. LP-FT's fine-tuning) start the schedule
+again: each restart step is a point, and after it a step is a point when its distance from the restart is,
+so every phase is measured densely early and sparsely later.
 """
 from __future__ import annotations
 
@@ -27,14 +31,17 @@ PRESETS: dict[str, tuple[Segment, ...]] = {
 
 
 class EvalSchedule:
-    def __init__(self, segments: Sequence[Segment]):
+    def __init__(self, segments: Sequence[Segment], restarts: Sequence[int] = ()):
         self.segments = tuple(segments)
+        self.restarts = tuple(sorted(set(restarts)))
+        if any(step < 1 for step in self.restarts):
+            raise ValueError(f"schedule restarts are steps after the first, got {list(restarts)}")
 
     @classmethod
-    def from_spec(cls, spec: EvaluationSpec) -> "EvalSchedule":
+    def from_spec(cls, spec: EvaluationSpec, restarts: Sequence[int] = ()) -> "EvalSchedule":
         if isinstance(spec.schedule, str):
-            return cls(PRESETS[spec.schedule])
-        return cls([Segment(s.until, s.every) for s in spec.schedule if isinstance(s, ScheduleSegment)])
+            return cls(PRESETS[spec.schedule], restarts)
+        return cls([Segment(s.until, s.every) for s in spec.schedule if isinstance(s, ScheduleSegment)], restarts)
 
     def every_at(self, step: int) -> int | None:
         for segment in self.segments:
@@ -45,8 +52,11 @@ class EvalSchedule:
     def is_point(self, step: int, total_steps: int) -> bool:
         if step == 0 or step == total_steps:
             return True
-        every = self.every_at(step)
-        return every is not None and step % every == 0
+        local = step - max((r for r in self.restarts if r <= step), default=0)  # steps since the phase began
+        if local == 0:
+            return True
+        every = self.every_at(local)
+        return every is not None and local % every == 0
 
     def points(self, total_steps: int) -> list[int]:
         return [s for s in range(total_steps + 1) if self.is_point(s, total_steps)]

@@ -1,7 +1,8 @@
 """One resumable checkpoint per run, replaced whole at every evaluation point (never appended to).
 
-It holds the trainable weights, optimizer, scheduler and RNG state, the records so far and the spec, so a
-resumed run continues at the same step and produces the same subsequent records.
+It holds the trainable weights, optimizer, scheduler and RNG state, the records so far, the spec and the
+strategy's phase (`Strategy.phases`; the weights, optimizer and schedule are that phase's), so a resumed run
+continues at the same step, in the same phase, and produces the same subsequent records.
 """
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ def spec_fingerprint(spec: RunSpec) -> dict:
     return {k: v for k, v in plain.items() if k not in RESUMABLE_CHANGES}
 
 
-def checkpoint_state(step: int, elapsed: float, model, optimizer, scheduler, records: list, spec: RunSpec) -> dict:
-    """What a checkpoint holds: trainable weights, optimizer, scheduler and RNG state, records, the spec."""
-    return {"step": step, "elapsed": elapsed,
+def checkpoint_state(step: int, elapsed: float, model, optimizer, scheduler, records: list, spec: RunSpec,
+                     phase: int = 0) -> dict:
+    """What a checkpoint holds: trainable weights, optimizer, scheduler and RNG state, records, the spec, and
+    the index of the phase whose trainable weights, optimizer and scheduler these are."""
+    return {"step": step, "elapsed": elapsed, "phase": phase,
             "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "records": [r.to_row() for r in records],

@@ -4,6 +4,9 @@ Results leave the loop once per evaluation point, as the full list of `EvalRecor
 run's observers, in order (the result store first, then plugins, then Ray Tune on a worker; see
 `rft_ray.training.plugins`). A checkpoint (written before any observer hears of the point, and holding
 the records too) lets a run resume at the same step and produce the same subsequent records.
+
+A strategy with several phases (LP-FT) switches what trains, and its optimizer and LR schedule, at each
+phase's first step (`PhasedTraining`); the evaluation schedule starts again there.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from torch import nn
 from rft_ray.config import RunSpec, TrainingSpec
 from rft_ray.evaluation.evaluator import EvalSets, evaluate
 from rft_ray.evaluation.schedule import EvalSchedule
+from rft_ray.models.strategies import ParameterCount, count_parameters, create_strategy
 from rft_ray.results.record import EvalRecord
 from rft_ray.training.checkpoint import (
     checkpoint_state,
@@ -26,7 +30,7 @@ from rft_ray.training.checkpoint import (
     save_checkpoint,
 )
 from rft_ray.training.plugins import RunContext, hooks
-from rft_ray.training.optim import build_optimizer
+from rft_ray.training.optim import PhasedTraining
 from rft_ray.training.setup import Run, crop_flip, resolve_workers, train_batches
 
 
@@ -113,14 +117,15 @@ def _restore(state: dict, model: nn.Module, optimizer, scheduler, resume_from: P
     return [EvalRecord.from_row(row) for row in state["records"]]
 
 
-def _record(run: Run, step: int, loss: float, metrics: dict, wall_seconds: float, eval_seconds: float) -> EvalRecord:
+def _record(run: Run, params: ParameterCount, step: int, loss: float, metrics: dict, wall_seconds: float,
+            eval_seconds: float) -> EvalRecord:
     spec, t = run.spec, run.spec.training
     examples = step * run.order.batch_size
     return EvalRecord(
         run_id=spec.run_id, strategy=spec.strategy.name, dataset=spec.dataset.title, model=spec.model.name,
         lr=t.lr, weight_decay=t.weight_decay, seed=t.seed, step=step, total_steps=run.total_steps,
         epoch=examples / len(run.bundle.train), examples_seen=examples, train_loss=loss,
-        pgd_eps=spec.evaluation.pgd.eps, trainable_params=run.params.trainable, total_params=run.params.total,
+        pgd_eps=spec.evaluation.pgd.eps, trainable_params=params.trainable, total_params=params.total,
         wall_seconds=wall_seconds, eval_seconds=eval_seconds, measured_at=time.time(), **metrics)
 
 
@@ -138,9 +143,12 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     run = Run.build(spec)
     model, device, dtype, t = run.model, run.device, run.dtype, spec.training
     sets = EvalSets.from_bundle(run.bundle, spec)
-    schedule = EvalSchedule.from_spec(spec.evaluation)
-    optimizer, scheduler, trainable = build_optimizer(model, t, run.total_steps)
-    context = RunContext(spec, model, optimizer, scheduler, device, run.total_steps)
+    phases = PhasedTraining(model, create_strategy(spec.strategy.name, spec.strategy.options), t, run.total_steps)
+    schedule = EvalSchedule.from_spec(spec.evaluation, restarts=phases.restarts)
+    state = load_checkpoint(resume_from, spec) if resume_from else None
+    phases.enter(state.get("phase", 0) if state is not None else 0)  # the phase the checkpoint was saved in
+    params = count_parameters(model)  # what trains in the current phase
+    context = RunContext(spec, model, phases.optimizer, phases.scheduler, device, run.total_steps)
 
     point_hooks = hooks(observers, "records_changed")
 
@@ -149,9 +157,8 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
             records_changed(records, saved)
 
     step, records, elapsed_before = 0, [], 0.0
-    state = load_checkpoint(resume_from, spec) if resume_from else None
     if state is not None:
-        records = _restore(state, model, optimizer, scheduler, resume_from)
+        records = _restore(state, model, phases.optimizer, phases.scheduler, resume_from)
         step, elapsed_before = state["step"], state["elapsed"]
         publish(records, None)
 
@@ -159,11 +166,11 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
         began = time.perf_counter()
         metrics = evaluate(model, sets, spec, device, dtype, bar)
         elapsed = elapsed_before + time.perf_counter() - started
-        records.append(_record(run, step, loss, metrics, elapsed, time.perf_counter() - began))
+        records.append(_record(run, params, step, loss, metrics, elapsed, time.perf_counter() - began))
         saved = None
         if checkpoint_dir is not None and t.checkpoint:
-            state = checkpoint_state(step, elapsed_before + time.perf_counter() - started, model, optimizer,
-                                     scheduler, records, spec)
+            state = checkpoint_state(step, elapsed_before + time.perf_counter() - started, model, phases.optimizer,
+                                     phases.scheduler, records, spec, phases.index)
             saved = save_checkpoint(Path(checkpoint_dir), state).parent
         publish(records, saved)
         if bar is not None:
@@ -181,10 +188,14 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     batches = train_batches(run.bundle.train, run.order, step, resolve_workers(t.num_workers), device)
     with contextlib.closing(batches):  # the batch thread stops with the run, whether it ends or raises
         while step < run.total_steps:
+            if phases.advance(step):  # a new phase: what trains, a fresh optimizer and LR schedule
+                params = count_parameters(model)
+                context.optimizer, context.scheduler = phases.optimizer, phases.scheduler
             for hook in step_hooks:
                 hook(step + 1, context)
             images, labels = next(batches)
-            loss = train_step(model, images, labels, optimizer, scheduler, trainable, t, step, device, dtype)
+            loss = train_step(model, images, labels, phases.optimizer, phases.scheduler, phases.trainable, t, step,
+                              device, dtype)
             step += 1
             losses.add(loss, step)
             if bar is not None:

@@ -1,6 +1,10 @@
 """The optimizer and learning-rate schedule of a run: AdamW over the trainable parameters, in two groups
 (decayed, and exempt from weight decay per `training.no_weight_decay`), with a warm-up then cosine, linear
-or constant schedule. The loop and `rft estimate`'s calibration both build them here."""
+or constant schedule. The loop and `rft estimate`'s calibration both build them here.
+
+A strategy with several phases (`Strategy.phases`, e.g. LP-FT's probe then fine-tune) gets a fresh AdamW and
+schedule per phase (`PhasedTraining`): the warm-up and decay run over the phase's own steps, at its own lr.
+"""
 from __future__ import annotations
 
 import math
@@ -9,6 +13,7 @@ import torch
 from torch import nn
 
 from rft_ray.config import TrainingSpec
+from rft_ray.models.strategies import Strategy
 
 # Normalisation layers whose weights `no_weight_decay: [norm]` exempts (timm's and torch's; the Hugging Face
 # Trainer exempts LayerNorm's).
@@ -58,12 +63,48 @@ def lr_factor(training: TrainingSpec, total_steps: int):
     return factor
 
 
-def build_optimizer(model: nn.Module, training: TrainingSpec, total_steps: int):
-    """(AdamW, its LambdaLR schedule, the trainable parameters) for a run of `total_steps` steps."""
+def build_optimizer(model: nn.Module, training: TrainingSpec, total_steps: int, lr: float | None = None):
+    """(AdamW, its LambdaLR schedule, the trainable parameters) for a run (or phase) of `total_steps` steps
+    at `lr` (default: training.lr)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     # The fused CUDA kernel updates every parameter in one launch; same arithmetic as the per-tensor loop.
     fused = bool(trainable) and all(p.is_cuda and p.dtype == torch.float32 for p in trainable)
-    optimizer = torch.optim.AdamW(parameter_groups(model, training), lr=training.lr,
+    optimizer = torch.optim.AdamW(parameter_groups(model, training), lr=training.lr if lr is None else lr,
                                   weight_decay=training.weight_decay, fused=fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(training, total_steps))
     return optimizer, scheduler, trainable
+
+
+class PhasedTraining:
+    """The strategy's phases over a run and the current phase's AdamW, LR schedule and trainable parameters.
+
+    `enter(i)` sets what trains in phase i and builds its optimizer and schedule afresh; `advance(step)`
+    enters the next phase when optimizer step `step` (0-based) is its first. A one-phase strategy enters
+    phase 0 once and never advances."""
+
+    def __init__(self, model: nn.Module, strategy: Strategy, training: TrainingSpec, total_steps: int):
+        self.model, self.strategy, self.training = model, strategy, training
+        self.phases = strategy.phases(total_steps, training.lr)
+        self.index = -1
+        self.optimizer = self.scheduler = None
+        self.trainable: list[nn.Parameter] = []
+
+    @property
+    def restarts(self) -> list[int]:
+        """The first steps of the phases after the first (where the evaluation schedule starts again)."""
+        return [phase.start for phase in self.phases[1:]]
+
+    def enter(self, index: int) -> None:
+        phase = self.phases[index]
+        self.strategy.enter_phase(self.model, index)
+        self.optimizer, self.scheduler, self.trainable = build_optimizer(self.model, self.training, phase.steps,
+                                                                         phase.lr)
+        self.index = index
+
+    def advance(self, step: int) -> bool:
+        """Enter the next phase if `step` is its first step; whether a phase began."""
+        following = self.index + 1
+        if following < len(self.phases) and step == self.phases[following].start:
+            self.enter(following)
+            return True
+        return False

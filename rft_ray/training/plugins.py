@@ -35,7 +35,7 @@ class RunContext:
 
     spec: Any  # the RunSpec
     model: Any  # the ImageClassifier, on its device
-    optimizer: Any
+    optimizer: Any  # the current phase's: a strategy with phases (lp_ft) gets a new one, and scheduler, per phase
     scheduler: Any
     device: Any
     total_steps: int

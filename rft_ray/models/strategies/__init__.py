@@ -1,6 +1,8 @@
-"""The seven fine-tuning strategies of the paper, in a registry. Build with `create_strategy(name, options)`."""
+"""The fine-tuning strategies, in a registry: the paper's seven, then LP-FT. Build with
+`create_strategy(name, options)`."""
 from rft_ray.models.strategies.base import (
     ParameterCount,
+    Phase,
     Strategy,
     apply_strategy,
     config_help,
@@ -11,6 +13,11 @@ from rft_ray.models.strategies.base import (
     strategy_names,
 )
 from rft_ray.models.strategies import builtin as _builtin  # noqa: F401  (registers the seven)
+from rft_ray.models.strategies import lp_ft as _lp_ft  # noqa: F401  (registers lp_ft, after them)
 
-__all__ = ["ParameterCount", "Strategy", "apply_strategy", "config_help", "count_parameters", "create_strategy",
-           "register_strategy", "strategy_config", "strategy_names"]
+# The paper's seven, in its order (the registry also holds strategies the paper did not study).
+PAPER_STRATEGIES = ("full", "linear", "bitfit", "lora", "ia3", "adapter", "compacter")
+
+__all__ = ["PAPER_STRATEGIES", "ParameterCount", "Phase", "Strategy", "apply_strategy", "config_help",
+           "count_parameters", "create_strategy", "register_strategy", "strategy_config",
+           "strategy_names"]

@@ -2,6 +2,11 @@
 
 `Strategy.apply(model)` freezes everything, lets the strategy insert its modules (`adapt`), marks
 what trains (`is_trainable`), and always leaves the classification head trainable.
+
+A run is one or more phases (`Strategy.phases`): consecutive stretches of its optimizer steps, each with
+its own trainable parameters, learning rate, optimizer state and LR schedule. Every strategy of the paper
+has one phase, the whole run at `training.lr`; LP-FT has two. `apply` leaves the model as phase 0 trains
+it; `enter_phase(model, i)` sets what trains in phase i.
 """
 from __future__ import annotations
 
@@ -41,10 +46,34 @@ def vit_blocks(model: nn.Module) -> Iterator[tuple[int, nn.Module]]:
     yield from enumerate(blocks)
 
 
+# `Strategy.interpolation_rule`'s answers.
+INTERPOLATE, KEEP_FINETUNED = "interpolate", "keep_finetuned"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Optimizer steps [start, start + steps) of a run (0-based), trained at `lr` with a fresh AdamW and
+    its own warm-up and decay over `steps`."""
+
+    name: str
+    start: int
+    steps: int
+    lr: float
+
+    @property
+    def end(self) -> int:
+        return self.start + self.steps
+
+
 class Strategy:
     name: ClassVar[str]
     Config: ClassVar[type]
     summary: ClassVar[str] = ""
+    # What trains in each phase, in order (`rft strategies` counts the parameters of each).
+    phase_names: ClassVar[tuple[str, ...]] = ("train",)
+    # What WiSE-FT's alpha scales (`rft interpolate`), in words; `interpolation_rule` says it per parameter.
+    interpolation: ClassVar[str] = ("every trained parameter moves alpha of the way from its step-0 value to its "
+                                    "fine-tuned one")
 
     def __init__(self, config: Any):
         self.config = config
@@ -65,6 +94,31 @@ class Strategy:
             param.requires_grad_(True)
         return model
 
+    def interpolation_rule(self, name: str) -> str:
+        """How a WiSE-FT interpolation (`rft_ray.training.interpolate`) sets trained parameter `name` at alpha:
+        INTERPOLATE: theta0 + alpha * (theta_ft - theta0); KEEP_FINETUNED: the fine-tuned value, for a factor
+        multiplied by a parameter that starts at zero (LoRA's A beside B), so that scaling that partner scales
+        their product, the learned change, by exactly alpha."""
+        return INTERPOLATE
+
+    def phases(self, total_steps: int, lr: float) -> list[Phase]:
+        """The run's phases, covering its `total_steps` steps; `lr` is `training.lr`."""
+        return [Phase(self.phase_names[0], 0, total_steps, lr)]
+
+    def enter_phase(self, model: nn.Module, index: int) -> None:
+        """Set what trains in phase `index` of a model `apply` prepared (one phase: already set)."""
+        if index != 0:
+            raise ValueError(f"strategy {self.name} has one phase; there is no phase {index}")
+
+    def phase_counts(self, model: nn.Module) -> list[ParameterCount]:
+        """The parameters of an applied model that train in each phase (the model is left in phase 0)."""
+        counts = []
+        for index in range(len(self.phase_names)):
+            self.enter_phase(model, index)
+            counts.append(count_parameters(model))
+        self.enter_phase(model, 0)
+        return counts
+
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategy.name")
 
@@ -74,7 +128,7 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 
 def strategy_names() -> list[str]:
-    return STRATEGIES.names()  # registration order: full, linear, bitfit, lora, ia3, adapter, compacter
+    return STRATEGIES.names()  # registration order: the paper's seven (full ... compacter), then lp_ft
 
 
 def strategy_config(name: str, options: dict[str, Any]) -> Any:

@@ -8,7 +8,13 @@ from peft import IA3Config, LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from rft_ray.config import check, described
-from rft_ray.models.strategies.base import Strategy, register_strategy, vit_blocks
+from rft_ray.models.strategies.base import (
+    INTERPOLATE,
+    KEEP_FINETUNED,
+    Strategy,
+    register_strategy,
+    vit_blocks,
+)
 from rft_ray.models.strategies.modules import (
     QKV_PARTS,
     BottleneckAdapter,
@@ -41,6 +47,7 @@ class Full(Strategy):
     name = "full"
     summary = "every parameter trains"
     Config = NoOptions
+    interpolation = "every parameter: theta0 + alpha * (theta_ft - theta0), WiSE-FT as published"
 
     def is_trainable(self, name, param):
         return True
@@ -51,6 +58,8 @@ class Linear(Strategy):
     name = "linear"
     summary = "linear probing: the head only"
     Config = NoOptions
+    interpolation = ("the head's weight and bias; the features are fixed, so the logits are exactly (1 - alpha) x "
+                     "the step-0 head's + alpha x the fine-tuned head's")
 
 
 @register_strategy
@@ -58,6 +67,7 @@ class BitFit(Strategy):
     name = "bitfit"
     summary = "every bias, plus the head"
     Config = NoOptions
+    interpolation = "every bias and the head: theta0 + alpha * (theta_ft - theta0)"
 
     def is_trainable(self, name, param):
         return name.endswith(".bias")
@@ -82,6 +92,11 @@ class Lora(Strategy):
     name = "lora"
     summary = "LoRA on q, k, v (on timm's fused qkv, one matmul pair), peft LoRA on fc1, fc2"
     Config = LoraOptions
+    interpolation = ("each update scaling * B @ A: B (zero at step 0) scaled to alpha * B_ft, A kept fine-tuned, so "
+                     "every update is exactly alpha x the fine-tuned one; the head interpolated")
+
+    def interpolation_rule(self, name):
+        return KEEP_FINETUNED if "lora_A" in name else INTERPOLATE
 
     def adapt(self, model):
         c = self.config
@@ -118,6 +133,8 @@ class IA3(Strategy):
     name = "ia3"
     summary = "peft (IA)^3 scaling vectors on the outputs of k, v, fc1, fc2"
     Config = IA3Options
+    interpolation = ("each scaling vector l (one at step 0): 1 + alpha * (l_ft - 1), so every scaled layer's weight "
+                     "change is exactly alpha x the fine-tuned one; the head interpolated")
 
     def adapt(self, model):
         split_qkv(vit_blocks(model))
@@ -144,6 +161,12 @@ class Adapter(Strategy):
     name = "adapter"
     summary = "Houlsby bottleneck adapters after attention and MLP"
     Config = AdapterOptions
+    interpolation = ("each adapter's up-projection (zero at step 0) scaled to alpha x its fine-tuned weights, its "
+                     "down-projection kept fine-tuned, so every adapter adds exactly alpha x its fine-tuned output; "
+                     "the head interpolated")
+
+    def interpolation_rule(self, name):
+        return KEEP_FINETUNED if ".down." in name else INTERPOLATE
 
     def adapt(self, model):
         c = self.config
@@ -170,6 +193,13 @@ class Compacter(Strategy):
     name = "compacter"
     summary = "Compacter: PHM adapters, shared rule matrices, rank-1 factors"
     Config = CompacterOptions
+    interpolation = ("each adapter's up-projection factor `right` and bias (zero at step 0) scaled to alpha x their "
+                     "fine-tuned values, the shared rules, `left` and the down-projection kept fine-tuned, so every "
+                     "adapter adds exactly alpha x its fine-tuned output; the head interpolated")
+
+    def interpolation_rule(self, name):
+        kept = name.startswith("phm_rules.") or ".down." in name or name.endswith(".up.left")
+        return KEEP_FINETUNED if kept else INTERPOLATE
 
     def adapt(self, model):
         c = self.config
