@@ -16,12 +16,11 @@ from rft_ray.specs import experiment_spec, run_spec
 from rft_ray.tracking import naming
 from rft_ray.tracking.metrics import group_metrics
 from rft_ray.training.loop import train_loop
+from rft_ray.tracking.artifacts import ARTIFACT_DIR
 from rft_ray.training.weights import (
     FORMAT,
-    WEIGHTS_DIR,
-    FrontierWeights,
+    CheckpointKeeper,
     WeightsError,
-    kept_steps,
     load_finetuned,
     read_weights,
 )
@@ -118,14 +117,14 @@ def test_backfill_keeps_measured_times_tags_group_metrics_and_weights(tmp_path):
     store = ResultStore(experiment.store_root)
     store.write_run("lora-digits-a1", [_record("lora-digits-a1", s, t) for s, t in measured.items()])
     store.write_run("lora-digits-b2", [_record("lora-digits-b2", s, None) for s in (0, 20)])  # stored before times
-    # a1's Train run in storage: an older checkpoint and the newest, whose weights are the ones to log.
-    for folder, steps in (("checkpoint_2024-01-01_00-00-00.000001", [0]),
-                          ("checkpoint_2024-01-01_00-05-00.000001", [20, 60])):
-        weights = Path(root, "train", "lora-digits-a1", folder, WEIGHTS_DIR)
-        weights.mkdir(parents=True)
-        for step in steps:
-            save_file({"w": torch.full((2,), float(step))}, str(weights / f"step-{step}.safetensors"),
-                      metadata={"format": FORMAT})
+    # a1 kept two points' weights in the store (b2 none); a Train checkpoint's old `weights/` folder is not read.
+    Path(store.checkpoint_folder("lora-digits-a1")).mkdir(parents=True)
+    for step in (20, 60):
+        save_file({"w": torch.full((2,), float(step))}, store.checkpoint_path("lora-digits-a1", step),
+                  metadata={"format": FORMAT})
+    old = Path(root, "train", "lora-digits-b2", "checkpoint_2024-01-01_00-00-00.000001", "weights")
+    old.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(old / "step-0.safetensors"), metadata={"format": FORMAT})
     trials = [{"trial_id": "a1", "run_id": "lora-digits-a1", "status": "completed"},
               {"trial_id": "b2", "run_id": "lora-digits-b2", "status": "error", "error": "diverged"}]
     SweepFolder(root).write_state({"name": "tracked", "fingerprint": experiment.fingerprint(),
@@ -159,9 +158,9 @@ def test_backfill_keeps_measured_times_tags_group_metrics_and_weights(tmp_path):
     [auc] = client.get_metric_history(parent, "lora-digits/frontier_auc")
     assert auc.timestamp == int(max(measured.values()) * 1000)
 
-    assert sorted(a.path for a in client.list_artifacts(a1, WEIGHTS_DIR)) == [
-        "weights/step-20.safetensors", "weights/step-60.safetensors"]  # the newest checkpoint's only
-    assert client.list_artifacts(b2, WEIGHTS_DIR) == []  # no checkpoint in storage: nothing to log
+    assert sorted(a.path for a in client.list_artifacts(a1, ARTIFACT_DIR)) == [
+        "weights/step-20.safetensors", "weights/step-60.safetensors"]  # the store's files, as kept
+    assert client.list_artifacts(b2, ARTIFACT_DIR) == []  # none in the store: nothing to log
 
     again = sync_mlflow(root, SweepFolder(root).read_state(), log=lambda message: None)
     assert (again.points_logged, again.weights_logged, again.created_runs) == (0, 0, [])
@@ -196,7 +195,7 @@ def test_two_copies_of_a_point_measured_at_two_times_are_one_point_to_the_analys
 
 
 # ---------------------------------------------------------------------------------------------------
-# FrontierWeights and load_finetuned
+# CheckpointKeeper (output.keep_checkpoints: frontier) and load_finetuned
 
 
 def front(records) -> set[int]:
@@ -211,17 +210,17 @@ EVERY_10 = {"evaluation.schedule": [{"until": None, "every": 10}]}
 
 
 class Watch:
-    """After FrontierWeights at every point: which files it kept, and the run's own logits on fixed images."""
+    """After the keeper at every point: which files the store holds, and the run's own logits on fixed images."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.kept, self.logits = folder, {}, {}
+    def __init__(self, store: ResultStore, run_id: str):
+        self.store, self.run_id, self.kept, self.logits = store, run_id, {}, {}
         self.images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
     def on_run_start(self, context):
         self.model = context.model
 
     def records_changed(self, records, checkpoint_dir):
-        self.kept[records[-1].step] = (sorted(kept_steps(self.folder)), front(records))
+        self.kept[records[-1].step] = (sorted(self.store.checkpoints(self.run_id)), front(records))
         training = self.model.training
         with torch.no_grad():
             self.logits[records[-1].step] = self.model.eval()(self.images)
@@ -233,19 +232,22 @@ def test_frontier_weights_keep_the_front_and_load_back_the_same_model(tmp_path):
     from rft_ray.training.setup import Run
 
     spec = run_spec(tiny_run(tmp_path, **EVERY_10))
-    folder = tmp_path / "ckpt" / WEIGHTS_DIR
-    watch = Watch(folder)
-    records = train_loop(spec, [FrontierWeights(folder), watch], checkpoint_dir=tmp_path / "ckpt")
+    store = ResultStore(spec.output.results)
+    watch = Watch(store, spec.run_id)
+    records = train_loop(spec, [CheckpointKeeper(store, spec.run_id, "frontier"), watch],
+                         checkpoint_dir=tmp_path / "ckpt")
     assert [r.step for r in records] == [0, 10, 20, 30, 40, 50, 60]
     for step, (kept, expected) in watch.kept.items():
         assert kept == sorted(expected), (step, [(r.step, r.test_clean_acc, r.pgd_adv_acc) for r in records])
     # This seeded run has a front of two points at some step, and points that later fall off it (the test
     # would pass vacuously on a run whose every point beats the one before).
     assert max(len(expected) for _, expected in watch.kept.values()) > 1
+    assert len(front(records)) < len(records)
+    assert Path(store.checkpoint_folder(spec.run_id)) == tmp_path / "store" / "checkpoints" / spec.run_id
 
     sets = EvalSets.from_bundle(Run.build(spec).bundle, spec)
     by_step = {r.step: r for r in records}
-    for step, path in kept_steps(folder).items():
+    for step, path in store.checkpoints(spec.run_id).items():
         tensors, metadata = read_weights(path)
         assert metadata["step"] == str(step) and metadata["run_id"] == spec.run_id
         assert run_spec(json.loads(metadata["spec"])).to_dict() == spec.to_dict()
@@ -259,7 +261,7 @@ def test_frontier_weights_keep_the_front_and_load_back_the_same_model(tmp_path):
     # Names are checked both ways; a file without our metadata is refused before any model is built.
     from safetensors.torch import save_file
 
-    path = next(iter(kept_steps(folder).values()))
+    path = next(iter(store.checkpoints(spec.run_id).values()))
     tensors, metadata = read_weights(path)
     dropped = sorted(tensors)[0]
     save_file({k: v for k, v in tensors.items() if k != dropped}, str(tmp_path / "less.safetensors"), metadata)
@@ -273,35 +275,88 @@ def test_frontier_weights_keep_the_front_and_load_back_the_same_model(tmp_path):
         load_finetuned(tmp_path / "plain.safetensors")
 
 
-def test_a_resumed_run_carries_the_weights_of_its_earlier_points_over(tmp_path):
-    """As a restarted Ray Train worker does: a fresh folder, the restored checkpoint's weights as `previous`."""
+def contents(path) -> tuple:
+    """A weights file's metadata and tensors, comparable with ==."""
+    tensors, metadata = read_weights(path)
+    return tuple(sorted(metadata.items())), tuple((k, tuple(v.flatten().tolist())) for k, v in sorted(tensors.items()))
 
-    class Interrupt(Exception):
-        pass
 
-    class StopAt:
-        def records_changed(self, records, checkpoint_dir):
-            if records[-1].step == 20:
-                raise Interrupt()
+class Interrupt(Exception):
+    pass
+
+
+class StopAt:
+    def __init__(self, step: int):
+        self.step = step
+
+    def records_changed(self, records, checkpoint_dir):
+        if records[-1].step == self.step:
+            raise Interrupt()
+
+
+@pytest.mark.parametrize("mode", ["frontier", "all"])
+def test_a_resumed_run_ends_with_exactly_the_files_its_mode_implies(tmp_path, mode):
+    """As a restarted worker or `rft run` after a crash: the store holds files of points the interrupted attempt
+    measured after the checkpoint it resumes from (it got to step 40; its checkpoint is from step 20)."""
+    import shutil
+    import warnings
+
+    from rft_ray.training.weights import kept_steps_for
 
     class Snapshot:
         def __init__(self):
             self.seen = []
 
         def records_changed(self, records, checkpoint_dir):
-            files = kept_steps(second / WEIGHTS_DIR)
-            self.seen.append((records[-1].step, front(records), {s: p.read_bytes() for s, p in files.items()}))
+            files = store.checkpoints(spec.run_id)
+            self.seen.append((records[-1].step, kept_steps_for(mode, records),
+                              {s: contents(p) for s, p in files.items()}))
 
-    data = tiny_run(tmp_path, **EVERY_10)
-    first, second = tmp_path / "first", tmp_path / "second"
+    spec = run_spec(tiny_run(tmp_path, **EVERY_10, **{"output.keep_checkpoints": mode}))
+    store = ResultStore(spec.output.results)
+    attempt, at_20 = tmp_path / "attempt", tmp_path / "at-20"
     with pytest.raises(Interrupt):
-        train_loop(run_spec(data), [FrontierWeights(first / WEIGHTS_DIR), StopAt()], checkpoint_dir=first)
-    before = {step: path.read_bytes() for step, path in kept_steps(first / WEIGHTS_DIR).items()}
+        train_loop(spec, [CheckpointKeeper(store, spec.run_id, mode), StopAt(20)], checkpoint_dir=attempt)
+    shutil.copytree(attempt, at_20)  # the last checkpoint the restarted run will find
+    files_at_20 = {step: contents(path) for step, path in store.checkpoints(spec.run_id).items()}
+    with pytest.raises(Interrupt):
+        train_loop(spec, [CheckpointKeeper(store, spec.run_id, mode), StopAt(40)], checkpoint_dir=attempt,
+                   resume_from=attempt)
+    assert max(store.checkpoints(spec.run_id)) == 40
     snapshot = Snapshot()
-    records = train_loop(run_spec(data), [FrontierWeights(second / WEIGHTS_DIR, previous=first / WEIGHTS_DIR),
-                                          snapshot], checkpoint_dir=second, resume_from=first)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = train_loop(spec, [CheckpointKeeper(store, spec.run_id, mode), snapshot], checkpoint_dir=at_20,
+                             resume_from=at_20)
+    lost = [str(w.message) for w in caught if "cannot be remade" in str(w.message)]
     step, expected, files = snapshot.seen[0]  # the restored records, before any new point
-    assert step == 20 and set(files) == expected and files == before  # carried over byte for byte
-    assert len(before) > 1  # (this seeded run's front at step 20 has two points)
-    assert all(set(files) == expected for _, expected, files in snapshot.seen)
-    assert set(kept_steps(second / WEIGHTS_DIR)) == front(records) and [r.step for r in records][-1] == 60
+    assert step == 20 and all(s <= 20 for s in files)  # the later points' files are gone
+    if mode == "all":
+        assert files == files_at_20 and set(files) == expected == {0, 10, 20} and not lost
+    else:
+        # This seeded run's step 30 beat both points of the front at step 20, so the attempt that got to 40 deleted
+        # their files: 20's comes back from the restored model, 10's cannot, and the run says so.
+        assert set(files_at_20) == expected == {10, 20} and files == {}
+        assert len(lost) == 1 and "step(s) [10]" in lost[0], lost
+    assert all(set(files) == expected for _, expected, files in snapshot.seen[1:])
+    assert set(store.checkpoints(spec.run_id)) == kept_steps_for(mode, records) and records[-1].step == 60
+    assert (mode == "all") == (set(store.checkpoints(spec.run_id)) == {r.step for r in records})
+
+
+def test_a_resumed_run_remakes_the_restored_points_missing_file(tmp_path):
+    """A worker killed after writing the store and before writing the weights: the restored model holds that
+    point's weights, so its file is saved again, holding what it would have held."""
+    spec = run_spec(tiny_run(tmp_path, **EVERY_10, **{"output.keep_checkpoints": "all"}))
+    store = ResultStore(spec.output.results)
+    with pytest.raises(Interrupt):
+        train_loop(spec, [CheckpointKeeper(store, spec.run_id, "all"), StopAt(20)], checkpoint_dir=tmp_path / "ckpt")
+    path = Path(store.checkpoint_path(spec.run_id, 20))
+    tensors, metadata = read_weights(path)
+    path.unlink()
+    with pytest.raises(Interrupt):
+        train_loop(spec, [CheckpointKeeper(store, spec.run_id, "all"), StopAt(30)], checkpoint_dir=tmp_path / "next",
+                   resume_from=tmp_path / "ckpt")
+    assert sorted(store.checkpoints(spec.run_id)) == [0, 10, 20, 30]
+    again, metadata_again = read_weights(path)  # (not byte for byte: safetensors orders metadata keys at random)
+    assert metadata_again == metadata and again.keys() == tensors.keys()
+    assert all(torch.equal(again[name], tensors[name]) for name in tensors)

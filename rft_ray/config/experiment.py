@@ -47,7 +47,7 @@ _GROUP_SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 
 @dataclass
 class StrategyEntry:
-    name: str = described("fine-tuning strategy: full, linear, bitfit, lora, ia3, adapter, compacter", "lora")
+    name: str = described("fine-tuning strategy: full, linear, bitfit, lora, ia3, adapter, compacter, lp_ft", "lora")
     options: dict[str, Any] = described("the strategy's own hyperparameters", factory=dict)
     space: SearchSpace | None = described("replaces search.space for this strategy", None)
     grid: Grid | None = described("replaces search.grid for this strategy", None)
@@ -104,7 +104,7 @@ class FailureSpec:
 @dataclass
 class ExperimentSpec:
     name: str = described("the sweep's name (its folder, its MLflow experiment)", "sweep")
-    base: dict[str, Any] = described("a run spec without strategy and output: model, dataset, training, evaluation",
+    base: dict[str, Any] = described("a run spec without strategy (and of output only keep_checkpoints): model, dataset, training, evaluation",
                                      factory=dict)
     strategies: list[Union[str, StrategyEntry]] = described("strategies, by name or as {name, options, space, grid, "
                                                             "points_to_evaluate}", factory=lambda: ["lora"])
@@ -126,9 +126,11 @@ class ExperimentSpec:
         names = [s.name for s in self.strategies]
         check(len(set(names)) == len(names), "strategies", f"a strategy is listed twice: {names}")
         check(self.datasets is None or len(self.datasets) > 0, "datasets", "give at least one dataset, or null")
-        for key in ("strategy", "output"):
-            check(key not in self.base, f"base.{key}", f"is set by the sweep ({'strategies' if key == 'strategy' else 'storage.path'}); "
-                                                       "remove it from base")
+        check("strategy" not in self.base, "base.strategy", "is set by the sweep (strategies); remove it from base")
+        output = self.base.get("output")
+        check(output is None or (isinstance(output, dict) and set(output) <= {"keep_checkpoints"}), "base.output",
+              "may set keep_checkpoints only (the store and run ids are set by the sweep: storage.path), got "
+              f"{output!r}")
         training = self.base.get("training") or {}
         for key in ("lr", "weight_decay"):
             if isinstance(training, dict) and key in training:

@@ -42,7 +42,7 @@ class ModelSpec:
 
 @dataclass
 class StrategySpec:
-    name: str = described("fine-tuning strategy: full, linear, bitfit, lora, ia3, adapter, compacter", "lora")
+    name: str = described("fine-tuning strategy: full, linear, bitfit, lora, ia3, adapter, compacter, lp_ft", "lora")
     options: dict[str, Any] = described("the strategy's own hyperparameters (see `rft strategies --help`)", factory=dict)
 
 
@@ -233,6 +233,11 @@ class OutputSpec:
     results: str = described("result store: a folder or URI; each run writes <run_id>.parquet there", "results/store")
     checkpoints: str = described("folder for resumable checkpoints (one per run, overwritten)", "results/checkpoints")
     run_id: str | None = described("name of the run (default: derived from strategy, dataset, lr, weight decay, seed)", None)
+    keep_checkpoints: Literal["none", "frontier", "all"] = described(
+        "trainable weights kept at evaluation points, in the result store as checkpoints/<run_id>/step-<step>"
+        ".safetensors: frontier (only the points on the run's own clean-vs-PGD accuracy front so far; files of "
+        "points that fall off it are deleted), all (every point; full fine-tuning keeps the whole model each "
+        "time) or none", "frontier")
 
 
 @dataclass

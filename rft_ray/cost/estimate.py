@@ -22,6 +22,9 @@ and robust accuracy `r` on the attacked images, and images breaking *uniformly* 
 (conservative: real attacks break most images in their first few iterations), the iterations cost
 `S*a - (a-r)*(S-1)/2` forward-backward passes per attacked image instead of `S`. The estimate states the
 `a` and `r` it assumes and prints the saving over a range of `r`.
+
+A stronger-attack pass (AutoAttack on the checkpoints `output.keep_checkpoints` keeps, `rft_ray.cost.stronger`)
+is estimated on its own line, best and worst case, and never added to the training totals.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ from rft_ray.cost.calibrate import (
     costs_from_flops,
 )
 from rft_ray.cost.counts import Plan, load_plan
+from rft_ray.cost.stronger import stronger_attack, stronger_attack_json, stronger_attack_lines
 
 DEFAULT_CLEAN_ACC = 0.9
 DEFAULT_ROBUST_ACC = 0.3
@@ -181,7 +185,8 @@ def estimate(plan: Plan, costs: dict[str, Costs], clean_acc: float = DEFAULT_CLE
     full = hours(plan, costs)
     ours = hours(plan, costs, clean_acc, robust_acc)
     sensitivity = {r: hours(plan, costs, clean_acc, min(r, clean_acc)).total for r in SENSITIVITY}
-    return {"full": full, "ours": ours, "sensitivity": sensitivity, "clean_acc": clean_acc, "robust_acc": robust_acc}
+    return {"full": full, "ours": ours, "sensitivity": sensitivity, "clean_acc": clean_acc, "robust_acc": robust_acc,
+            "stronger_attack": stronger_attack(plan, costs)}
 
 
 def _h(value: float) -> str:
@@ -204,6 +209,8 @@ def format_report(plan: Plan, costs: dict[str, Costs], result: dict[str, Any], s
     lines += _cost_lines(plan, costs)
     lines.append("")
     lines += _hour_lines(plan, result)
+    lines.append("")
+    lines += stronger_attack_lines(plan, result["stronger_attack"], _h)
     return "\n".join(lines)
 
 
@@ -294,6 +301,7 @@ def to_json(plan: Plan, costs: dict[str, Costs], result: dict[str, Any]) -> dict
         "hours_full_pgd": {**dataclasses.asdict(result["full"]), "total": result["full"].total},
         "hours_early_exit": {**dataclasses.asdict(result["ours"]), "total": result["ours"].total},
         "total_hours_by_robust_acc": {str(k): v for k, v in result["sensitivity"].items()},
+        "stronger_attack": stronger_attack_json(result["stronger_attack"]),
     }
 
 

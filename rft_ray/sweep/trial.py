@@ -9,9 +9,9 @@ The worker runs the one training loop (`rft_ray.training.loop.train_loop`) and, 
 rewrites the run's Parquet file whole from the records so far (rank 0), then reports the point's metrics
 with its checkpoint. The checkpoint holds every record so far, so a worker restarted from it rewrites
 exactly the rows up to that point: no duplicated and no missing rows, whatever was written before a crash.
-It also holds the weights of the run's Pareto-optimal points so far (`weights/`, rank 0's
-`rft_ray.training.weights.FrontierWeights`): Ray Train copies them to storage with it, whichever node ran the
-worker, and the driver's MLflow callback logs them from there when the trial ends.
+Rank 0 also keeps the weights of evaluation points per `output.keep_checkpoints` in the result store
+(`rft_ray.training.weights.CheckpointKeeper`: `<store>/checkpoints/<run_id>/`), where every node and the
+driver's MLflow callback find them; a restored worker deletes the files of points after its checkpoint.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def train_worker(config: dict[str, Any]) -> None:
     from rft_ray.training.loop import TrainingDiverged, train_loop
     from rft_ray.training.plugins import plugins_from_env
     from rft_ray.training.runner import StoreObserver
-    from rft_ray.training.weights import WEIGHTS_DIR, FrontierWeights
+    from rft_ray.training.weights import CheckpointKeeper
 
     context = ray.train.get_context()
     run_id = context.get_experiment_name()  # the Train run's name: <group>-<trial id>
@@ -126,11 +126,11 @@ def train_worker(config: dict[str, Any]) -> None:
             resume_from = Path(restored.to_directory(str(work / "restored")))
         if diverged_reason(config["train_storage"], run_id) is not None:
             return  # diverged before: the driver reports the error
-        # Rank 0 writes the store first, then its Pareto points' weights into the checkpoint folder it reports
-        # (carried over from the restored checkpoint); plugins ($RFT_PLUGINS) see each point next; Tune hears last.
+        # Rank 0 writes the store first, then the point's weights into it (output.keep_checkpoints); plugins
+        # ($RFT_PLUGINS) see each point next; Tune hears last.
         checkpoint_dir = work / "checkpoint"
-        kept = [StoreObserver(ResultStore(spec.output.results), run_id),
-                FrontierWeights(checkpoint_dir / WEIGHTS_DIR, resume_from / WEIGHTS_DIR if resume_from else None)
+        store = ResultStore(spec.output.results)
+        kept = [StoreObserver(store, run_id), CheckpointKeeper(store, run_id, spec.output.keep_checkpoints)
                 ] if rank == 0 else []
         reporter = TuneReporter(config["objectives"], rank, resuming=resume_from is not None)
         observers = [*kept, *plugins_from_env(), reporter]

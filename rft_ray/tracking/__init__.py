@@ -1,3 +1,3 @@
 """MLflow, in one package: naming, tags and params (`naming`), the guarded client (`client`), the live
 Tune callback (`callback`), the back-fill from the result store (`backfill`) and the trials' kept weights
-from their Train checkpoints to MLflow artifacts (`artifacts`)."""
+from the result store to MLflow artifacts (`artifacts`)."""

@@ -4,8 +4,8 @@ The store is the sweep's record of truth: every evaluation point of every trial 
 MLflow was reachable while the sweep ran (tracking is never fatal; see `rft_ray.tracking.client`). This puts into
 MLflow whatever it is missing, in the same shape the live callback logs: the sweep's parent run, one child
 run per trial (same tags, params and run name), every metric at every evaluation point with the optimizer
-step as MLflow's step and the time it was measured, each ended trial's kept weights (from its Ray Train
-checkpoint, as the live callback logs them), the end status of each run from the sweep's state, and for a
+step as MLflow's step and the time it was measured, each ended trial's kept weights (from the result store's
+`checkpoints/`, as the live callback logs them), the end status of each run from the sweep's state, and for a
 finished sweep the per-group summary metrics of the parent run. It only adds what is missing, so running it
 twice, or after a sweep whose tracking never failed, changes nothing.
 """
@@ -100,7 +100,7 @@ def _sync(root: str, state: dict[str, Any], experiment: ExperimentSpec, uri: str
         if group is not None and records:
             report.runs += 1
             _sync_run(client, experiment, experiment_id, parent, group, records, statuses.get(run_id), report,
-                      provenance=provenance, train_storage=f"{root}/train")  # Train runs' home (sweep.search)
+                      provenance=provenance, store_root=store.root)
     if state.get("finished"):
         _log_group_metrics(client, parent, experiment, store)
     if state.get("finished") and client.get_run(parent).info.status == "RUNNING":
@@ -115,13 +115,12 @@ def _sync(root: str, state: dict[str, Any], experiment: ExperimentSpec, uri: str
 
 def _sync_run(client, experiment: ExperimentSpec, experiment_id: str, parent: str, group, records: list,
               trial: dict[str, Any] | None, report: SyncReport, *, provenance: dict[str, str],
-              train_storage: str) -> None:
+              store_root: str) -> None:
     """One trial's child run: created when missing (with the parent's provenance tags), its missing points
     logged at the time they were measured, its weights logged and the run ended as the sweep saw it end."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from rft_ray.tracking.artifacts import log_trial_weights
-    from rft_ray.training.weights import WEIGHTS_DIR
+    from rft_ray.tracking.artifacts import ARTIFACT_DIR, log_trial_weights
 
     run_id = records[0].run_id
     trial_id = run_id[len(group.name) + 1:]
@@ -146,8 +145,8 @@ def _sync_run(client, experiment: ExperimentSpec, experiment_id: str, parent: st
         client.log_batch(child, metrics=[Metric(k, float(v), when, int(record.step)) for k, v in metrics.items()])
         report.points_logged += 1
     ended = trial is not None and trial["status"] in ("completed", "stopped early", "error")
-    if ended and not client.list_artifacts(child, WEIGHTS_DIR):
-        report.weights_logged += len(log_trial_weights(client, child, train_storage, run_id))
+    if ended and not client.list_artifacts(child, ARTIFACT_DIR):
+        report.weights_logged += len(log_trial_weights(client, child, store_root, run_id))
     if ended and status == "RUNNING":
         outcome = trial["status"]
         tags = [RunTag("outcome", outcome)]

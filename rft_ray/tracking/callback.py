@@ -24,8 +24,8 @@ from rft_ray.tracking.naming import (
 
 class MLflowTrialCallback(Callback):
     """Tune callback: a child run per trial under the sweep's parent run (with its provenance tags), metrics at
-    the optimizer step and the time they were measured, and at the trial's end the weights of its run's Pareto
-    points from its last Train checkpoint (`rft_ray.tracking.artifacts`).
+    the optimizer step and the time they were measured, and at the trial's end the weights its run kept in the
+    result store (`output.keep_checkpoints`; `rft_ray.tracking.artifacts`).
 
     Picklable (Tune stores it with the experiment): it keeps names and ids only and finds a trial's
     child run again by tag after a restore, logging only evaluation points it has not logged yet.
@@ -145,12 +145,11 @@ class MLflowTrialCallback(Callback):
         if run_id is None:
             return
 
-        train_storage = (trial.config or {}).get("train_storage")
-        if train_storage:  # the trial's Pareto points' weights, from its last checkpoint (they are all there)
+        if self.store_root:  # the weights the trial kept (output.keep_checkpoints), from the result store
             from rft_ray.tracking.artifacts import log_trial_weights
 
             self.tracker.call("logging a trial's weights", lambda: log_trial_weights(
-                self.tracker.client, run_id, train_storage, child_run_name(self.group.name, trial.trial_id)))
+                self.tracker.client, run_id, self.store_root, child_run_name(self.group.name, trial.trial_id)))
 
         def end():
             self.tracker.client.set_tag(run_id, "outcome", outcome)

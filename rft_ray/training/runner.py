@@ -1,4 +1,5 @@
-"""In-process runs: the training loop with the Parquet store, a paper-style JSON file, and resume."""
+"""In-process runs: the training loop with the Parquet store, kept checkpoints, a paper-style JSON file, and
+resume."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from rft_ray.results.store import ResultStore, check_run_id
 from rft_ray.training.checkpoint import CHECKPOINT_FILE
 from rft_ray.training.loop import train_loop
 from rft_ray.training.plugins import plugins_from_env
+from rft_ray.training.weights import CheckpointKeeper
 
 
 class StoreObserver:
@@ -39,6 +41,7 @@ class RunResult:
     store: ResultStore
     checkpoint_dir: Path
     resumed: bool
+    kept_checkpoints: dict[int, str]  # step -> weights file on store.fs (output.keep_checkpoints)
 
 
 def run_in_process(spec: RunSpec, *, progress: bool = True, json_path: str | Path | None = None,
@@ -52,6 +55,7 @@ def run_in_process(spec: RunSpec, *, progress: bool = True, json_path: str | Pat
     if restart and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     resume = checkpoint_dir if (checkpoint_dir / CHECKPOINT_FILE).is_file() else None
-    observers = [StoreObserver(store, run_id, Path(json_path) if json_path else None), *plugins_from_env()]
+    observers = [StoreObserver(store, run_id, Path(json_path) if json_path else None),
+                 CheckpointKeeper(store, run_id, spec.output.keep_checkpoints), *plugins_from_env()]
     records = train_loop(spec, observers, checkpoint_dir=checkpoint_dir, resume_from=resume, progress=progress)
-    return RunResult(records, store, checkpoint_dir, resume is not None)
+    return RunResult(records, store, checkpoint_dir, resume is not None, store.checkpoints(run_id))

@@ -1,53 +1,56 @@
-"""The weights of a run's Pareto-optimal evaluation points, kept while it trains and loaded back in one call.
+"""The weights of a run's evaluation points, kept in the result store while it trains and loaded back in one call.
 
-`FrontierWeights` is a loop observer (`rft_ray.training.plugins`): at each evaluation point on the run's own
-(test_clean_acc, pgd_adv_acc) Pareto front so far, it saves the trainable parameters (the only ones training
-changes: a few MB for the PEFT strategies, the whole model for `full`) as `step-<step>.safetensors` in its
-folder, and deletes the files of points that fell off the front. Each file's metadata holds the run spec
-(JSON), the step, the number of classes and the point's two metrics, so
+`CheckpointKeeper` is a loop observer (`rft_ray.training.plugins`) that `rft run` and every sweep trial (rank 0)
+install. Per `output.keep_checkpoints` it saves, at evaluation points, the trainable parameters (the only ones
+training changes: a few MB for the PEFT strategies, the whole model for `full`) as
+`<store>/checkpoints/<run_id>/step-<step>.safetensors` (`ResultStore.checkpoint_path`, through the store's
+filesystem: local, replaced atomically, or an object store):
 
-    model = load_finetuned("step-400.safetensors")
+- `frontier` (default): the points on the run's own (test_clean_acc, pgd_adv_acc) Pareto front so far; the files
+  of points that fall off it are deleted, so the folder always holds exactly the front of the points so far;
+- `all`: every point;
+- `none`: nothing (and files an earlier run of the same run id left there are deleted, as its rows are replaced).
+
+Each file's metadata holds the run spec (JSON), the run id, the step, the number of classes and the point's two
+metrics, so
+
+    model = load_finetuned(store.checkpoint_path(run_id, 400))
 
 rebuilds the classifier that spec describes (the backbone's pretrained weights as its `model.source` says,
 then the strategy's modules) and loads the saved tensors into it, every name checked, without executing code
-from the file (safetensors holds tensors only). On a sweep, the files ride in each reported Ray Train
-checkpoint and reach the trial's MLflow run under `weights/` (`rft_ray.tracking.artifacts`).
+from the file (safetensors holds tensors only). `rft_ray.results.checkpoints.list_checkpoints` lists a store's
+files with their metrics without loading them.
+
+A resumed run first sees its restored records: files of later points (an interrupted attempt got further) are
+deleted and remade when those points are measured again, and the restored point's own file, if it is missing,
+is saved from the restored model (which holds exactly that point's weights). Weights of earlier points cannot
+be remade: when the interrupted attempt had deleted the file of a point that a later point displaced, and that
+point is back on the front of the restored records, the run warns and names it (a deterministic rerun displaces
+it again; otherwise the run ends without that file).
 """
 from __future__ import annotations
 
 import json
 import math
-import re
-import shutil
+import warnings
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import torch
 
 from rft_ray.config import RunSpec
 from rft_ray.models.backbones import ImageClassifier, create_classifier
 from rft_ray.models.strategies import create_strategy
-from rft_ray.results.files import atomic_path
+from rft_ray.results.files import atomic_path, filesystem_for, is_uri, write_bytes
 from rft_ray.results.record import EvalRecord
+from rft_ray.results.store import ResultStore
 
-WEIGHTS_DIR = "weights"  # the folder's name inside a run's checkpoint folder, and the MLflow artifact path
-FORMAT = "rft-ray frontier weights 1"
-_FILE = re.compile(r"^step-(\d+)\.safetensors$")
+FORMAT = "rft-ray frontier weights 1"  # unchanged since files held frontier points only: older files still load
+KEEP_MODES = ("none", "frontier", "all")
 
 
 class WeightsError(ValueError):
     """A weights file that is not one of ours, or does not fit the model its spec builds."""
-
-
-def weights_name(step: int) -> str:
-    return f"step-{int(step)}.safetensors"
-
-
-def kept_steps(folder: Path) -> dict[int, Path]:
-    """The weight files in `folder`, by step."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return {}
-    return {int(m.group(1)): path for path in folder.iterdir() if (m := _FILE.match(path.name))}
 
 
 def front_steps(records: list[EvalRecord]) -> set[int]:
@@ -65,39 +68,56 @@ def front_steps(records: list[EvalRecord]) -> set[int]:
     return set(first.values())
 
 
-class FrontierWeights:
-    """Loop observer keeping the trainable weights of the run's Pareto-optimal points in `folder` (module
-    docstring). `previous`: the folder of the checkpoint a resumed run restarts from, whose files of points
-    still on the front are carried over (the model then holds only the latest point's weights)."""
+def kept_steps_for(mode: str, records: list[EvalRecord]) -> set[int]:
+    """The steps whose files a run keeping `mode` holds once it has measured `records`."""
+    if mode == "all":
+        return {int(r.step) for r in records}
+    return front_steps(records) if mode == "frontier" else set()
 
-    def __init__(self, folder: str | Path, previous: str | Path | None = None):
-        self.folder = Path(folder)
-        self.previous = Path(previous) if previous is not None else None
+
+class CheckpointKeeper:
+    """Loop observer keeping the trainable weights of a run's evaluation points in the result store, per `mode`
+    (module docstring)."""
+
+    def __init__(self, store: ResultStore, run_id: str, mode: str = "frontier"):
+        if mode not in KEEP_MODES:
+            raise ValueError(f"output.keep_checkpoints must be one of {', '.join(KEEP_MODES)}, got {mode!r}")
+        self.store, self.run_id, self.mode = store, run_id, mode
         self.context = None
+        self.restored: list[EvalRecord] = []
 
     def on_run_start(self, context) -> None:
         self.context = context  # the model: the observer protocol itself passes records only
+        if not self.restored:
+            return
+        records, self.restored = self.restored, []
+        wanted, present = kept_steps_for(self.mode, records), self.store.checkpoints(self.run_id)
+        if records[-1].step in wanted and records[-1].step not in present:
+            self._save(records[-1])  # the restored model holds exactly this point's weights
+        lost = sorted(wanted - set(present) - {records[-1].step})
+        if lost:
+            warnings.warn(f"run {self.run_id}: the weights of step(s) {lost} (keep_checkpoints: {self.mode}) are "
+                          f"not in {self.store.checkpoint_folder(self.run_id)} (an interrupted attempt deleted them) "
+                          "and cannot be remade after a resume; unless later points displace them again, the run "
+                          "ends without them", stacklevel=2)
 
-    def records_changed(self, records: list[EvalRecord], checkpoint_dir: Path | None) -> None:
+    def records_changed(self, records: list[EvalRecord], checkpoint_dir=None) -> None:
         if not records:
             return
-        front = front_steps(records)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if self.previous is not None:
-            for step, path in kept_steps(self.previous).items():
-                if step in front and not (self.folder / path.name).exists():
-                    shutil.copyfile(path, self.folder / path.name)
-            self.previous = None
-        latest = records[-1]
-        # Before on_run_start only a restored run's records are published; its weights come from `previous`.
-        if self.context is not None and latest.step in front:
-            self._save(latest)
-        for step, path in kept_steps(self.folder).items():
-            if step not in front:
-                path.unlink(missing_ok=True)
+        wanted = kept_steps_for(self.mode, records)
+        if self.context is None:
+            self.restored = list(records)  # before on_run_start only a restored run's records are published
+        elif records[-1].step in wanted:
+            self._save(records[-1])  # saved before others are deleted: a crash between leaves one file too many
+        for step, path in self.store.checkpoints(self.run_id).items():
+            if step not in wanted:
+                try:
+                    self.store.fs.delete_file(path)
+                except FileNotFoundError:
+                    pass
 
     def _save(self, record: EvalRecord) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save, save_file
 
         model = self.context.model
         tensors = {name: param.detach().to("cpu", copy=True).contiguous()
@@ -106,8 +126,13 @@ class FrontierWeights:
                     "num_classes": str(_num_classes(model)), "run_id": record.run_id,
                     "test_clean_acc": repr(float(record.test_clean_acc)),
                     "pgd_adv_acc": repr(float(record.pgd_adv_acc))}
-        with atomic_path(self.folder / weights_name(record.step)) as temporary:
-            save_file(tensors, str(temporary), metadata=metadata)
+        path = self.store.checkpoint_path(self.run_id, record.step)
+        if self.store.local:  # straight to a temporary beside the file: no second copy of a whole model in memory
+            self.store.fs.create_dir(self.store.checkpoint_folder(self.run_id), recursive=True)
+            with atomic_path(path) as temporary:
+                save_file(tensors, str(temporary), metadata=metadata)
+        else:
+            write_bytes(self.store.fs, path, save(tensors, metadata=metadata))
 
 
 def _num_classes(model) -> int:
@@ -115,30 +140,45 @@ def _num_classes(model) -> int:
     return int(getattr(backbone, "num_classes", 0) or model.head.out_features)
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A weights file's tensors and metadata (safetensors: no code runs)."""
+def read_weights(path: str | Path, filesystem: pafs.FileSystem | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A weights file's tensors and metadata (safetensors: no code runs). `path` is local, a URI (`s3://...`),
+    or a path on `filesystem` (as `ResultStore.checkpoints` gives them with `ResultStore.fs`)."""
     from safetensors import safe_open
+    from safetensors.torch import load
 
+    if filesystem is None and is_uri(str(path)):
+        filesystem, path = filesystem_for(str(path))
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        if filesystem is None or isinstance(filesystem, pafs.LocalFileSystem):
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        else:
+            from rft_ray.results.checkpoints import checkpoint_metadata
+
+            metadata = checkpoint_metadata(filesystem, str(path))
+            with filesystem.open_input_stream(str(path)) as handle:
+                tensors = load(handle.read())
     except Exception as err:  # noqa: BLE001 - safetensors raises its own types for a bad header
         raise WeightsError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err})") from err
     if metadata.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not a weights file of rft-ray's FrontierWeights (no run spec in its metadata)")
+        raise WeightsError(f"{path} is not a weights file of rft-ray's CheckpointKeeper (no run spec in its metadata)")
     return tensors, metadata
 
 
-def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> ImageClassifier:
+def load_finetuned(path: str | Path, device: str | torch.device = "cpu",
+                   filesystem: pafs.FileSystem | None = None) -> ImageClassifier:
     """The fine-tuned classifier of one kept evaluation point, in eval mode: built from the run spec in the
     file's metadata as the run built it, its trainable parameters replaced by the file's tensors. Every
-    trainable parameter must be in the file and every tensor of the file must be one (WeightsError)."""
-    tensors, metadata = read_weights(path)
+    trainable parameter must be in the file and every tensor of the file must be one (WeightsError); for a
+    strategy with phases (LP-FT), those of the phase the point was measured in."""
+    tensors, metadata = read_weights(path, filesystem)
     spec = RunSpec.from_dict(json.loads(metadata["spec"]))
     model = create_classifier(spec.model, int(metadata["num_classes"]), seed=spec.training.seed)
-    create_strategy(spec.strategy.name, spec.strategy.options).apply(model)
-    trainable = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    strategy = create_strategy(spec.strategy.name, spec.strategy.options)
+    strategy.apply(model)
+    trainable = _phase_trainable(model, strategy, set(tensors))
     missing, unexpected = sorted(trainable.keys() - tensors.keys()), sorted(tensors.keys() - trainable.keys())
     if missing or unexpected:
         raise WeightsError(f"{path} does not fit the {spec.strategy.name} model of its spec: missing "
@@ -150,3 +190,17 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> Imag
                                    f"{tuple(param.shape)}")
             param.copy_(tensors[name])
     return model.to(device).eval()
+
+
+def _phase_trainable(model, strategy, names: set[str]) -> dict[str, torch.nn.Parameter]:
+    """The parameters that train in the strategy's phase whose set is `names` (a phased strategy's point keeps
+    what trains in its phase: LP-FT's probe points the head only), else those of its first phase."""
+    first = None
+    for index in range(len(strategy.phase_names)):
+        strategy.enter_phase(model, index)
+        trainable = {name: param for name, param in model.named_parameters() if param.requires_grad}
+        if trainable.keys() == names:
+            return trainable
+        first = first if first is not None else trainable
+    strategy.enter_phase(model, 0)
+    return first
