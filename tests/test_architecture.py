@@ -20,7 +20,7 @@ FLOORS = {
     "rft_ray.evaluation": 3,
     "rft_ray.training": 4,
     "rft_ray.specs": 5,
-    "rft_ray.cost": 6, "rft_ray.tracking": 6,
+    "rft_ray.cost": 6, "rft_ray.tracking": 6, "rft_ray.attack": 6,
     "rft_ray.sweep": 7,
     "rft_ray.cli": 8,
 }

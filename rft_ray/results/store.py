@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rft_ray.config.metrics import OOD_PREFIX
+from rft_ray.results.attacks import ATTACKS_DIR, AttackError, join_attack_results, read_attack_results
 from rft_ray.results.files import atomic_path, filesystem_for, is_uri
 from rft_ray.results.record import REQUIRED_COLUMNS, EvalRecord, arrow_schema
 
@@ -126,9 +127,12 @@ class ResultStore:
         return [EvalRecord.from_row(row) for row in table.to_pylist()] if table.num_rows else []
 
     def read(self) -> pa.Table:
-        """Every run's rows as one table; OOD columns of runs that lack them are null."""
+        """Every run's rows as one table; OOD columns of runs that lack them are null. The columns `rft attack`
+        stored beside the runs (`rft_ray.results.attacks`) are joined on by (run_id, step), null where a point
+        was not attacked."""
         tables = []
-        for run_id in self.run_ids():
+        run_ids = self.run_ids()
+        for run_id in run_ids:
             try:
                 tables.append(self._read_file(self.run_path(run_id)))
             except FileNotFoundError:
@@ -140,7 +144,13 @@ class ResultStore:
             table = pa.concat_tables(tables, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise StoreError(f"the result files in {self.root} do not combine into one table: {err}") from err
-        return table.sort_by([("run_id", "ascending"), ("step", "ascending")])
+        table = table.sort_by([("run_id", "ascending"), ("step", "ascending")])
+        try:
+            attacked = read_attack_results(self.fs, self.path, run_ids)
+            return table if attacked is None else join_attack_results(table, attacked)
+        except (AttackError, pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise StoreError(f"the attack results in {self.root}/{ATTACKS_DIR} cannot be joined to its runs' "
+                             f"rows: {err}") from err
 
     def _read_file(self, path: str) -> pa.Table:
         """One file, read through one open handle: a writer replacing it meanwhile cannot mix two versions."""

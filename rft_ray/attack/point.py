@@ -1,0 +1,129 @@
+"""One kept evaluation point, attacked start to end: its weights loaded (copied from a remote store first), its
+run's evaluation images rebuilt from the run spec in the file as training built them, the clean verdict taken
+as the evaluation took it, then every attack at every radius. Runs in this process or as one Ray task."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import pyarrow.fs as pafs
+import torch
+
+from rft_ray.attack.suite import REFERENCE, AttackBudget, PassCounter, robust_under
+from rft_ray.config import RunSpec
+from rft_ray.evaluation.evaluator import EvalSets
+from rft_ray.evaluation.robustness import accuracy, clean_correct
+from rft_ray.results.attacks import AttackError, accuracy_column, images_column, seconds_column
+from rft_ray.results.files import filesystem_for
+from rft_ray.training.setup import autocast_dtype, check_pgd_precision, seed_everything
+from rft_ray.training.weights import WeightsError, load_finetuned
+
+
+@dataclass
+class PointResult:
+    run_id: str
+    step: int
+    columns: dict[str, float | int]  # the attack results file's columns for this point (rft_ray.results.attacks)
+    images: int  # images attacked: the run's PGD subset
+    clean_correct: int  # of them classified correctly clean (the most any attack can leave robust)
+    robust: dict[str, int] = field(default_factory=dict)  # accuracy column -> images robust
+    forward_backward: int = 0  # image passes (PassCounter): clean verdict, attacks and their judging
+    forward_only: int = 0
+    seconds: float = 0.0  # wall time of the whole point, loading included
+    device: str = "cpu"
+
+
+def resolve_attack_device(choice: str) -> torch.device:
+    if choice not in ("auto", "cpu", "cuda"):
+        raise AttackError(f"--device must be auto, cpu or cuda, got {choice!r}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise AttackError("--device cuda, but no GPU is visible to torch here; use auto or cpu")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+@contextlib.contextmanager
+def local_copy(store_root: str, path: str):
+    """A local path of the weights file `path` on the store's filesystem: itself when local, else a temporary
+    copy (removed after)."""
+    filesystem, _ = filesystem_for(store_root)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        yield path
+        return
+    handle, local = tempfile.mkstemp(suffix=".safetensors", prefix="rft-attack-")
+    try:
+        with os.fdopen(handle, "wb") as out, filesystem.open_input_stream(path) as source:
+            while chunk := source.read(1 << 24):
+                out.write(chunk)
+        yield local
+    finally:
+        os.unlink(local)
+
+
+def _metadata(path: str) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            return handle.metadata() or {}
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own types for a bad header
+        raise WeightsError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err})") from err
+
+
+@functools.lru_cache(maxsize=2)
+def _eval_sets(spec_json: str, image_size: int) -> EvalSets:
+    """The run's evaluation subsets as its training drew them (OOD domains left out: not attacked); cached, as
+    a run's points share them."""
+    from rft_ray.data import create_bundle
+
+    spec = RunSpec.from_dict(json.loads(spec_json))
+    bundle = create_bundle(spec.dataset, image_size, cache=True)
+    return EvalSets.from_bundle(dataclasses.replace(bundle, ood={}), spec)
+
+
+def eval_sets_of(spec: RunSpec) -> EvalSets:
+    from rft_ray.training.setup import resolve_image_size
+
+    return _eval_sets(json.dumps(spec.to_dict(), sort_keys=True, default=str), resolve_image_size(spec))
+
+
+def attack_point(store_root: str, run_id: str, step: int, path: str, attacks: list[str], radii: list[float] | None,
+                 device: str = "auto", budget: AttackBudget = REFERENCE) -> PointResult:
+    """Every attack at every radius (None: the run's own PGD radius) on one kept point (module docstring)."""
+    started = time.perf_counter()
+    target = resolve_attack_device(device)
+    with local_copy(store_root, path) as local:
+        metadata = _metadata(local)
+        if metadata.get("run_id") not in (None, run_id) or metadata.get("step") not in (None, str(step)):
+            raise AttackError(f"{path} holds the weights of run {metadata.get('run_id')!r} step "
+                              f"{metadata.get('step')}, not of run {run_id!r} step {step}")
+        model = load_finetuned(local, target)
+    spec = RunSpec.from_dict(json.loads(metadata["spec"]))
+    check_pgd_precision(spec.evaluation.pgd.precision, target)
+    sets = eval_sets_of(spec)
+    model.requires_grad_(False)  # gradients flow to the images only
+    counter = PassCounter(model).eval()
+    e = spec.evaluation
+    test_ok = clean_correct(counter, sets.test.images, sets.test.labels, e.batch_size, target,
+                            autocast_dtype(spec.training.precision, target))
+    attacked, clean_ok = sets.test.take(sets.pgd_index), test_ok[sets.pgd_index]
+    result = PointResult(run_id, int(step), {}, len(attacked), int(clean_ok.sum()), device=str(target))
+    for radius in radii or [e.pgd.eps]:
+        for name in attacks:
+            seed_everything(spec.dataset.split_seed)
+            attack_started = time.perf_counter()
+            robust = robust_under(name, counter, attacked, clean_ok, radius, spec, int(metadata["num_classes"]),
+                                  target, budget)
+            column = accuracy_column(name, radius)
+            result.columns[column] = accuracy(robust)
+            result.columns[images_column(name)] = len(robust)
+            result.columns[seconds_column(name, radius)] = time.perf_counter() - attack_started
+            result.robust[column] = int(robust.sum())
+    result.forward_backward, result.forward_only = counter.forward_backward, counter.forward_only
+    result.seconds = time.perf_counter() - started
+    return result

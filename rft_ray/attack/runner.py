@@ -1,0 +1,217 @@
+"""`rft attack`: which kept points to attack, attacking them (in this process, or one Ray task per point when a
+cluster is there), merging each point's results into the store as it arrives, and the cost of it all.
+
+Points (`on`): `final`, each run's last kept step; `frontier`, the kept points on the run's own
+(test_clean_acc, pgd_adv_acc) Pareto front of its stored rows (`front_steps`, the front `keep_checkpoints:
+frontier` keeps); `all`, every kept file. A point asked for that has no kept file is reported, never skipped in
+silence. On Ray each task reads its weights file from the store itself, so the store must be reachable from
+every node (a URI or a shared folder), as for sweeps; the driver alone writes the results.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from rft_ray.attack.point import PointResult, attack_point, resolve_attack_device
+from rft_ray.attack.suite import REFERENCE, AttackBudget
+from rft_ray.config import eps_label
+from rft_ray.results.attacks import ATTACK_SLUGS, AttackError, record_attack_results
+from rft_ray.results.store import ResultStore
+from rft_ray.training.weights import front_steps
+
+POINT_CHOICES = ("frontier", "all", "final")
+
+
+@dataclass(frozen=True)
+class Point:
+    run_id: str
+    step: int
+    path: str  # the weights file on the store's filesystem
+    clean_acc: float  # as the run measured the point (NaN: no row)
+    pgd_acc: float
+    pgd_eps: float
+
+
+@dataclass
+class AttackSummary:
+    points: list[Point]
+    notes: list[str]  # points asked for without a kept file, and the like
+    results: list[PointResult] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # the attack results files written
+    seconds: float = 0.0  # wall time of the whole command
+
+
+def plan_points(store: ResultStore, on: str, runs: str | None = None) -> tuple[list[Point], list[str]]:
+    """The kept points to attack, and a note for every point asked for that cannot be (module docstring)."""
+    if on not in POINT_CHOICES:
+        raise AttackError(f"--on must be one of {', '.join(POINT_CHOICES)}, got {on!r}")
+    run_ids = store.run_ids()
+    if runs:
+        run_ids = [r for r in run_ids if fnmatch.fnmatchcase(r, runs)]
+        if not run_ids:
+            shown = ", ".join(store.run_ids()[:5]) or "none"
+            raise AttackError(f"--runs {runs!r} matches no run in {store.root} (runs there: {shown})")
+    points, notes = [], []
+    for run_id in run_ids:
+        kept, records = store.checkpoints(run_id), store.read_run(run_id)
+        by_step = {r.step: r for r in records}
+        if not kept:
+            notes.append(f"run {run_id}: no kept weights in {store.checkpoint_folder(run_id)} (train with "
+                         "output.keep_checkpoints: frontier or all to keep them)")
+            continue
+        if on == "all":
+            wanted = sorted(kept)
+        elif on == "final":
+            wanted = [max(kept)]
+            if records and records[-1].step != wanted[0]:
+                notes.append(f"run {run_id}: its last point, step {records[-1].step}, has no kept weights; "
+                             f"attacking its last kept step, {wanted[0]}")
+        else:
+            wanted = sorted(front_steps(records))
+        for step in wanted:
+            if step not in kept:
+                notes.append(f"run {run_id}: step {step} is on its frontier but has no kept weights file (kept: "
+                             f"steps {', '.join(map(str, kept))})")
+                continue
+            record = by_step.get(step)
+            nan = float("nan")
+            points.append(Point(run_id, step, kept[step], record.test_clean_acc if record else nan,
+                                record.pgd_adv_acc if record else nan, record.pgd_eps if record else nan))
+    return points, notes
+
+
+def wants_ray(address: str | None) -> bool:
+    """On Ray when an address is given or RAY_ADDRESS names a cluster; in this process otherwise."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
+def run_attacks(store_root: str, attacks: list[str], on: str = "frontier", radii: list[float] | None = None,
+                runs: str | None = None, device: str = "auto", on_ray: bool = False, address: str | None = None,
+                budget: AttackBudget = REFERENCE, log: Callable[[str], None] = print) -> AttackSummary:
+    """Attack the kept points of `store_root` (module docstring) and merge the results into its attack results
+    files; `radii` None: each run's own PGD radius. `on_ray`: one Ray task per point (connecting to `address`,
+    else RAY_ADDRESS or the Ray on this machine, unless this process is connected already). In this process an
+    error stops the command (points done so far are stored); on Ray a failed task is logged and listed in
+    `failures`, and the other points go on."""
+    started = time.perf_counter()
+    if not attacks:
+        raise AttackError(f"--attack is required: one or more of {', '.join(ATTACK_SLUGS)}")
+    for name in attacks:
+        if name not in ATTACK_SLUGS:
+            raise AttackError(f"unknown attack {name!r}: use one of {', '.join(ATTACK_SLUGS)}")
+    if not on_ray:
+        resolve_attack_device(device)  # a bad device fails before any work
+    store = ResultStore(store_root)
+    points, notes = plan_points(store, on, runs)
+    summary = AttackSummary(points, notes)
+    for note in notes:
+        log(f"note: {note}")
+    if not points:
+        raise AttackError(f"nothing to attack in {store.root} (--on {on}{f', --runs {runs}' if runs else ''}): no "
+                          "kept checkpoints there; runs keep them with output.keep_checkpoints: frontier or all")
+    where = "on Ray, one task per point" if on_ray else "in this process"
+    radius_text = ", ".join(eps_label(r) for r in radii) if radii else "each run's own PGD radius"
+    log(f"rft attack: {len(points)} point(s) of {len({p.run_id for p in points})} run(s) (--on {on}); "
+        f"{', '.join(attacks)} at {radius_text}; {where}")
+    arrived = _on_ray(points, store_root, attacks, radii, device, budget, address) if on_ray else \
+        _in_process(points, store_root, attacks, radii, device, budget)
+    for point, outcome in arrived:
+        if isinstance(outcome, BaseException):
+            summary.failures.append(f"run {point.run_id} step {point.step}: {type(outcome).__name__}: {outcome}")
+            log(f"failed: {summary.failures[-1]}")
+            continue
+        row = {"run_id": outcome.run_id, "step": outcome.step, **outcome.columns}
+        path = record_attack_results(store.fs, store.path, point.run_id, [row])
+        if path not in summary.files:
+            summary.files.append(path)
+        summary.results.append(outcome)
+        log(describe_point(point, outcome))
+    summary.seconds = time.perf_counter() - started
+    for line in cost_lines(summary):
+        log(line)
+    if summary.failures:
+        log(f"{len(summary.failures)} of {len(points)} point(s) failed; the others are stored")
+    return summary
+
+
+def _in_process(points, store_root, attacks, radii, device, budget):
+    for point in points:  # an error stops here: points done so far are stored already
+        yield point, attack_point(store_root, point.run_id, point.step, point.path, attacks, radii, device, budget)
+
+
+def _on_ray(points, store_root, attacks, radii, device, budget, address):
+    import ray
+
+    connected_here = not ray.is_initialized()
+    if connected_here:
+        where = address or os.environ.get("RAY_ADDRESS") or "auto"
+        try:  # never starts a Ray: "auto" is RAY_ADDRESS, else a Ray already running on this machine
+            _answers(where)
+            ray.init(address=address or "auto", log_to_driver=True)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise AttackError(f"cannot connect to the Ray cluster at {where} ({type(err).__name__}: {err}); start "
+                              "one, or leave out --address and unset RAY_ADDRESS to attack in this process") from err
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(attack_point)
+        pending = {task.remote(store_root, p.run_id, p.step, p.path, attacks, radii, device, budget): p
+                   for p in points}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            point = pending.pop(done[0])
+            try:
+                yield point, ray.get(done[0])
+            except Exception as err:  # noqa: BLE001 - a task's failure is reported with its point
+                yield point, err
+    finally:
+        if connected_here:
+            ray.shutdown()  # only this driver's connection: a cluster runs on
+
+
+def _answers(address: str, timeout: float = 10.0) -> None:
+    """OSError unless host:port accepts a TCP connection: ray.init retries an address nobody answers at for many
+    minutes, where a command should say so at once."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return  # Ray looks on this machine and says at once when there is none; a client address is Ray's to try
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"not host:port: {address!r}")
+    socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+
+
+def describe_point(point: Point, result: PointResult) -> str:
+    slugs = {slug: name for name, slug in ATTACK_SLUGS.items()}
+    measured = []
+    for column, value in result.columns.items():
+        if "_adv_acc/" in column:
+            slug, label = column.split("_adv_acc/")
+            measured.append(f"{slugs.get(slug, slug)} {label} {value:.3f}")
+    training = (f"clean {point.clean_acc:.3f}, PGD {point.pgd_acc:.3f} at {eps_label(point.pgd_eps)}"
+                if point.clean_acc == point.clean_acc else "no stored row")
+    return (f"  {point.run_id} step {point.step} (training: {training}; {result.clean_correct}/{result.images} "
+            f"attacked images clean-correct): " + ", ".join(measured))
+
+
+def cost_lines(summary: AttackSummary) -> list[str]:
+    """Per run and in total: images attacked, the model's image passes, wall time."""
+    lines, by_run = [], {}
+    for result in summary.results:
+        by_run.setdefault(result.run_id, []).append(result)
+    for run_id, results in by_run.items():
+        lines.append(f"cost, run {run_id}: " + _cost(results, sum(r.seconds for r in results), "s of attack work"))
+    lines.append("cost, total: " + _cost(summary.results, summary.seconds, "s wall time"))
+    for path in summary.files:
+        lines.append(f"results: {path}")
+    return lines
+
+
+def _cost(results: list[PointResult], seconds: float, what: str) -> str:
+    attacked = sum(r.images * sum(1 for c in r.columns if "_adv_acc/" in c) for r in results)
+    return (f"{len(results)} point(s), {attacked:,} image attacks (images x attacks x radii), "
+            f"{sum(r.forward_backward for r in results):,} forward-backward and "
+            f"{sum(r.forward_only for r in results):,} forward-only image passes, {seconds:.1f} {what}")
