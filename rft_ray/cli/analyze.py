@@ -13,6 +13,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
+from analysis.attacks import DEFAULT_MASKING_THRESHOLD
 from analysis.frontier import AUC_KINDS
 from analysis.report import DEFAULT_OUT, AnalysisResult, analyze
 from rft_ray.results.record import parse_eps_label
@@ -55,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="PGD radius to analyse, e.g. 2/255 (needed when the results hold several)")
     p.add_argument("--tol", type=float, default=0.01,
                    help="RQ1 convergence tolerance in accuracy (fraction, default 0.01 = 1 point)")
+    p.add_argument("--min-acc", metavar="F", type=float, default=None,
+                   help="clean-accuracy floor (fraction, e.g. 0.9): the knee section also gives the most robust "
+                   "point with clean accuracy >= F per group and run (default: no floor)")
+    p.add_argument("--masking-threshold", metavar="GAP", type=float, default=DEFAULT_MASKING_THRESHOLD,
+                   help="flag a point for gradient masking when PGD accuracy exceeds a stronger attack's (rft attack) "
+                   f"at the same eps by more than GAP (accuracy fraction, default {DEFAULT_MASKING_THRESHOLD:g})")
+    p.add_argument("--curve-step", metavar="N", type=int, default=None,
+                   help="robustness curves at each run's last step <= N (default: each run's final step)")
     p.add_argument("--strict", action="store_true", help="fail on bad rows instead of dropping them")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--provenance", metavar="KEY=VALUE", action="append", default=[],
@@ -72,9 +81,17 @@ def _options(args: argparse.Namespace) -> dict:
         provenance[key] = value
     if args.step_budget is not None and args.step_budget < 0:
         raise _UsageError(f"--step-budget must be >= 0, got {args.step_budget}")
+    if not 0 <= args.masking_threshold <= 1:  # NaN fails too
+        raise _UsageError(f"--masking-threshold is an accuracy fraction in [0, 1] (0.05 = 5 points), "
+                          f"got {args.masking_threshold}")
+    if args.curve_step is not None and args.curve_step < 0:
+        raise _UsageError(f"--curve-step must be >= 0, got {args.curve_step}")
+    if args.min_acc is not None and not 0 <= args.min_acc <= 1:  # NaN fails too
+        raise _UsageError(f"--min-acc is a clean-accuracy fraction in [0, 1] (0.9 = 90%), got {args.min_acc}")
     return dict(kind=args.auc, pooling="per_trial" if args.per_trial else "pooled", step_budget=args.step_budget,
                 provenance=provenance or None, tol=args.tol, strict=args.strict, figures=not args.no_figures,
-                eps=parse_eps(args.eps) if args.eps is not None else None)
+                eps=parse_eps(args.eps) if args.eps is not None else None, min_acc=args.min_acc,
+                masking_threshold=args.masking_threshold, curve_step=args.curve_step)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +133,10 @@ def _print_summary(result: AnalysisResult) -> None:
           f"({data['conventions']['auc_kind']} AUC, {data['conventions']['pooling']})")
     for dataset, strategies in data["summary"]["best_strategy"].items():
         print(f"  best on {dataset}: {', '.join(strategies)}")
+    if data.get("attacks"):
+        masking = data["attacks"]["masking"]
+        print(f"  gradient masking (PGD above a stronger attack by > {data['attacks']['masking_threshold']:g}): "
+              f"{sum(r['n_flagged'] for r in masking)} of {sum(r['n_points'] for r in masking)} compared points flagged")
     print("wrote:")
     for path in result.files:
         print(f"  {path}")
