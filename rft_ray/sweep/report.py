@@ -1,5 +1,5 @@
 """What a sweep leaves for people: the summary table (best final and peak accuracy and robustness, frontier
-AUC per strategy x dataset), the Pareto sets, and the provenance a report needs to be traced to its run."""
+AUC and its knee per strategy x dataset), the Pareto sets, and the provenance a report needs to be traced to its run."""
 from __future__ import annotations
 
 import json
@@ -24,11 +24,12 @@ def summarize_store(store_root: str) -> list[dict[str, Any]]:
 
 
 def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], objectives: list[Objective]) -> str:
-    """The summary table, then the Pareto set of hyperparameters of each group."""
-    from analysis.summary import summary_table_markdown
+    """The summary table, the knee of each group's frontier, then the Pareto set of hyperparameters of each group."""
+    from analysis.summary import knee_table_markdown, summary_table_markdown
 
     keys = [o.key for o in objectives]
-    lines = [summary_table_markdown(rows), "", f"Pareto set of hyperparameters per group (objectives: "
+    lines = [summary_table_markdown(rows), "", "Knee of each group's pooled frontier (analysis.knee):", "",
+             knee_table_markdown(rows), "", f"Pareto set of hyperparameters per group (objectives: "
              f"{', '.join(keys)}):", ""]
     for g in groups:
         if not g.pareto:

@@ -59,7 +59,24 @@ def trial_metrics(records: list[EvalRecord], objectives: list[dict[str, Any]]) -
         out["measured_at"] = float(last.measured_at)  # MLflow's time of the point (bookkeeping, not a metric)
     for objective in objectives:
         out[objective_key(objective)] = objective_value(records, objective)
+    out.update(knee_metrics(records))
     return out
+
+
+def knee_metrics(records: list[EvalRecord]) -> dict[str, float]:
+    """The knee of the trial's points so far (`analysis.knee`): ``knee_step``, ``knee_clean_acc``,
+    ``knee_pgd_acc``; so a trial run's last logged values are the knee of its whole run. Points whose
+    accuracies are not fractions in [0, 1] (a failed measurement) take no part; {} when none is left."""
+    from analysis.knee import knee_index
+
+    usable = [r for r in records if 0 <= r.test_clean_acc <= 1 and 0 <= r.pgd_adv_acc <= 1]  # NaN fails both
+    found = knee_index([r.test_clean_acc for r in usable], [r.pgd_adv_acc for r in usable],
+                       [r.step for r in usable]) if usable else None
+    if found is None:
+        return {}
+    knee = usable[found[0]]
+    return {"knee_step": float(knee.step), "knee_clean_acc": float(knee.test_clean_acc),
+            "knee_pgd_acc": float(knee.pgd_adv_acc)}
 
 
 def measured_ms(measured_at: float | None) -> int:
@@ -88,11 +105,15 @@ GROUP_METRICS = {"frontier_auc": "frontier_auc", "best_final_acc": "final_acc", 
                  "peak_pgd_acc": "peak_pgd"}
 
 
+KNEE_METRICS = ("knee_clean_acc", "knee_pgd_acc", "knee_step")
+
+
 def group_metrics(rows: list[dict[str, Any]], groups: list[Any] = ()) -> dict[str, float]:
     """The sweep summary's rows (`analysis.summary.sweep_summary`) as parent-run metrics `<group>/<name>`
     (`frontier_auc`, `best_final_acc`, `best_final_pgd_acc`, `peak_pgd_acc`, `pgd_drop` = peak - best final
-    PGD accuracy), so sweeps compare side by side in MLflow. A row's group is the sweep's group of its strategy
-    and dataset, else `<strategy>-<dataset>`; characters MLflow refuses in names become `_`."""
+    PGD accuracy, and from rows that carry the knee of the group's pooled frontier `knee_clean_acc`,
+    `knee_pgd_acc`, `knee_step`), so sweeps compare side by side in MLflow. A row's group is the sweep's group
+    of its strategy and dataset, else `<strategy>-<dataset>`; characters MLflow refuses in names become `_`."""
     names = {(g.strategy, g.dataset): g.name for g in groups}
     out: dict[str, float] = {}
     for row in rows:
@@ -100,5 +121,6 @@ def group_metrics(rows: list[dict[str, Any]], groups: list[Any] = ()) -> dict[st
         name = re.sub(r"[^\w.\-]", "_", name)
         values = {key: float(row[column]) for key, column in GROUP_METRICS.items()}
         values["pgd_drop"] = values["peak_pgd_acc"] - values["best_final_pgd_acc"]
+        values.update({key: float(row[key]) for key in KNEE_METRICS if row.get(key) is not None})
         out.update({f"{name}/{key}": value for key, value in values.items()})
     return loggable(out)

@@ -1,0 +1,154 @@
+"""`rft best STORE`: per strategy x dataset, the knee of the pooled frontier and, with --min-acc, the most robust
+point at that clean-accuracy floor (`analysis.knee`), each with its run, step, hyperparameters and kept
+checkpoint file (`ResultStore.checkpoints`).
+
+STORE is a result store (the folder or URI holding <run_id>.parquet files) or a sweep's folder (holding
+sweep.json and store/). Bad input (no such store, no rows, a floor outside [0, 1], a strategy or dataset the
+store lacks) prints one line to stderr and returns 2; no point reaching the floor is an answer, not an error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+EXIT_BAD_INPUT = 2
+NO_CHECKPOINT = "no checkpoint kept for this step"
+
+
+def add_best_command(sub) -> None:
+    best = sub.add_parser(
+        "best", help="the knee of each group's frontier and the most robust point at an accuracy floor",
+        description="Per strategy and dataset: the evaluation point at the knee of the pooled (clean accuracy, PGD "
+        "accuracy) frontier and, with --min-acc, the most robust point whose clean accuracy reaches the floor; "
+        "each with its run id, step, learning rate, weight decay and kept checkpoint file. Definitions: "
+        "analysis/knee.py.")
+    best.add_argument("store", metavar="STORE", help="result store (folder or URI) or a sweep folder holding store/")
+    best.add_argument("--min-acc", metavar="F", type=float, default=None,
+                      help="clean-accuracy floor, a fraction in [0, 1] (0.9 = 90%%)")
+    best.add_argument("--strategy", help="only this strategy")
+    best.add_argument("--dataset", help="only this dataset")
+    best.add_argument("--json", action="store_true", help="print the result as JSON")
+    best.set_defaults(handler=cmd_best)
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    try:
+        result = best_points(args.store, args.min_acc, strategy=args.strategy, dataset=args.dataset,
+                             warn=lambda message: print(f"rft best: warning: {message}", file=sys.stderr))
+    except (ValueError, OSError, pa.ArrowException) as err:  # StoreError is a ValueError
+        print(f"rft best: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(result, indent=1, allow_nan=False) if args.json else best_text(result))
+    return 0
+
+
+def store_root(location: str) -> str:
+    """The result store at `location`: itself, or `<location>/store` for a sweep folder (one with sweep.json,
+    or without result files of its own but with a store/ folder). StoreError when there is nothing there."""
+    from rft_ray.results.files import filesystem_for
+    from rft_ray.results.store import StoreError
+
+    root = str(location).rstrip("/") or str(location)
+    try:
+        fs, path = filesystem_for(root)
+        kind = fs.get_file_info(path).type
+        if kind == pafs.FileType.NotFound:
+            raise StoreError(f"result store {location!r} does not exist")
+        if kind != pafs.FileType.Directory:
+            raise StoreError(f"{location!r} is a file; give the result store folder (holding <run_id>.parquet "
+                             "files) or the sweep folder (holding sweep.json and store/)")
+        names = {info.base_name: info.type for info in fs.get_file_info(pafs.FileSelector(path))}
+    except OSError as err:
+        raise StoreError(f"cannot read {location!r}: {err}") from err
+    own_results = any(n.endswith(".parquet") and not n.startswith((".", "_")) for n in names)
+    if names.get("store") == pafs.FileType.Directory and ("sweep.json" in names or not own_results):
+        return f"{root}/store"
+    return root
+
+
+def best_points(location: str, min_acc: float | None = None, *, strategy: str | None = None,
+                dataset: str | None = None, warn=lambda message: None) -> dict[str, Any]:
+    """What `rft best` prints, as data: the store, the floor, and per group its knee and at_floor points with
+    their ``checkpoint`` (a path, or None when none was kept for that step)."""
+    from analysis.knee import check_min_acc, group_knees
+    from rft_ray.models.strategies import strategy_names
+    from rft_ray.results.store import ResultStore, StoreError
+
+    min_acc = check_min_acc(min_acc)
+    root = store_root(location)
+    store = ResultStore(root)
+    table = store.read()
+    if table.num_rows == 0:
+        raise StoreError(f"result store {root!r} holds no evaluation records (no <run_id>.parquet file with rows)")
+    table = _only(table, "strategy", strategy)
+    table = _only(table, "dataset", dataset)
+    if table.num_rows == 0:
+        raise StoreError(f"result store {root!r} has no rows of strategy {strategy!r} on dataset {dataset!r}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        groups = group_knees(table, min_acc, strategy_order=strategy_names())
+    for w in caught:
+        warn(str(w.message))
+    if not groups:
+        raise StoreError(f"result store {root!r} has no usable evaluation points (every row was dropped; see the "
+                         "warnings above)")
+    for group in groups:
+        for key in ("knee", "at_floor"):
+            if group[key] is not None:
+                group[key]["checkpoint"] = _checkpoint(store, group[key]["run_id"], group[key]["step"])
+    return {"store": root, "min_acc": min_acc, "groups": groups}
+
+
+def _only(table: pa.Table, column: str, value: str | None) -> pa.Table:
+    if value is None:
+        return table
+    import pyarrow.compute as pc
+
+    present = sorted(set(table.column(column).to_pylist()) - {None})
+    if value not in present:
+        from rft_ray.results.store import StoreError
+
+        raise StoreError(f"--{column} {value!r}: the store has no rows of that {column}; it has {', '.join(present)}")
+    return table.filter(pc.equal(table.column(column), value))
+
+
+def _checkpoint(store, run_id: str, step: int) -> str | None:
+    path = store.checkpoints(run_id).get(int(step))
+    if path is None or store.local:
+        return path
+    return f"{store.root.split('://', 1)[0]}://{path}"  # object stores list bucket/key
+
+
+def best_text(result: dict[str, Any]) -> str:
+    """The result of `best_points` as the lines `rft best` prints."""
+    floor = result["min_acc"]
+    lines = [f"store {result['store']}" + (f"; clean-accuracy floor {floor:g}" if floor is not None else "")]
+    for g in result["groups"]:
+        lines.append(f"{g['strategy']} on {g['dataset']} ({g['n_runs']} runs, {g['n_points']} evaluation points, "
+                     f"{g['front_points']} on the Pareto front):")
+        lines += _point_lines("knee", g["knee"])
+        if floor is not None:
+            if g["at_floor"] is None:
+                lines.append(f"  most robust at clean acc >= {floor:g}: no point reaches clean accuracy {floor:g}")
+            else:
+                lines += _point_lines(f"most robust at clean acc >= {floor:g}", g["at_floor"])
+    return "\n".join(lines)
+
+
+def _point_lines(label: str, point: dict[str, Any] | None) -> list[str]:
+    if point is None:
+        return [f"  {label}: none (no evaluation points)"]
+    where = (f"  {label}: run {point['run_id']} step {point['step']}: clean acc {point['test_clean_acc']:.4f}, "
+             f"PGD acc {point['pgd_adv_acc']:.4f}; lr {_hyper(point['lr'])}, weight decay "
+             f"{_hyper(point['weight_decay'])}")
+    return [where, f"    checkpoint: {point['checkpoint'] or NO_CHECKPOINT}"]
+
+
+def _hyper(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
