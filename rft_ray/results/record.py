@@ -50,6 +50,11 @@ class EvalRecord:
     pgd_images: int | None = None  # pgd_adv_acc and every pgd_adv_acc/<radius>
     # When the point was measured (Unix seconds): MLflow's time of its metrics, also when back-filled later.
     measured_at: float | None = None
+    # Rows of WiSE-FT interpolations only (`rft interpolate`; kept apart in the store's `interpolated` sub-store,
+    # see analysis.wise): the alpha between the run's step-0 model (0) and its checkpoint at `step` (1), and
+    # that run's id. None in every run's own rows and in files written before they existed.
+    wise_alpha: float | None = None
+    source_run_id: str | None = None
     ood_acc: dict[str, float] = field(default_factory=dict)
     pgd_extra: dict[str, float] = field(default_factory=dict)  # radius label (eps_label) -> robust accuracy
     ood_images: dict[str, int] = field(default_factory=dict)  # domain -> images behind ood_acc/<domain>

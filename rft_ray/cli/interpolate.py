@@ -1,0 +1,41 @@
+"""`rft interpolate STORE`: WiSE-FT points of the kept checkpoints (`rft_ray.training.interpolate`)."""
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_ALPHAS_TEXT = "0,0.25,0.5,0.75,1"
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from analysis.wise import wise_root
+    from rft_ray.training.interpolate import interpolate_store, parse_alphas
+
+    alphas = parse_alphas(args.alphas)  # before any model is built: bad input fails at once
+    rows = interpolate_store(args.store, alphas, on=args.on, runs=args.runs, device=args.device)
+    checkpoints = {(r.source_run_id, r.step) for r in rows}
+    print(f"{len(rows)} interpolated points of {len(checkpoints)} checkpoint(s) in {wise_root(args.store)} "
+          f"(rft analyze {args.store} marks them as WiSE-FT points)")
+    return 0
+
+
+def add_interpolate_command(sub) -> None:
+    p = sub.add_parser(
+        "interpolate", help="WiSE-FT: evaluate weight interpolations between step 0 and each kept checkpoint",
+        description=(
+            "For every kept checkpoint (output.keep_checkpoints) of the chosen runs, evaluate the model whose "
+            "trained parameters are step-0 value + alpha x (fine-tuned - step-0 value), for each alpha, with the "
+            "run's own evaluation (clean, PGD, OOD, same seeded images); PEFT strategies scale the learned change "
+            "exactly (LoRA: alpha x B with A fine-tuned; adapters: their up-projections). Rows go to "
+            "STORE/interpolated (the runs' own files are untouched); interpolating a run again replaces its rows. "
+            "`rft analyze STORE` marks the points and adds an AUC column with them."))
+    p.add_argument("store", metavar="STORE", help="result store (folder or URI) holding the runs and checkpoints/")
+    p.add_argument("--alphas", default=DEFAULT_ALPHAS_TEXT,
+                   help=f"comma-separated alphas in [0, 1] (default {DEFAULT_ALPHAS_TEXT}; 0: step 0, 1: the "
+                        "checkpoint)")
+    p.add_argument("--on", choices=["frontier", "all", "final"], default="frontier",
+                   help="which kept checkpoints: those on the run's own clean-vs-PGD front (default), all, or the "
+                        "run's last evaluation point's")
+    p.add_argument("--runs", default="*", metavar="GLOB", help="only runs whose id matches this glob (default all)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="evaluate here instead of on the run's own training.device")
+    p.set_defaults(handler=cmd_interpolate)

@@ -1,0 +1,215 @@
+"""WiSE-FT (Wortsman et al., CVPR 2022, "Robust fine-tuning of zero-shot models"): evaluate weight
+interpolations between a run's step-0 model and its kept checkpoints, points on the frontier at no training cost.
+
+theta(alpha) = theta0 + alpha * (theta_ft - theta0) over the parameters a checkpoint holds (its run's trained
+ones), where theta0 is the run's step-0 value: the model rebuilt from the run spec in the file's metadata as
+the run built it (pretrained backbone, the strategy's modules, seeded with training.seed), and theta_ft the
+file's tensors. Where that would not scale the learned change, the strategy says so per parameter
+(`Strategy.interpolation_rule`, described in words by `Strategy.interpolation`): for LoRA the change is
+scaling * B @ A with B zero at step 0, so B moves alpha of the way and A stays fine-tuned, and each update is
+exactly alpha times the fine-tuned one; adapters and Compacter scale their zero-started up-projections alike.
+`torch.lerp` makes alpha 0 and alpha 1 exactly the step-0 and the fine-tuned values (no rounding).
+
+Each (checkpoint, alpha) is measured by the run's own `evaluate` on the run's own seeded sets (clean, PGD and
+OOD as its spec says, on its device and precision), so alpha 1 reproduces the run's own row of that step. The
+rows go to the sub-store `<store>/interpolated` (layout: `analysis.wise`), never to the runs' own files;
+interpolating a run again replaces all its interpolated files (those of checkpoints not chosen this time are
+deleted). A row copies the source row's run facts (`wall_seconds`: the training time the checkpoint cost)
+and has `train_loss` NaN (nothing trained) and `eval_seconds` its own evaluation's time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import pyarrow.fs as pafs
+import torch
+
+from analysis.wise import wise_root, wise_run_id, wise_steps
+from rft_ray.config import RunSpec
+from rft_ray.evaluation.evaluator import EvalSets, evaluate
+from rft_ray.models.strategies import Strategy, create_strategy
+from rft_ray.models.strategies.base import KEEP_FINETUNED
+from rft_ray.results.record import EvalRecord
+from rft_ray.results.store import ResultStore, StoreError
+from rft_ray.training.setup import Run
+from rft_ray.training.weights import WeightsError, front_steps, read_weights
+
+DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+CHECKPOINT_CHOICES = ("frontier", "all", "final")
+
+
+class InterpolationError(ValueError):
+    """Input `rft interpolate` cannot work with (bad alphas, nothing to interpolate)."""
+
+
+def parse_alphas(text: str) -> tuple[float, ...]:
+    """'0,0.25,1' -> (0.0, 0.25, 1.0): sorted, duplicates dropped; each a number in [0, 1]."""
+    values = []
+    for item in str(text).split(","):
+        try:
+            value = float(item.strip())
+        except ValueError:
+            raise InterpolationError(f"--alphas takes comma-separated numbers in [0, 1] such as 0,0.25,0.5,0.75,1; "
+                                     f"{item.strip()!r} is not a number") from None
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise InterpolationError(f"--alphas: {item.strip()} is outside [0, 1] (0: the step-0 model, 1: the "
+                                     "fine-tuned checkpoint; extrapolation is not supported)")
+        values.append(value)
+    return tuple(sorted(set(values)))
+
+
+class Interpolator:
+    """A run's step-0 model whose trained parameters are set to theta(alpha) of one checkpoint at a time."""
+
+    def __init__(self, model: torch.nn.Module, strategy: Strategy):
+        self.model, self.strategy = model, strategy
+        self.params = dict(model.named_parameters())
+        self.start: dict[str, torch.Tensor] = {}  # step-0 values of every parameter a checkpoint set so far
+        self.finetuned: dict[str, torch.Tensor] = {}
+
+    def load(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Take a checkpoint's tensors (every parameter the model trains at step 0 and only parameters);
+        parameters an earlier checkpoint set and this one lacks go back to step 0."""
+        unexpected = sorted(tensors.keys() - self.params.keys())
+        missing = sorted(n for n, p in self.params.items() if p.requires_grad and n not in tensors)
+        if missing or unexpected:
+            raise WeightsError(f"{source} does not fit its run's {self.strategy.name} model: missing "
+                               f"{missing[:3] or 'none'}, unexpected {unexpected[:3] or 'none'}")
+        for name, tensor in tensors.items():
+            if tuple(tensor.shape) != tuple(self.params[name].shape):
+                raise WeightsError(f"{source}: {name} has shape {tuple(tensor.shape)}, the model's is "
+                                   f"{tuple(self.params[name].shape)}")
+        with torch.no_grad():
+            for name in self.start.keys() - tensors.keys():
+                self.params[name].copy_(self.start[name])
+            for name in tensors:
+                if name not in self.start:
+                    self.start[name] = self.params[name].detach().clone()
+        self.finetuned = {name: t.to(self.params[name].device, self.params[name].dtype) for name, t in tensors.items()}
+
+    def set_alpha(self, alpha: float) -> None:
+        with torch.no_grad():
+            for name, tuned in self.finetuned.items():
+                if self.strategy.interpolation_rule(name) == KEEP_FINETUNED:
+                    self.params[name].copy_(tuned)
+                else:  # lerp: exactly the start at 0 and exactly the fine-tuned value at 1
+                    self.params[name].copy_(torch.lerp(self.start[name], tuned, float(alpha)))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One kept checkpoint to interpolate: its file on the store's filesystem and the run's row of its step."""
+
+    run_id: str
+    step: int
+    path: str
+    record: EvalRecord
+
+
+def choose_checkpoints(store: ResultStore, runs: str = "*", on: str = "frontier",
+                       log: Callable[[str], None] = print) -> list[Source]:
+    """The kept checkpoints of the runs matching the glob `runs`: `frontier` those on the run's own (clean, PGD)
+    front, `all` every one, `final` the run's last evaluation point's. InterpolationError when none."""
+    if on not in CHECKPOINT_CHOICES:
+        raise InterpolationError(f"--on must be one of {', '.join(CHECKPOINT_CHOICES)}, got {on!r}")
+    run_ids = [r for r in store.run_ids() if fnmatch.fnmatchcase(r, runs)]
+    if not run_ids:
+        raise InterpolationError(f"no run in result store {store.root!r} matches --runs {runs!r}")
+    chosen = []
+    for run_id in run_ids:
+        records = {r.step: r for r in store.read_run(run_id)}
+        kept = store.checkpoints(run_id)
+        if on == "frontier":
+            wanted = front_steps(list(records.values()))
+        else:
+            wanted = set(records) if on == "all" else {max(records)} if records else set()
+        for step in sorted(set(kept) & wanted):
+            chosen.append(Source(run_id, step, kept[step], records[step]))
+        orphans = sorted(set(kept) - set(records))
+        if orphans:
+            log(f"rft: note: run {run_id}: checkpoints of steps {orphans} have no row in the run's file; skipped")
+    if not chosen:
+        raise InterpolationError(
+            f"no kept checkpoint to interpolate in {store.root!r} ({on} points of {len(run_ids)} run(s) matching "
+            f"{runs!r}); runs keep weights in <store>/checkpoints with output.keep_checkpoints frontier or all")
+    return chosen
+
+
+def interpolated_record(source: EvalRecord, step: int, alpha: float, metrics: dict, eval_seconds: float) -> EvalRecord:
+    return dataclasses.replace(source, run_id=wise_run_id(source.run_id, step), train_loss=float("nan"),
+                               eval_seconds=eval_seconds, measured_at=time.time(), wise_alpha=float(alpha),
+                               source_run_id=source.run_id, **metrics)
+
+
+def _build(metadata: dict[str, str], device: str | None) -> tuple[RunSpec, Run]:
+    spec = RunSpec.from_dict(json.loads(metadata["spec"]))
+    spec.training.compile = False  # eager: parameters change in place between alphas
+    if device is not None:
+        spec.training.device = device
+    return spec, Run.build(spec)
+
+
+def interpolate_store(root: str, alphas: Iterable[float] = DEFAULT_ALPHAS, *, on: str = "frontier",
+                      runs: str = "*", device: str | None = None,
+                      log: Callable[[str], None] = print) -> list[EvalRecord]:
+    """Evaluate every chosen checkpoint (`choose_checkpoints`) at every alpha; write and return the rows."""
+    alphas = tuple(sorted(set(float(a) for a in alphas)))
+    if not alphas or any(not (0.0 <= a <= 1.0) for a in alphas):
+        raise InterpolationError(f"alphas must be numbers in [0, 1], got {list(alphas)}")
+    store = ResultStore(root)
+    if store.local and store.fs.get_file_info(store.path).type != pafs.FileType.Directory:
+        raise StoreError(f"result store {root!r} does not exist (or is not a folder)")
+    sources = choose_checkpoints(store, runs, on, log=lambda m: print(m, file=sys.stderr, flush=True))
+    out_store = ResultStore(wise_root(root))
+    out_store.ensure_writable()
+    written: list[EvalRecord] = []
+    by_run: dict[str, list[Source]] = {}
+    for source in sources:
+        by_run.setdefault(source.run_id, []).append(source)
+    for run_id, run_sources in by_run.items():
+        built: tuple[str, RunSpec, Run, Interpolator, EvalSets] | None = None
+        for source in run_sources:
+            tensors, metadata = read_weights(source.path, store.fs)
+            if built is None or built[0] != metadata["spec"]:
+                built = None  # free the previous model first
+                spec, run = _build(metadata, device)
+                strategy = create_strategy(spec.strategy.name, spec.strategy.options)
+                built = (metadata["spec"], spec, run, Interpolator(run.model, strategy),
+                         EvalSets.from_bundle(run.bundle, spec))
+            _, spec, run, interpolator, sets = built
+            if int(metadata.get("num_classes", run.bundle.num_classes)) != run.bundle.num_classes:
+                raise WeightsError(f"{source.path}: {metadata['num_classes']} classes, its dataset has "
+                                   f"{run.bundle.num_classes}")
+            interpolator.load(tensors, source.path)
+            log(f"run {run_id} step {source.step} ({spec.strategy.name}: alpha scales "
+                f"{interpolator.strategy.interpolation})")
+            rows = []
+            for alpha in alphas:
+                interpolator.set_alpha(alpha)
+                began = time.perf_counter()
+                metrics = evaluate(run.model, sets, spec, run.device, run.dtype)
+                seconds = time.perf_counter() - began
+                rows.append(interpolated_record(source.record, source.step, alpha, metrics, seconds))
+                log(f"  alpha {alpha:<5g} clean {metrics['test_clean_acc']:.4f}  PGD {metrics['pgd_adv_acc']:.4f}  "
+                    f"OOD {metrics['test_ood_accuracy']:.4f}  ({seconds:.1f} s)")
+            out_store.write_run(wise_run_id(run_id, source.step), rows)
+            written += rows
+        _delete_stale(out_store, run_id, {s.step for s in run_sources})
+    return written
+
+
+def _delete_stale(out_store: ResultStore, run_id: str, steps: set[int]) -> None:
+    """A run's interpolated files of checkpoints not interpolated this time (a re-run replaces them all)."""
+    for step, name in wise_steps(out_store.run_ids(), run_id).items():
+        if step not in steps:
+            try:
+                out_store.fs.delete_file(out_store.run_path(name))
+            except FileNotFoundError:
+                pass
