@@ -1,5 +1,6 @@
 """The search section of an experiment spec: ranges or a grid over the learning rate and the weight decay,
-the objectives (one, or two or three for a Pareto search), the sampler and optional ASHA early stopping."""
+the objectives (one, or two or three for a Pareto search), the sampler and optional early stopping (ASHA on the
+first objective, or Pareto ASHA on all of them)."""
 from __future__ import annotations
 
 import math
@@ -13,6 +14,7 @@ from rft_ray.config.metrics import OOD_PREFIX
 OBJECTIVE_METRICS = ("test_clean_acc", "pgd_adv_acc", "test_ood_accuracy", "train_clean_acc", "train_loss")
 PARETO_AUC = "pareto_auc"
 SAMPLERS = ("auto", "tpe", "gp", "nsga2", "random")
+SCHEDULERS = ("none", "asha", "pareto_asha")
 
 
 @dataclass
@@ -87,7 +89,8 @@ class Objective:
 
 @dataclass
 class AshaSpec:
-    enabled: bool = described("stop poor trials early with ASHA (time attribute: the optimizer step)", False)
+    enabled: bool = described("deprecated spelling of search.scheduler: asha (set from search.scheduler: true when "
+                              "any early stopping is on)", False)
     grace_period: int = described("steps every trial runs before it can be stopped", 50)
     reduction_factor: float = described("keep the top 1/reduction_factor of trials at each rung", 2.0)
     max_t: int | None = described("the trials' step budget (default: base.training.steps; required with epochs)", None)
@@ -115,7 +118,12 @@ class SearchSpec:
     startup_trials: int | None = described("random trials before tpe/gp model the results (default: a third of the "
                                            "budget, at least 2, at most 10)", None)
     seed: int = described("seed of the sampler", 0)
-    asha: AshaSpec = described("optional early stopping", factory=AshaSpec)
+    scheduler: Literal["none", "asha", "pareto_asha"] | None = described(
+        "early stopping on the optimizer step: none; asha (Ray's ASHA on the first objective); pareto_asha (ASHA "
+        "whose rungs keep trials by non-dominated sorting, then crowding distance, over all objectives; needs two "
+        "or three). Default: none (asha if the deprecated asha.enabled is true)", None)
+    asha: AshaSpec = described("the rungs of asha and pareto_asha: grace_period, reduction_factor, max_t",
+                               factory=AshaSpec)
 
     def __post_init__(self):
         check(1 <= len(self.objectives) <= 3, "objectives",
@@ -136,6 +144,20 @@ class SearchSpec:
                   f"{len(self.points_to_evaluate)} points but a budget of {self.num_samples} trials")
         check(self.startup_trials is None or self.startup_trials >= 1, "startup_trials",
               f"must be at least 1, got {self.startup_trials}")
+        self._resolve_scheduler()
+
+    def _resolve_scheduler(self) -> None:
+        """One source of truth: `scheduler`; `asha.enabled` follows it (so both spellings of ASHA give the same
+        spec and fingerprint, and code that asks "is early stopping on?" reads either)."""
+        if self.scheduler is None:
+            self.scheduler = "asha" if self.asha.enabled else "none"
+        check(self.scheduler in SCHEDULERS, "scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        check(not (self.scheduler == "none" and self.asha.enabled), "scheduler",
+              "is none but asha.enabled is true (the deprecated spelling of scheduler: asha); keep one of them")
+        check(self.scheduler != "pareto_asha" or self.multi_objective, "scheduler",
+              f"pareto_asha ranks trials over several objectives, but the search has {len(self.objectives)}; "
+              "give two or three objectives, or use scheduler: asha for one")
+        self.asha.enabled = self.scheduler != "none"
 
     @property
     def multi_objective(self) -> bool:

@@ -1,5 +1,6 @@
 """How each group searches: the Tune param space (lr and weight decay searched, the rest constant), Optuna
-samplers seeded per group, the budget-aware Optuna searcher, grid mode and ASHA on the optimizer step."""
+samplers seeded per group, the budget-aware Optuna searcher, grid mode and early stopping (ASHA or Pareto ASHA)
+on the optimizer step."""
 from __future__ import annotations
 
 import json
@@ -27,7 +28,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
     stopped at step 100 of 1000 would enter the study as if its objective were final (and with several
     objectives it would be told COMPLETE with values it never reached). Here a trial is COMPLETE only if
     its last result reached `total_steps`; one stopped early is PRUNED (its intermediate values, reported
-    against the optimizer step, are what TPE ranks pruned trials by), an errored one FAILED.
+    against the optimizer step, are what TPE ranks pruned trials by; a multi-objective study takes none, so
+    there the values the trial was stopped with go in user attributes), an errored one FAILED.
     """
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -49,11 +51,24 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if ot_trial is None:
             return
         state, values = _optuna_outcome(result, error, self.metric)
+        if state == "PRUNED" and isinstance(self.metric, list) and result and result.get("step") is not None:
+            # Optuna takes no intermediate values in a multi-objective study: what the scheduler judged the
+            # trial on goes in its user attributes instead.
+            ot_trial.set_user_attr("stopped_at_step", int(result["step"]))
+            ot_trial.set_user_attr("values_when_stopped", {k: _finite_or_none(result.get(k)) for k in self.metric})
         try:
             self._ot_study.tell(ot_trial, values, state=getattr(optuna.trial.TrialState, state))
         except Exception as exc:  # noqa: BLE001 - Optuna refused (e.g. a NaN objective): the trial stays out
             logger.warning("Optuna did not accept trial %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _optuna_outcome(result: dict | None, error: bool, metric: str | list[str]) -> tuple[str, Any]:
@@ -115,7 +130,7 @@ def param_space(experiment: ExperimentSpec, group: Group, resources: dict[str, A
     else:
         lr, wd = search_domain(group.space.lr), search_domain(group.space.weight_decay)
     run = absolute_paths(json.loads(json.dumps(group.run)))
-    run["output"] = {"results": experiment.store_root}
+    run["output"] = {**(run.get("output") or {}), "results": experiment.store_root}  # base.output: keep_checkpoints
     return {
         "lr": lr,
         "weight_decay": wd,
@@ -146,18 +161,29 @@ def optuna_storage(experiment: ExperimentSpec):
     return optuna.storages.RDBStorage(url)
 
 
+def early_stopping(search: SearchSpec):
+    """The Tune scheduler of `search.scheduler` (None for none), its rungs on the optimizer step."""
+    asha, objectives = search.asha, search.objectives
+    if search.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(time_attr="step", metric=objectives[0].key, mode=objectives[0].mode, max_t=asha.max_t,
+                             grace_period=asha.grace_period, reduction_factor=asha.reduction_factor)
+    if search.scheduler == "pareto_asha":
+        from rft_ray.sweep.pareto_asha import ParetoAshaScheduler
+
+        return ParetoAshaScheduler([o.key for o in objectives], [o.mode for o in objectives], time_attr="step",
+                                   max_t=asha.max_t, grace_period=asha.grace_period,
+                                   reduction_factor=asha.reduction_factor)
+    return None
+
+
 def tune_config(experiment: ExperimentSpec, group: Group, resources: dict[str, Any], sweep_started: str):
     from ray import tune
 
     search = experiment.search
     objectives = search.objectives
-    scheduler = None
-    if search.asha.enabled:
-        from ray.tune.schedulers import ASHAScheduler
-
-        scheduler = ASHAScheduler(time_attr="step", metric=objectives[0].key, mode=objectives[0].mode,
-                                  max_t=search.asha.max_t, grace_period=search.asha.grace_period,
-                                  reduction_factor=search.asha.reduction_factor)
+    scheduler = early_stopping(search)
     if search.mode == "grid":
         return tune.TuneConfig(num_samples=1, scheduler=scheduler,
                                max_concurrent_trials=resources["max_concurrent_trials"])

@@ -60,7 +60,8 @@ def parent_params(experiment: ExperimentSpec) -> dict[str, Any]:
     return {"strategies": [s.name for s in experiment.strategies], "datasets": [g.dataset for g in experiment.groups],
             "search.mode": search.mode, "search.objectives": [o.key for o in search.objectives],
             "search.num_samples": search.num_samples, "search.sampler": search.sampler_name(),
-            "search.asha": search.asha.enabled, "storage": experiment.storage_root}
+            "search.asha": search.asha.enabled, "search.scheduler": search.scheduler,
+            "storage": experiment.storage_root}
 
 
 def parent_tags(experiment: ExperimentSpec, spec_path: str | None, fingerprint: str | None = None) -> dict[str, str]:
