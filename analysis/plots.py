@@ -116,11 +116,14 @@ def plot_frontiers(
     step_budget: int | None = None,
     auc_rows: Sequence[dict[str, Any]] | None = None,
     strategy_order: Sequence[str] | None = None,
+    wise: dict[tuple[str, str], dict[str, np.ndarray]] | None = None,
 ) -> str:
     """Pareto frontiers of all strategies on one dataset: raw points faint, frontier outline bold.
 
     The outline is the region whose area is the AUC (staircase for hypervolume, straight segments for
-    trapezoid). With per-trial `auc_rows` (their `best_run_id` set), the best run's frontier is drawn."""
+    trapezoid). With per-trial `auc_rows` (their `best_run_id` set), the best run's frontier is drawn.
+    `wise` (`analysis.wise.wise_groups`): WiSE-FT points, drawn as hollow diamonds, and the frontier with them
+    dashed (its area: the AUC rows' `auc_with_wise`)."""
     groups = {s: g for (s, d), g in group_points(table, step_budget).items() if d == dataset}
     if not groups:
         raise ValueError(f"no points for dataset {dataset!r}")
@@ -144,6 +147,21 @@ def plot_frontiers(
         ax.plot(outline[:, 0], outline[:, 1], color=color, lw=1.8, label=label, zorder=3)
         ax.scatter(front[:, 0], front[:, 1], s=22, color=color, edgecolors="black", linewidths=0.4, zorder=4)
         max_acc, max_rob = max(max_acc, g["acc"].max()), max(max_rob, g["rob"].max())
+        w = (wise or {}).get((strategy, dataset))
+        if w is not None and len(w["acc"]):
+            ax.scatter(w["acc"], w["rob"], s=30, marker="D", facecolors="none", edgecolors=color, linewidths=1.0,
+                       zorder=5)
+            mine = w["source"] == best_run if best_run else np.ones(len(w["acc"]), dtype=bool)
+            both = pareto_frontier(np.vstack([np.column_stack([g["acc"][m], g["rob"][m]]),
+                                              np.column_stack([w["acc"][mine], w["rob"][mine]])]))
+            dashed = frontier_outline(both, kind)
+            with_wise = rows.get(strategy, {}).get("auc_with_wise")
+            ax.plot(dashed[:, 0], dashed[:, 1], color=color, lw=1.1, ls="--", zorder=3,
+                    label=f"{strategy} with WiSE-FT" + (f" (AUC {with_wise:.3f})" if with_wise is not None else ""))
+            max_acc, max_rob = max(max_acc, w["acc"].max()), max(max_rob, w["rob"].max())
+    if any(key[1] == dataset and len(v["acc"]) for key, v in (wise or {}).items()):
+        ax.scatter([], [], s=30, marker="D", facecolors="none", edgecolors="black",
+                   label="WiSE-FT point (interpolated weights)")
     ax.set_xlim(0, min(1.0, max_acc + 0.05) if max_acc > 0 else 1.0)
     ax.set_ylim(0, min(1.0, max_rob + 0.05) if max_rob > 0 else 1.0)
     ax.set_xlabel("accuracy (test_clean_acc)")

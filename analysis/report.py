@@ -7,7 +7,8 @@ the command line around it is `rft analyze` (`rft_ray.cli.analyze`).
 
 Where each part lives: radius selection `analysis.radius`, cleaning `analysis.cleaning`, the AUC table
 `analysis.auc`, RQ1 `analysis.rq1`, RQ3 `analysis.rq3`, the conventions in words `analysis.conventions`,
-the report's text `analysis.report_sections` (rendered by `analysis.report_render`), figures `analysis.plots`.
+the report's text `analysis.report_sections` (rendered by `analysis.report_render`), figures `analysis.plots`;
+stronger attacks, robustness curves and corruptions `analysis.robustness` (with tables/*.csv).
 """
 from __future__ import annotations
 
@@ -27,11 +28,18 @@ from analysis.cleaning import ANALYSIS_COLUMNS, TableError, clean_table
 from analysis.conventions import conventions, sample_sizes
 from analysis.frame import order_strategies
 from analysis.frontier import AUC_KINDS
+from analysis.knee import check_min_acc, group_knees, trial_knees
 from analysis.radius import radius_conventions, select_eps
 from analysis.report_render import render_html, render_markdown
 from analysis.report_sections import report_blocks
+from analysis.robustness import (
+    DEFAULT_MASKING_THRESHOLD,
+    check_robustness_options,
+    robustness_analysis,
+)
 from analysis.rq1 import rq1_table, rq1_trials
 from analysis.rq3 import rq3_table
+from analysis.wise import add_wise_auc, clean_wise, load_wise, wise_groups, wise_summary
 
 SCHEMA = "rft-analysis/1"
 DEFAULT_OUT = "rft-analysis"
@@ -110,20 +118,35 @@ def analyze(
     figures: bool = True,
     eps: float | None = None,
     strategy_order: Sequence[str] | None = None,
+    min_acc: float | None = None,
+    masking_threshold: float = DEFAULT_MASKING_THRESHOLD,
+    curve_step: int | None = None,
 ) -> AnalysisResult:
     """Analyse a result store (local path, URI, or a table) into `out_dir`; see module docstring.
 
     `strategy_order`: the order of strategies in tables and figures (`analysis.frame`; the platform passes
-    its registry's order); None: alphabetical."""
+    its registry's order); None: alphabetical. `min_acc`: the clean-accuracy floor of the knee section's
+    "most robust point at the floor" (`analysis.knee`); None: no floor. `masking_threshold`: the gap PGD -
+    stronger attack above which a point is flagged; `curve_step`: the step of the robustness curves (None:
+    each run's final step); both `analysis.robustness`."""
     _check_arguments(kind, pooling, step_budget, tol, provenance)
+    min_acc = check_min_acc(min_acc)
+    check_robustness_options(masking_threshold, curve_step)
     loaded = load_results(results)
     table, cleaning = clean_table(select_eps(loaded, eps), strict=strict, required=ANALYSIS_COLUMNS, warn=True)
     auc_rows = auc_table(table, kind=kind, pooling=pooling, step_budget=step_budget, strategy_order=strategy_order)
+    wise = clean_wise(load_wise(results), table, eps, strict)  # WiSE-FT points: marked, never in a plain number
+    if wise is not None:
+        add_wise_auc(auc_rows, table, wise, kind, pooling, step_budget)
     rq1 = rq1_table(table, tol, strategy_order=strategy_order)
     datasets = sorted({r["dataset"] for r in auc_rows})
     out = Path(out_dir)
     figure_files = _draw_figures(table, out / "figures", datasets, auc_rows, rq1, kind, step_budget,
-                                 strategy_order) if figures else {}
+                                 strategy_order, wise=wise) if figures else {}
+    robustness, robustness_figures, tables = robustness_analysis(
+        loaded, out, kind=kind, step_budget=step_budget, masking_threshold=masking_threshold, curve_step=curve_step,
+        strict=strict, figures=figures, strategy_order=strategy_order)
+    figure_files.update(robustness_figures)
     data = _json_safe({
         "schema": SCHEMA,
         "results": str(results) if not isinstance(results, pa.Table) else "<table>",
@@ -139,6 +162,7 @@ def analyze(
         },
         "cleaning": cleaning.to_dict(),
         "auc": auc_rows,
+        "wise": wise_summary(wise, results) if wise is not None else None,
         "auc_trials": trial_aucs(table, kind=kind, step_budget=step_budget, strategy_order=strategy_order)
         if pooling == "per_trial" else None,
         "params_vs_auc": params_vs_auc(auc_rows),
@@ -146,9 +170,23 @@ def analyze(
         "rq1_trials": rq1_trials(table, tol, strategy_order=strategy_order),
         "rq3": rq3_table(table, strategy_order=strategy_order),
         "rq3_by_dataset": rq3_table(table, by=("strategy", "dataset"), strategy_order=strategy_order),
+        **_knees(table, min_acc, step_budget, strategy_order),
+        **robustness,
         "figures": {k: os.path.relpath(v, out) for k, v in figure_files.items()},
     })
-    return AnalysisResult(data=data, files=_write_report(data, out) + list(figure_files.values()))
+    return AnalysisResult(data=data, files=_write_report(data, out) + list(figure_files.values()) + tables)
+
+
+def _knees(table: pa.Table, min_acc: float | None, step_budget: int | None,
+           strategy_order: Sequence[str] | None) -> dict[str, Any]:
+    """The knee (and the most robust point at the accuracy floor) per group and per run, over the points the
+    AUC uses (step <= the step budget)."""
+    if step_budget is not None:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.less_equal(table.column("step"), step_budget))
+    return {"knees": group_knees(table, min_acc, strategy_order=strategy_order),
+            "knee_trials": trial_knees(table, min_acc, strategy_order=strategy_order), "min_acc": min_acc}
 
 
 def _slug(name: str) -> str:
@@ -156,8 +194,10 @@ def _slug(name: str) -> str:
 
 
 def _draw_figures(table: pa.Table, fig_dir: Path, datasets: list[str], auc_rows: list[dict], rq1: list[dict],
-                  kind: str, step_budget: int | None, strategy_order: Sequence[str] | None) -> dict[str, str]:
-    """Per dataset the curves and the frontiers, then the AUC heat map: figure key -> path written."""
+                  kind: str, step_budget: int | None, strategy_order: Sequence[str] | None,
+                  wise: pa.Table | None = None) -> dict[str, str]:
+    """Per dataset the curves and the frontiers (with the WiSE-FT points marked), then the AUC heat map: figure
+    key -> path written."""
     from analysis import plots  # lazy: matplotlib only when figures are drawn
 
     selected = {(r["strategy"], r["dataset"]): r["run_id"] for r in rq1}
@@ -173,7 +213,7 @@ def _draw_figures(table: pa.Table, fig_dir: Path, datasets: list[str], auc_rows:
                                                  strategy_order=strategy_order)
         files[f"frontiers_{d}"] = plots.plot_frontiers(
             table, d, fig_dir / f"frontiers_{slug}.png", kind=kind, step_budget=step_budget, auc_rows=auc_rows,
-            strategy_order=strategy_order)
+            strategy_order=strategy_order, wise=wise_groups(wise, step_budget) if wise is not None else None)
     files["auc_heatmap"] = plots.plot_auc_heatmap(auc_rows, fig_dir / "auc_heatmap.png", kind=kind,
                                                   strategy_order=strategy_order)
     return files

@@ -6,31 +6,19 @@ text or ("bold", text), or ("img", path relative to the report, caption).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from analysis.report_format import Block, num
+from analysis.report_robustness import robustness_blocks
 from rft_ray.results.record import eps_label
-
-Block = tuple
-
-
-def num(value: Any, digits: int = 4, signed: bool = False, suffix: str = "") -> str:
-    """A number as the report shows it: NaN for undefined, yes/no, thousands separators for integers."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "NaN"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:{'+' if signed else ''}.{digits}f}{suffix}"
 
 
 def report_blocks(data: dict[str, Any]) -> list[Block]:
     """The whole report, section by section."""
     return [*_overview(data), *_conventions(data["conventions"]), *_cleaning(data["cleaning"]),
-            *_auc(data), *_rq1(data), *_rq3(data), *_frontiers(data)]
+            *_auc(data), *_rq1(data), *_rq3(data), *_knee(data), *robustness_blocks(data), *_frontiers(data)]
 
 
 def _overview(data: dict[str, Any]) -> list[Block]:
@@ -82,10 +70,19 @@ def _auc(data: dict[str, Any]) -> list[Block]:
     b.append(_auc_grid(auc, data["summary"]["strategies"], data["summary"]["datasets"]))
     b.append(("p", "Per group: runs / points used, trainable parameters beside the AUC"
                    + (", and the best run (per-trial pooling)." if per_trial else ".")))
-    header = ["strategy", "dataset", "AUC", "% above avg", "best", "runs", "points", "trainable params"]
+    wise = data.get("wise")  # WiSE-FT points (analysis.wise): their AUC beside the plain one, never in it
+    if wise:
+        b.append(("p", f"AUC with WiSE-FT points: the same AUC over the same points plus {wise['n_points']} weight "
+                       f"interpolations (alphas {', '.join(f'{a:g}' for a in wise['alphas'])}) of "
+                       f"{wise['n_checkpoints']} kept checkpoints of {wise['n_runs']} runs (`rft interpolate`, "
+                       f"{wise['substore']}), each counted at its checkpoint's step; the plain AUC excludes them."))
+    header = ["strategy", "dataset", "AUC"] + (["AUC with WiSE-FT points", "WiSE-FT points"] if wise else []) + [
+        "% above avg", "best", "runs", "points", "trainable params"]
     rows = []
     for r in auc:
-        row = [r["strategy"], r["dataset"], num(r["auc"]), num(r["pct_above_average"], 1, True, "%"),
+        row = [r["strategy"], r["dataset"], num(r["auc"])] + (
+            [num(r.get("auc_with_wise")), num(r.get("n_wise_points"))] if wise else []) + [
+               num(r["pct_above_average"], 1, True, "%"),
                num(r["is_best"]), num(r["n_runs"]), num(r["n_points"]),
                num(r["trainable_params"]) if r["trainable_params"] is not None else "n/a"]
         if per_trial:
@@ -159,6 +156,51 @@ def _rq3_rows(rows: list[dict], with_dataset: bool) -> list[list[str]]:
             num(r["n_points"]), num(r["n_ood_points"]), num(r["ood_clean_pearson"], 3),
             num(r["ood_clean_spearman"], 3), num(r["pgd_clean_pearson"], 3), num(r["pgd_clean_spearman"], 3), note])
     return out
+
+
+def _knee(data: dict[str, Any]) -> list[Block]:
+    """Per group and per run: the frontier's knee, and with `rft analyze --min-acc` the most robust point at
+    that clean-accuracy floor."""
+    if data.get("knees") is None:
+        return []
+    floor = data.get("min_acc")
+    b: list[Block] = [("h2", "Knee of the frontier" + (f" and the most robust point at clean accuracy >= {floor:g}"
+                                                        if floor is not None else ""))]
+    b.append(("p", "Knee: the Pareto-front point farthest above the straight line joining the front's two extreme "
+                   "points, both axes scaled to their range on the front (distance in those units; 0 for a front "
+                   "of one or two points or a straight one; ties: earliest step, then run id). "
+                   + ("At the floor: the highest PGD accuracy among points with clean accuracy >= the floor "
+                      "(ties: higher clean accuracy, earliest step). " if floor is not None else
+                      "No accuracy floor was set (rft analyze --min-acc F adds the most robust point at it). ")
+                   + "Per group the points of all its runs are pooled; points with step <= the step budget."))
+    header = ["strategy", "dataset", "points", "front points", "knee run", "step", "clean acc", "PGD acc", "lr", "wd",
+              "distance"]
+    floor_header = ["at floor: run", "step", "clean acc", "PGD acc", "lr", "wd"] if floor is not None else []
+    b.append(("table", header + floor_header,
+              [_knee_row(r, [r["strategy"], r["dataset"]], floor) for r in data["knees"]]))
+    b.append(("p", "Per run:"))
+    b.append(("table", ["strategy", "dataset", "run"] + header[2:] + floor_header,
+              [_knee_row(r, [r["strategy"], r["dataset"], r["run_id"]], floor) for r in data["knee_trials"]]))
+    return b
+
+
+def _knee_row(r: dict[str, Any], keys: list[str], floor: float | None) -> list[str]:
+    knee = r["knee"]
+    cells = keys + [num(r["n_points"]), num(r["front_points"])]
+    cells += ["n/a"] * 7 if knee is None else [
+        knee["run_id"], num(knee["step"]), num(knee["test_clean_acc"]), num(knee["pgd_adv_acc"]),
+        _hyper(knee["lr"]), _hyper(knee["weight_decay"]), num(knee["knee_distance"])]
+    if floor is not None:
+        at = r["at_floor"]
+        cells += ["none reaches it"] + [""] * 5 if at is None else [
+            at["run_id"], num(at["step"]), num(at["test_clean_acc"]), num(at["pgd_adv_acc"]),
+            _hyper(at["lr"]), _hyper(at["weight_decay"])]
+    return cells
+
+
+def _hyper(value: float | None) -> str:
+    """A learning rate or weight decay: three significant digits (they span decades)."""
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _frontiers(data: dict[str, Any]) -> list[Block]:

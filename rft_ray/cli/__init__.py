@@ -14,10 +14,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from rft_ray.config import SpecError
     from rft_ray.data import DataError
     from rft_ray.models.backbones import BackboneError
+    from rft_ray.results.attacks import AttackError
     from rft_ray.results.store import StoreError
+    from rft_ray.training.interpolate import InterpolationError
     from rft_ray.training.plugins import PluginError
+    from rft_ray.training.weights import WeightsError
 
-    return SpecError, DataError, BackboneError, StoreError, PluginError
+    return SpecError, DataError, BackboneError, StoreError, PluginError, InterpolationError, WeightsError, AttackError
 
 
 def _run_spec_from_args(args: argparse.Namespace):
@@ -32,7 +35,7 @@ def _run_spec_from_args(args: argparse.Namespace):
         "training.seed": args.seed, "training.device": args.device, "model.name": args.model,
         "model.source": args.model_source, "model.weights": args.weights, "evaluation.pgd.eps": args.eps,
         "output.results": args.results, "output.checkpoints": args.checkpoints, "output.run_id": args.run_id,
-        "recipe": args.recipe,
+        "output.keep_checkpoints": args.keep_checkpoints, "recipe": args.recipe,
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.epochs is not None and args.steps is None:
@@ -54,6 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _run_spec_from_args(args)
     result = run_in_process(spec, progress=not args.quiet, json_path=args.json, restart=args.restart)
     _print_summary(result.records, spec.output.results, result.store.run_path(spec.run_id), args.json)
+    kept = result.kept_checkpoints
+    print(f"checkpoints ({spec.output.keep_checkpoints}): {len(kept)} kept"
+          + (f", steps {', '.join(map(str, kept))}, in {result.store.checkpoint_folder(spec.run_id)}" if kept else ""))
     return 0
 
 
@@ -71,22 +77,28 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
     from rft_ray.config import ModelSpec
     from rft_ray.models.backbones import create_classifier
-    from rft_ray.models.strategies import apply_strategy, strategy_names
+    from rft_ray.models.strategies import create_strategy, strategy_names
 
     rows = []
     for name in strategy_names():
         with torch.device("meta"):  # counts need shapes only: nothing allocated, nothing downloaded
             model = create_classifier(ModelSpec(name=args.model, source="random"), args.num_classes)
-        count = apply_strategy(model, name)
-        rows.append({"strategy": name, "trainable": count.trainable, "total": count.total,
-                     "share_percent": round(100 * count.share, 4)})
+        strategy = create_strategy(name)
+        counts = strategy.phase_counts(strategy.apply(model))
+        most = max(counts, key=lambda c: c.trainable)  # of a strategy with phases (lp_ft), the phase training most
+        rows.append({"strategy": name, "trainable": most.trainable, "total": most.total,
+                     "share_percent": round(100 * most.share, 4),
+                     "phases": [{"phase": phase, "trainable": c.trainable, "share_percent": round(100 * c.share, 4)}
+                                for phase, c in zip(strategy.phase_names, counts)]})
     if args.json:
         print(json.dumps({"model": args.model, "num_classes": args.num_classes, "strategies": rows}, indent=1))
     else:
         print(f"{args.model}, {args.num_classes} classes")
         print(f"{'strategy':<10} {'trainable':>12} {'total':>12} {'share':>9}")
         for r in rows:
-            print(f"{r['strategy']:<10} {r['trainable']:>12,} {r['total']:>12,} {r['share_percent']:>8.3f}%")
+            phases = " / ".join(f"{p['phase']} {p['trainable']:,}" for p in r["phases"]) if len(r["phases"]) > 1 else ""
+            print(f"{r['strategy']:<10} {r['trainable']:>12,} {r['total']:>12,} {r['share_percent']:>8.3f}%"
+                  + (f"  (phases: {phases})" if phases else ""))
     return 0
 
 
@@ -135,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     from rft_ray.cli.doctor import add_doctor_command
 
     add_doctor_command(sub)
+    from rft_ray.cli.interpolate import add_interpolate_command
+
+    add_interpolate_command(sub)
+    from rft_ray.cli.best import add_best_command
+
+    add_best_command(sub)
+    from rft_ray.cli.attack import add_attack_command
+
+    add_attack_command(sub)
     sub.add_parser("analyze", help="Pareto frontiers, AUC tables, RQ1/RQ3, figures and a report (see rft analyze -h)",
                    add_help=False)
     return parser
@@ -146,7 +167,7 @@ def _add_run_command(sub) -> None:
     run.add_argument("--spec", help="run spec YAML (sections model, strategy, dataset, training, evaluation, output)")
     run.add_argument("--recipe", choices=["default", "paper_code"],
                      help="preset for every setting not given: paper_code is the paper's code's, per strategy")
-    run.add_argument("--strategy", help="full, linear, bitfit, lora, ia3, adapter or compacter")
+    run.add_argument("--strategy", help="full, linear, bitfit, lora, ia3, adapter, compacter or lp_ft")
     run.add_argument("--dataset", help="digits, cifar10, cifar100, caltech256, cub200, stanford_dogs, domainnet, parquet")
     run.add_argument("--data-root", help="dataset folder (dataset.root)")
     length = run.add_mutually_exclusive_group()
@@ -163,6 +184,8 @@ def _add_run_command(sub) -> None:
     run.add_argument("--eps", help="PGD eps in pixel units, e.g. 1/255")
     run.add_argument("--results", help="result store folder or URI")
     run.add_argument("--checkpoints", help="checkpoint folder")
+    run.add_argument("--keep-checkpoints", choices=["none", "frontier", "all"],
+                     help="weights kept in the store at evaluation points (default frontier: the run's own front)")
     run.add_argument("--run-id", help="run name (default: from strategy, dataset, lr, weight decay, seed)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="any spec field, e.g. evaluation.pgd.steps=20")
     run.add_argument("--json", help="also write the paper code's per-step JSON keys to this file")
@@ -172,7 +195,7 @@ def _add_run_command(sub) -> None:
 
 
 def _add_model_commands(sub) -> None:
-    strategies = sub.add_parser("strategies", help="trainable and total parameters of each strategy")
+    strategies = sub.add_parser("strategies", help="trainable and total parameters of each strategy (and of each phase of lp_ft)")
     strategies.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name (no download)")
     strategies.add_argument("--num-classes", type=int, default=10)
     strategies.add_argument("--json", action="store_true")
