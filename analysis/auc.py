@@ -9,7 +9,8 @@ Conventions (stated again in the report):
   given as ``auc_trial_mean``. ``step_budget=N`` keeps only points with ``step <= N``.
 * "% above average" = (auc - mean auc of all strategies on the dataset) / that mean * 100; NaN
   (JSON null) when the mean is 0. ``is_best`` marks the highest AUC per dataset (ties all marked).
-* ``trainable_params`` of a group: median over its runs of each run's value.
+* ``trainable_params`` of a group: median over its runs of each run's largest value (lp_ft rows carry the
+  count of their phase, the head alone while probing; a run is described by the larger set it trains).
 
 Rows come in the strategy order of `analysis.frame` (``strategy_order``), datasets sorted.
 """
@@ -112,6 +113,9 @@ def _compare_within_datasets(rows: list[dict[str, Any]]) -> None:
 
 
 def _median_params(frame: Frame, rows: np.ndarray) -> int | float | None:
+    """Median over the group's runs of each run's largest trainable-parameter count. The maximum, not the
+    median of a run's rows: lp_ft rows carry the count of their phase (the head alone while probing), and the
+    run trains the larger set; for every other strategy all of a run's rows carry the same count."""
     if frame.params is None:
         return None
     per_run = []
@@ -119,7 +123,7 @@ def _median_params(frame: Frame, rows: np.ndarray) -> int | float | None:
         values = frame.params[idx]
         values = values[~np.isnan(values)]
         if len(values):
-            per_run.append(float(np.median(values)))
+            per_run.append(float(np.max(values)))
     if not per_run:
         return None
     med = float(np.median(per_run))

@@ -282,6 +282,23 @@ def test_auc_table_pooled_hand_computed(table):
     assert rows[("linear", "cifar10")]["trainable_params"] == 7_695  # median of the two runs
 
 
+def test_auc_table_trainable_params_is_a_runs_largest_phase():
+    # lp_ft: the probe's rows count the head alone, the fine-tuning's the whole model; the median of a run's rows
+    # (three probe rows of four) would describe lp_ft as a head-only method.
+    rows = []
+    for run, params in (("lp_ft-digits-A", (650, 650, 650, 86_000_650)), ("lp_ft-digits-B", (650, 650, 650, 86_000_650)),
+                        ("lp_ft-digits-C", (650, 650, 650, 650))):  # C: stopped during the probe
+        for i, (step, count) in enumerate(zip(STEPS, params)):
+            rows.append(dict(run_id=run, strategy="lp_ft", dataset="digits", model="vit_tiny", lr=1e-3,
+                             weight_decay=0.0, seed=0, step=step, total_steps=1000, epoch=step / 100,
+                             examples_seen=step * 32, train_loss=0.5, train_clean_acc=0.5,
+                             test_clean_acc=0.1 * (i + 1), pgd_adv_acc=0.05, pgd_eps=1 / 255,
+                             test_ood_accuracy=float("nan"), trainable_params=count, total_params=86_000_650,
+                             wall_seconds=float(step), eval_seconds=0.5, _ood={}))
+    (row,) = auc_table(synthetic_table(rows))
+    assert row["trainable_params"] == 86_000_650  # median over runs of (86_000_650, 86_000_650, 650)
+
+
 def test_auc_table_trapezoid(table):
     rows = _by(auc_table(table, kind="trapezoid"), "strategy", "dataset")
     # full: .5*.4 + .2*(.4+.3)/2 + .1*(.3+.2)/2 + .1*(.2+.1)/2 = .2 + .07 + .025 + .015

@@ -173,24 +173,29 @@ def test_every_attack_leaves_at_most_the_clean_correct_images_robust(store_root)
     assert {k: again.robust[k] for k in again.robust} == {k: result.robust[k] for k in again.robust}
 
 
-def test_a_checkpoint_on_a_remote_store_is_copied_to_a_local_file_first(store_root, monkeypatch):
-    """A store that is not a local folder (here: the same files behind a non-local pyarrow filesystem, as an
-    object store would be): the weights are copied to a temporary local file, loaded, and the copy removed."""
-    import tempfile
-
+def test_a_checkpoint_on_a_remote_store_is_read_through_the_stores_filesystem(store_root, monkeypatch):
+    """A store that is not a local folder (pyarrow's in-memory filesystem, as an object store would be; the
+    weights file exists nowhere on disk): header and tensors are read through the store's filesystem
+    (`checkpoint_metadata`, `load_finetuned(..., filesystem=)`), and the point measures what the run measured."""
     import pyarrow.fs as pafs
 
     import rft_ray.attack.point as point
 
-    remote = pafs.SubTreeFileSystem("/", pafs.LocalFileSystem())
-    monkeypatch.setattr(point, "filesystem_for", lambda root: (remote, root))
+    remote = pafs._MockFileSystem()
+    monkeypatch.setattr(point, "filesystem_for", lambda root: (remote, "bucket/store"))
     run_id = only_run(store_root)
     step, path = max(ResultStore(store_root).checkpoints(run_id).items())
-    temporary = set(Path(tempfile.gettempdir()).glob("rft-attack-*"))
-    result = attack_point(store_root, run_id, step, path.lstrip("/"), ["pgd"], None, "cpu")
+    key = f"bucket/store/checkpoints/{run_id}/step-{step}.safetensors"
+    remote.create_dir(str(Path(key).parent), recursive=True)
+    with remote.open_output_stream(key) as out:
+        out.write(Path(path).read_bytes())
+    assert not Path(key).exists()
+    result = attack_point(store_root, run_id, step, key, ["pgd"], None, "cpu")
     assert result.columns["pgd_rerun_adv_acc/4/255"] == {r.step: r for r in ResultStore(store_root).read_run(
         run_id)}[step].pgd_adv_acc
-    assert set(Path(tempfile.gettempdir()).glob("rft-attack-*")) == temporary  # the copy is gone
+    with pytest.raises(AttackError, match=f"not of run {run_id!r} step {step + 1}"):  # the header is checked
+        attack_point(store_root, run_id, step + 1, key, ["pgd"], None, "cpu")
+
 
 
 def test_pgd_rerun_reproduces_the_training_time_pgd_exactly(store_root):

@@ -3,6 +3,7 @@ from their headers, loadable from any filesystem the store reaches, and the cost
 `rft estimate`. The keeper's front and resume behaviour are in tests/test_tracking.py."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from rft_ray.config import SpecError
 from rft_ray.cost.counts import plan_from_dict
 from rft_ray.cost.estimate import estimate, format_report, hours, resolve_costs, to_json
 from rft_ray.cost.stronger import expected_front_size
+from rft_ray.results.attacks import record_attack_results
 from rft_ray.results.checkpoints import checkpoint_metadata, describe_checkpoints, list_checkpoints
 from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore, StoreError
@@ -51,9 +53,23 @@ def test_rft_run_keeps_lists_and_replaces_checkpoints_per_mode(tmp_path, capsys)
         assert Path(c.path).parent == folder
     assert describe_checkpoints(kept).count("\n") == 2 and "step      20" in describe_checkpoints(kept)
 
+    # What `rft attack` and `rft interpolate` measured on these weights: a resumed run (here: finished already)
+    # keeps it, a run trained again from scratch under the same id deletes it, as it was measured on old weights.
+    record_attack_results(store.fs, store.path, "r1", [{"run_id": "r1", "step": 20, "aa_adv_acc/4/255": 0.5}])
+    interpolated = ResultStore(tmp_path / "store" / "interpolated")
+    interpolated.write_run("r1.wise-step20", [dataclasses.replace(records[20], run_id="r1.wise-step20",
+                                                                  wise_alpha=0.5, source_run_id="r1")])
+    derived = {"checkpoints": [f"checkpoints/r1/step-{s}.safetensors" for s in (0, 20, 40)],
+               "attacks": ["attacks/r1.parquet"], "interpolated": ["interpolated/r1.wise-step20.parquet"]}
+    assert main(["run", "--spec", str(spec_file), "--quiet", "--keep-checkpoints", "all"]) == 0
+    assert store.derived_files("r1") == derived
+    capsys.readouterr()
+
     # The same run id again, from scratch, keeping its front: the earlier run's other files go, as its rows do.
     assert main(["run", "--spec", str(spec_file), "--quiet", "--restart"]) == 0
     assert set(store.checkpoints("r1")) == front_steps(store.read_run("r1"))
+    assert {**store.derived_files("r1"), "checkpoints": []} == {"checkpoints": [], "attacks": [], "interpolated": []}
+    assert interpolated.run_ids() == [] and "aa_adv_acc/4/255" not in store.read().column_names
     assert "checkpoints (frontier):" in capsys.readouterr().out
     assert main(["run", "--spec", str(spec_file), "--quiet", "--restart", "--keep-checkpoints", "none"]) == 0
     assert store.checkpoints("r1") == {} and list_checkpoints(store) == []

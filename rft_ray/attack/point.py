@@ -1,18 +1,14 @@
-"""One kept evaluation point, attacked start to end: its weights loaded (copied from a remote store first), its
+"""One kept evaluation point, attacked start to end: its weights loaded from the store's filesystem, its
 run's evaluation images rebuilt from the run spec in the file as training built them, the clean verdict taken
 as the evaluation took it, then every attack at every radius. Runs in this process or as one Ray task."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 
-import pyarrow.fs as pafs
 import torch
 
 from rft_ray.attack.suite import REFERENCE, AttackBudget, PassCounter, robust_under
@@ -20,7 +16,9 @@ from rft_ray.config import RunSpec
 from rft_ray.evaluation.evaluator import EvalSets
 from rft_ray.evaluation.robustness import accuracy, clean_correct
 from rft_ray.results.attacks import AttackError, accuracy_column, images_column, seconds_column
+from rft_ray.results.checkpoints import checkpoint_metadata
 from rft_ray.results.files import filesystem_for
+from rft_ray.results.store import StoreError
 from rft_ray.training.setup import autocast_dtype, check_pgd_precision, seed_everything
 from rft_ray.training.weights import WeightsError, load_finetuned
 
@@ -47,34 +45,6 @@ def resolve_attack_device(choice: str) -> torch.device:
     return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-@contextlib.contextmanager
-def local_copy(store_root: str, path: str):
-    """A local path of the weights file `path` on the store's filesystem: itself when local, else a temporary
-    copy (removed after)."""
-    filesystem, _ = filesystem_for(store_root)
-    if isinstance(filesystem, pafs.LocalFileSystem):
-        yield path
-        return
-    handle, local = tempfile.mkstemp(suffix=".safetensors", prefix="rft-attack-")
-    try:
-        with os.fdopen(handle, "wb") as out, filesystem.open_input_stream(path) as source:
-            while chunk := source.read(1 << 24):
-                out.write(chunk)
-        yield local
-    finally:
-        os.unlink(local)
-
-
-def _metadata(path: str) -> dict[str, str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="pt", device="cpu") as handle:
-            return handle.metadata() or {}
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own types for a bad header
-        raise WeightsError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err})") from err
-
-
 @functools.lru_cache(maxsize=2)
 def _eval_sets(spec_json: str, image_size: int) -> EvalSets:
     """The run's evaluation subsets as its training drew them (OOD domains left out: not attacked); cached, as
@@ -97,12 +67,15 @@ def attack_point(store_root: str, run_id: str, step: int, path: str, attacks: li
     """Every attack at every radius (None: the run's own PGD radius) on one kept point (module docstring)."""
     started = time.perf_counter()
     target = resolve_attack_device(device)
-    with local_copy(store_root, path) as local:
-        metadata = _metadata(local)
-        if metadata.get("run_id") not in (None, run_id) or metadata.get("step") not in (None, str(step)):
-            raise AttackError(f"{path} holds the weights of run {metadata.get('run_id')!r} step "
-                              f"{metadata.get('step')}, not of run {run_id!r} step {step}")
-        model = load_finetuned(local, target)
+    filesystem, _ = filesystem_for(store_root)
+    try:
+        metadata = checkpoint_metadata(filesystem, path)  # the header only: checked before the tensors are read
+    except StoreError as err:
+        raise WeightsError(str(err)) from err
+    if metadata.get("run_id") not in (None, run_id) or metadata.get("step") not in (None, str(step)):
+        raise AttackError(f"{path} holds the weights of run {metadata.get('run_id')!r} step "
+                          f"{metadata.get('step')}, not of run {run_id!r} step {step}")
+    model = load_finetuned(path, target, filesystem=filesystem)
     spec = RunSpec.from_dict(json.loads(metadata["spec"]))
     check_pgd_precision(spec.evaluation.pgd.precision, target)
     sets = eval_sets_of(spec)

@@ -1,15 +1,14 @@
 """`rft attack`: which kept points to attack, attacking them (in this process, or one Ray task per point when a
 cluster is there), merging each point's results into the store as it arrives, and the cost of it all.
 
-Points (`on`): `final`, each run's last kept step; `frontier`, the kept points on the run's own
-(test_clean_acc, pgd_adv_acc) Pareto front of its stored rows (`front_steps`, the front `keep_checkpoints:
-frontier` keeps); `all`, every kept file. A point asked for that has no kept file is reported, never skipped in
-silence. On Ray each task reads its weights file from the store itself, so the store must be reachable from
+Points (`on`, `runs`): those `rft_ray.results.checkpoints.select_kept_points` chooses, as for `rft
+interpolate`: `final`, each run's last kept step; `frontier`, the kept points on the run's own (test_clean_acc,
+pgd_adv_acc) Pareto front of its stored rows; `all`, every kept file. A point asked for that has no kept file is
+reported, never skipped in silence. On Ray each task reads its weights file from the store itself, so the store must be reachable from
 every node (a URI or a shared folder), as for sweeps; the driver alone writes the results.
 """
 from __future__ import annotations
 
-import fnmatch
 import os
 import socket
 import time
@@ -20,20 +19,11 @@ from rft_ray.attack.point import PointResult, attack_point, resolve_attack_devic
 from rft_ray.attack.suite import REFERENCE, AttackBudget
 from rft_ray.config import eps_label
 from rft_ray.results.attacks import ATTACK_SLUGS, AttackError, record_attack_results
-from rft_ray.results.store import ResultStore
-from rft_ray.training.weights import front_steps
-
-POINT_CHOICES = ("frontier", "all", "final")
+from rft_ray.results.checkpoints import KeptPoint, select_kept_points
+from rft_ray.results.store import ResultStore, StoreError
 
 
-@dataclass(frozen=True)
-class Point:
-    run_id: str
-    step: int
-    path: str  # the weights file on the store's filesystem
-    clean_acc: float  # as the run measured the point (NaN: no row)
-    pgd_acc: float
-    pgd_eps: float
+Point = KeptPoint  # a point to attack: its weights file and its run's row (`select_kept_points`)
 
 
 @dataclass
@@ -47,42 +37,11 @@ class AttackSummary:
 
 
 def plan_points(store: ResultStore, on: str, runs: str | None = None) -> tuple[list[Point], list[str]]:
-    """The kept points to attack, and a note for every point asked for that cannot be (module docstring)."""
-    if on not in POINT_CHOICES:
-        raise AttackError(f"--on must be one of {', '.join(POINT_CHOICES)}, got {on!r}")
-    run_ids = store.run_ids()
-    if runs:
-        run_ids = [r for r in run_ids if fnmatch.fnmatchcase(r, runs)]
-        if not run_ids:
-            shown = ", ".join(store.run_ids()[:5]) or "none"
-            raise AttackError(f"--runs {runs!r} matches no run in {store.root} (runs there: {shown})")
-    points, notes = [], []
-    for run_id in run_ids:
-        kept, records = store.checkpoints(run_id), store.read_run(run_id)
-        by_step = {r.step: r for r in records}
-        if not kept:
-            notes.append(f"run {run_id}: no kept weights in {store.checkpoint_folder(run_id)} (train with "
-                         "output.keep_checkpoints: frontier or all to keep them)")
-            continue
-        if on == "all":
-            wanted = sorted(kept)
-        elif on == "final":
-            wanted = [max(kept)]
-            if records and records[-1].step != wanted[0]:
-                notes.append(f"run {run_id}: its last point, step {records[-1].step}, has no kept weights; "
-                             f"attacking its last kept step, {wanted[0]}")
-        else:
-            wanted = sorted(front_steps(records))
-        for step in wanted:
-            if step not in kept:
-                notes.append(f"run {run_id}: step {step} is on its frontier but has no kept weights file (kept: "
-                             f"steps {', '.join(map(str, kept))})")
-                continue
-            record = by_step.get(step)
-            nan = float("nan")
-            points.append(Point(run_id, step, kept[step], record.test_clean_acc if record else nan,
-                                record.pgd_adv_acc if record else nan, record.pgd_eps if record else nan))
-    return points, notes
+    """The kept points to attack, and a note for every point asked for that cannot be (`select_kept_points`)."""
+    try:
+        return select_kept_points(store, on, runs)
+    except StoreError as err:
+        raise AttackError(str(err)) from err
 
 
 def wants_ray(address: str | None) -> bool:

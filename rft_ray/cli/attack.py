@@ -18,7 +18,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def add_attack_command(sub) -> None:
-    from rft_ray.attack.runner import POINT_CHOICES
+    from rft_ray.results.checkpoints import POINT_CHOICES
     from rft_ray.results.attacks import ATTACK_SLUGS
 
     attack = sub.add_parser("attack", help="AutoAttack, APGD, FAB, Square or PGD again on kept checkpoints",

@@ -11,7 +11,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from rft_ray.training.interpolate import interpolate_store, parse_alphas
 
     alphas = parse_alphas(args.alphas)  # before any model is built: bad input fails at once
-    rows = interpolate_store(args.store, alphas, on=args.on, runs=args.runs, device=args.device)
+    rows = interpolate_store(args.store, alphas, on=args.on, runs=args.runs, device=args.device,
+                             log=lambda line: print(line, flush=True))  # notes on points left out included
     checkpoints = {(r.source_run_id, r.step) for r in rows}
     print(f"{len(rows)} interpolated points of {len(checkpoints)} checkpoint(s) in {wise_root(args.store)} "
           f"(rft analyze {args.store} marks them as WiSE-FT points)")
@@ -19,6 +20,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def add_interpolate_command(sub) -> None:
+    from rft_ray.results.checkpoints import POINT_CHOICES
+
     p = sub.add_parser(
         "interpolate", help="WiSE-FT: evaluate weight interpolations between step 0 and each kept checkpoint",
         description=(
@@ -32,9 +35,9 @@ def add_interpolate_command(sub) -> None:
     p.add_argument("--alphas", default=DEFAULT_ALPHAS_TEXT,
                    help=f"comma-separated alphas in [0, 1] (default {DEFAULT_ALPHAS_TEXT}; 0: step 0, 1: the "
                         "checkpoint)")
-    p.add_argument("--on", choices=["frontier", "all", "final"], default="frontier",
-                   help="which kept checkpoints: those on the run's own clean-vs-PGD front (default), all, or the "
-                        "run's last evaluation point's")
+    p.add_argument("--on", choices=POINT_CHOICES, default="frontier",
+                   help="which kept checkpoints (as rft attack chooses): those on the run's own clean-vs-PGD front "
+                        "(default), all, or the run's last kept one")
     p.add_argument("--runs", default="*", metavar="GLOB", help="only runs whose id matches this glob (default all)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="evaluate here instead of on the run's own training.device")

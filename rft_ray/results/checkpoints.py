@@ -6,16 +6,25 @@ with `rft_ray.training.weights.load_finetuned`). Each file's safetensors metadat
 point's two metrics, so listing reads only each file's header: the 8-byte little-endian header length, then
 that many bytes of JSON whose `__metadata__` holds those strings (the safetensors format), on any filesystem
 pyarrow reaches and without downloading the tensors.
+
+`select_kept_points` is the one answer to "which kept points" for every command that works on them (`rft
+attack`, `rft interpolate`, their `--on` and `--runs`).
 """
 from __future__ import annotations
 
+import fnmatch
 import json
+import math
 import struct
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
+from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import CHECKPOINTS_DIR, ResultStore, StoreError, check_run_id
+
+# `--on` of the commands that work on kept points (`select_kept_points`)
+POINT_CHOICES = ("frontier", "all", "final")
 
 _MAX_HEADER = 100_000_000  # safetensors' own limit on a header's size
 
@@ -77,3 +86,86 @@ def describe_checkpoints(kept: list[KeptCheckpoint]) -> str:
     """One line per kept checkpoint, for commands that list them: run, step, metrics, size, path."""
     return "\n".join(f"{c.run_id:<40} step {c.step:>7}  clean {c.test_clean_acc:.3f}  PGD {c.pgd_adv_acc:.3f}  "
                      f"{c.size_bytes / 1e6:>9.2f} MB  {c.path}" for c in kept)
+
+
+def front_steps(records: list[EvalRecord]) -> set[int]:
+    """The steps of the records on their (test_clean_acc, pgd_adv_acc) Pareto front, the front
+    `analysis.frontier.pareto_frontier` draws (this floor cannot import analysis); of points measured alike, the
+    earliest, so a later tie never replaces a kept file. Records with a NaN metric are on no front."""
+    points = [(float(r.test_clean_acc), float(r.pgd_adv_acc), int(r.step)) for r in records
+              if math.isfinite(r.test_clean_acc) and math.isfinite(r.pgd_adv_acc)]
+    front, best_rob = set(), -math.inf
+    # From the highest accuracy down (ties: most robust first), a point is on the front exactly when it is more
+    # robust than every point of at least its accuracy.
+    for acc, rob in sorted({(a, b) for a, b, _ in points}, key=lambda p: (-p[0], -p[1])):
+        if rob > best_rob:
+            front.add((acc, rob))
+            best_rob = rob
+    first: dict[tuple[float, float], int] = {}
+    for acc, rob, step in sorted(points, key=lambda p: p[2]):
+        if (acc, rob) in front:
+            first.setdefault((acc, rob), step)
+    return set(first.values())
+
+
+@dataclass(frozen=True)
+class KeptPoint:
+    """One kept evaluation point chosen by `select_kept_points`: its weights file and the run's row of its step
+    (None when the run's file has no row of that step)."""
+
+    run_id: str
+    step: int
+    path: str  # the weights file on the store's filesystem (`ResultStore.fs`)
+    record: EvalRecord | None
+
+    @property
+    def clean_acc(self) -> float:  # as the run measured the point; NaN without a row
+        return float(self.record.test_clean_acc) if self.record else math.nan
+
+    @property
+    def pgd_acc(self) -> float:
+        return float(self.record.pgd_adv_acc) if self.record else math.nan
+
+    @property
+    def pgd_eps(self) -> float:
+        return float(self.record.pgd_eps) if self.record else math.nan
+
+
+def select_kept_points(store: ResultStore, on: str = "frontier", runs: str | None = None
+                       ) -> tuple[list[KeptPoint], list[str]]:
+    """The kept points of the runs whose id matches the glob `runs` (None: every run), and a note for each point
+    asked for that has no kept file. `on`: `frontier`, the kept points on the run's own (test_clean_acc,
+    pgd_adv_acc) front of its stored rows (`front_steps`, the front `keep_checkpoints: frontier` keeps); `all`,
+    every kept file; `final`, the run's last kept step (noted when it is not the run's last evaluated step).
+    StoreError for an unknown `on` or a glob no run matches."""
+    if on not in POINT_CHOICES:
+        raise StoreError(f"--on must be one of {', '.join(POINT_CHOICES)}, got {on!r}")
+    every_run = store.run_ids()
+    run_ids = [r for r in every_run if fnmatch.fnmatchcase(r, runs)] if runs else every_run
+    if runs and not run_ids:
+        shown = ", ".join(every_run[:5]) + (", ..." if len(every_run) > 5 else "") or "none"
+        raise StoreError(f"--runs {runs!r} matches no run in result store {store.root} (runs there: {shown})")
+    points, notes = [], []
+    for run_id in run_ids:
+        kept, records = store.checkpoints(run_id), store.read_run(run_id)
+        by_step = {r.step: r for r in records}
+        if not kept:
+            notes.append(f"run {run_id}: no kept weights in {store.checkpoint_folder(run_id)} (train with "
+                         "output.keep_checkpoints: frontier or all to keep them)")
+            continue
+        if on == "all":
+            wanted = sorted(kept)
+        elif on == "final":
+            wanted = [max(kept)]
+            if records and records[-1].step != wanted[0]:
+                notes.append(f"run {run_id}: its last point, step {records[-1].step}, has no kept weights; taking "
+                             f"its last kept step, {wanted[0]}")
+        else:
+            wanted = sorted(front_steps(records))
+        for step in wanted:
+            if step not in kept:
+                notes.append(f"run {run_id}: step {step} is on its frontier but has no kept weights file (kept: "
+                             f"steps {', '.join(map(str, kept))})")
+                continue
+            points.append(KeptPoint(run_id, step, kept[step], by_step.get(step)))
+    return points, notes

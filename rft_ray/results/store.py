@@ -27,6 +27,10 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
 # Kept weights of evaluation points (`output.keep_checkpoints`): <root>/checkpoints/<run_id>/step-<step>.safetensors
 CHECKPOINTS_DIR = "checkpoints"
 _CHECKPOINT_FILE = re.compile(r"^step-(\d+)\.safetensors$")
+# `rft interpolate`'s WiSE-FT rows: a result store of its own, <root>/interpolated/<run_id>.wise-step<step>.parquet
+# (`analysis.wise` reads it)
+INTERPOLATED_DIR = "interpolated"
+WISE_STEP_SUFFIX = re.compile(r"\.wise-step(\d+)$")
 
 
 class StoreError(ValueError):
@@ -79,6 +83,46 @@ class ResultStore:
             if info.type == pafs.FileType.File and match:
                 found[int(match.group(1))] = info.path
         return dict(sorted(found.items()))
+
+    def derived_files(self, run_id: str) -> dict[str, list[str]]:
+        """The files measured on the run's weights, beside its own file, as paths relative to the store's root:
+        "checkpoints" (its kept weights), "attacks" (`rft attack`'s results) and "interpolated" (`rft
+        interpolate`'s files); the lists are empty where it has none."""
+        check_run_id(run_id)
+        found: dict[str, list[str]] = {"checkpoints": [], "attacks": [], "interpolated": []}
+        prefix = f"{self.path}/"
+        found["checkpoints"] = [path[len(prefix):] for path in self.checkpoints(run_id).values()]
+        attacks = f"{ATTACKS_DIR}/{run_id}.parquet"
+        if self.fs.get_file_info(prefix + attacks).type == pafs.FileType.File:
+            found["attacks"].append(attacks)
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(prefix + INTERPOLATED_DIR, allow_not_found=True))
+        except OSError as err:
+            raise StoreError(f"cannot list {self.root}/{INTERPOLATED_DIR}: {err}") from err
+        for info in infos:
+            stem = Path(info.path).name[: -len(".parquet")] if info.path.endswith(".parquet") else ""
+            match = WISE_STEP_SUFFIX.search(stem)
+            if info.type == pafs.FileType.File and match and stem[: match.start()] == run_id:
+                found["interpolated"].append(f"{INTERPOLATED_DIR}/{Path(info.path).name}")
+        found["interpolated"].sort()
+        return found
+
+    def forget_derived(self, run_id: str) -> list[str]:
+        """Delete what was measured on the run's earlier weights: its attack results and interpolated files (a
+        run trained again from scratch under the same id would otherwise be shown the old numbers; its kept
+        weights are `CheckpointKeeper`'s to replace). Returns the deleted paths, relative to the root."""
+        derived = self.derived_files(run_id)
+        deleted = []
+        for relative in derived["attacks"] + derived["interpolated"]:
+            try:
+                self.fs.delete_file(f"{self.path}/{relative}")
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise StoreError(f"cannot delete {self.root}/{relative}, measured on earlier weights of run "
+                                 f"{run_id!r}: {err}") from err
+            deleted.append(relative)
+        return deleted
 
     def ensure_writable(self) -> None:
         """Fail before any training if the store cannot be written (missing permission, bad URI)."""

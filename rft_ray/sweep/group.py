@@ -20,13 +20,18 @@ def _expected_trials(experiment: ExperimentSpec, group: Group) -> int:
 def _set_aside_orphans(folder: SweepFolder, experiment: ExperimentSpec, group: Group,
                        trials: list[TrialSummary]) -> list[str]:
     """Runs of this group whose trial Tune does not know (the driver died before Tune saved the trial):
-    their partial rows would pollute the store, so they move to `orphans/`."""
+    their partial rows would pollute the store, so they move to `orphans/`, with what was measured on their
+    weights (kept checkpoints, attack results, interpolated files: `ResultStore.derived_files`) at the same
+    paths under it, so `orphans/` reads as a store of its own and a later trial never finds them."""
     known = {t.trial_id for t in trials}
     prefix = f"{group.name}-"
     orphans = []
-    for run_id in ResultStore(experiment.store_root).run_ids():
+    store = ResultStore(experiment.store_root)
+    for run_id in store.run_ids():
         suffix = run_id[len(prefix):]
         if run_id.startswith(prefix) and "-" not in suffix and suffix not in known:
+            for relative in [path for paths in store.derived_files(run_id).values() for path in paths]:
+                folder.move(f"store/{relative}", "/".join(["orphans", *relative.split("/")[:-1]]))
             folder.move(f"store/{run_id}.parquet", "orphans")
             orphans.append(run_id)
     if orphans:

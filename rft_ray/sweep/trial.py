@@ -130,6 +130,8 @@ def train_worker(config: dict[str, Any]) -> None:
         # ($RFT_PLUGINS) see each point next; Tune hears last.
         checkpoint_dir = work / "checkpoint"
         store = ResultStore(spec.output.results)
+        if rank == 0 and resume_from is None:
+            store.forget_derived(run_id)  # attacked and interpolated on weights this trial is about to replace
         kept = [StoreObserver(store, run_id), CheckpointKeeper(store, run_id, spec.output.keep_checkpoints)
                 ] if rank == 0 else []
         reporter = TuneReporter(config["objectives"], rank, resuming=resume_from is not None)

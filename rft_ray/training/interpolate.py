@@ -20,12 +20,9 @@ and has `train_loss` NaN (nothing trained) and `eval_seconds` its own evaluation
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import math
-import sys
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import pyarrow.fs as pafs
@@ -36,13 +33,13 @@ from rft_ray.config import RunSpec
 from rft_ray.evaluation.evaluator import EvalSets, evaluate
 from rft_ray.models.strategies import Strategy, create_strategy
 from rft_ray.models.strategies.base import KEEP_FINETUNED
+from rft_ray.results.checkpoints import KeptPoint, select_kept_points
 from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore, StoreError
 from rft_ray.training.setup import Run
-from rft_ray.training.weights import WeightsError, front_steps, read_weights
+from rft_ray.training.weights import WeightsError, read_weights
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-CHECKPOINT_CHOICES = ("frontier", "all", "final")
 
 
 class InterpolationError(ValueError):
@@ -103,43 +100,32 @@ class Interpolator:
                     self.params[name].copy_(torch.lerp(self.start[name], tuned, float(alpha)))
 
 
-@dataclass(frozen=True)
-class Source:
-    """One kept checkpoint to interpolate: its file on the store's filesystem and the run's row of its step."""
-
-    run_id: str
-    step: int
-    path: str
-    record: EvalRecord
+Source = KeptPoint  # one kept checkpoint to interpolate: its file on the store's filesystem and its run's row
 
 
-def choose_checkpoints(store: ResultStore, runs: str = "*", on: str = "frontier",
-                       log: Callable[[str], None] = print) -> list[Source]:
-    """The kept checkpoints of the runs matching the glob `runs`: `frontier` those on the run's own (clean, PGD)
-    front, `all` every one, `final` the run's last evaluation point's. InterpolationError when none."""
-    if on not in CHECKPOINT_CHOICES:
-        raise InterpolationError(f"--on must be one of {', '.join(CHECKPOINT_CHOICES)}, got {on!r}")
-    run_ids = [r for r in store.run_ids() if fnmatch.fnmatchcase(r, runs)]
-    if not run_ids:
-        raise InterpolationError(f"no run in result store {store.root!r} matches --runs {runs!r}")
+def choose_checkpoints(store: ResultStore, runs: str = "*", on: str = "frontier"
+                       ) -> tuple[list[Source], list[str]]:
+    """The kept checkpoints of the runs matching the glob `runs`, chosen by `on` as `rft attack` chooses
+    (`select_kept_points`: `final` is the last kept step), and notes on points asked for that cannot be taken;
+    a kept file whose step has no row is noted and left out (an interpolated row copies its source row).
+    InterpolationError for a bad `on` or `runs`, and when nothing is left to interpolate."""
+    try:
+        points, notes = select_kept_points(store, on, runs)
+    except StoreError as err:
+        raise InterpolationError(str(err)) from err
     chosen = []
-    for run_id in run_ids:
-        records = {r.step: r for r in store.read_run(run_id)}
-        kept = store.checkpoints(run_id)
-        if on == "frontier":
-            wanted = front_steps(list(records.values()))
+    for point in points:
+        if point.record is None:
+            notes.append(f"run {point.run_id}: the checkpoint of step {point.step} has no row in the run's file "
+                         "(its interpolations would have no run facts to copy); skipped")
         else:
-            wanted = set(records) if on == "all" else {max(records)} if records else set()
-        for step in sorted(set(kept) & wanted):
-            chosen.append(Source(run_id, step, kept[step], records[step]))
-        orphans = sorted(set(kept) - set(records))
-        if orphans:
-            log(f"rft: note: run {run_id}: checkpoints of steps {orphans} have no row in the run's file; skipped")
+            chosen.append(point)
     if not chosen:
         raise InterpolationError(
-            f"no kept checkpoint to interpolate in {store.root!r} ({on} points of {len(run_ids)} run(s) matching "
-            f"{runs!r}); runs keep weights in <store>/checkpoints with output.keep_checkpoints frontier or all")
-    return chosen
+            f"no kept checkpoint to interpolate in {store.root!r} ({on} points of the runs matching {runs!r}"
+            f"{'; ' + '; '.join(notes) if notes else ''}); runs keep weights in <store>/checkpoints with "
+            "output.keep_checkpoints frontier or all")
+    return chosen, notes
 
 
 def interpolated_record(source: EvalRecord, step: int, alpha: float, metrics: dict, eval_seconds: float) -> EvalRecord:
@@ -166,7 +152,9 @@ def interpolate_store(root: str, alphas: Iterable[float] = DEFAULT_ALPHAS, *, on
     store = ResultStore(root)
     if store.local and store.fs.get_file_info(store.path).type != pafs.FileType.Directory:
         raise StoreError(f"result store {root!r} does not exist (or is not a folder)")
-    sources = choose_checkpoints(store, runs, on, log=lambda m: print(m, file=sys.stderr, flush=True))
+    sources, notes = choose_checkpoints(store, runs, on)
+    for note in notes:
+        log(f"note: {note}")
     out_store = ResultStore(wise_root(root))
     out_store.ensure_writable()
     written: list[EvalRecord] = []

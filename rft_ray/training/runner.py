@@ -55,6 +55,8 @@ def run_in_process(spec: RunSpec, *, progress: bool = True, json_path: str | Pat
     if restart and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     resume = checkpoint_dir if (checkpoint_dir / CHECKPOINT_FILE).is_file() else None
+    if resume is None:
+        store.forget_derived(run_id)  # attacked and interpolated on weights this run is about to replace
     observers = [StoreObserver(store, run_id, Path(json_path) if json_path else None),
                  CheckpointKeeper(store, run_id, spec.output.keep_checkpoints), *plugins_from_env()]
     records = train_loop(spec, observers, checkpoint_dir=checkpoint_dir, resume_from=resume, progress=progress)

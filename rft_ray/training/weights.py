@@ -31,7 +31,6 @@ it again; otherwise the run ends without that file).
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from rft_ray.config import RunSpec
 from rft_ray.models.backbones import ImageClassifier, create_classifier
 from rft_ray.models.strategies import create_strategy
 from rft_ray.results.files import atomic_path, filesystem_for, is_uri, write_bytes
+from rft_ray.results.checkpoints import checkpoint_metadata, front_steps
 from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore
 
@@ -51,21 +51,6 @@ KEEP_MODES = ("none", "frontier", "all")
 
 class WeightsError(ValueError):
     """A weights file that is not one of ours, or does not fit the model its spec builds."""
-
-
-def front_steps(records: list[EvalRecord]) -> set[int]:
-    """The steps of the records on their (test_clean_acc, pgd_adv_acc) Pareto front (`analysis.frontier`);
-    of points measured alike, the earliest, so a later tie never replaces a kept file."""
-    from analysis.frontier import pareto_frontier
-
-    points = [(float(r.test_clean_acc), float(r.pgd_adv_acc), int(r.step)) for r in records
-              if math.isfinite(r.test_clean_acc) and math.isfinite(r.pgd_adv_acc)]
-    front = {tuple(p) for p in pareto_frontier([(a, b) for a, b, _ in points]).tolist()}
-    first: dict[tuple[float, float], int] = {}
-    for acc, rob, step in sorted(points, key=lambda p: p[2]):
-        if (acc, rob) in front:
-            first.setdefault((acc, rob), step)
-    return set(first.values())
 
 
 def kept_steps_for(mode: str, records: list[EvalRecord]) -> set[int]:
@@ -155,8 +140,6 @@ def read_weights(path: str | Path, filesystem: pafs.FileSystem | None = None
                 metadata = handle.metadata() or {}
                 tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         else:
-            from rft_ray.results.checkpoints import checkpoint_metadata
-
             metadata = checkpoint_metadata(filesystem, str(path))
             with filesystem.open_input_stream(str(path)) as handle:
                 tensors = load(handle.read())
