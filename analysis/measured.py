@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from analysis.cleaning import REQUIRED_COLUMNS, clean_table, float_column
 from analysis.frame import Frame
+from analysis.radius import distinct_radii, extra_columns
 from rft_ray.results.record import PGD_PREFIX, eps_label, parse_eps_label, same_radius
 
 # Display names of the attacks `rft attack` writes, in the order tables list them; other slugs follow, sorted.
@@ -109,22 +110,10 @@ class MeasuredTable:
 
     def pgd_radii(self) -> list[float]:
         """Every training-time PGD radius: the pgd_eps values and the pgd_adv_acc/<radius> columns."""
-        radii = [float(v) for v in self.pgd_eps if np.isfinite(v)] + [r for r, _ in self._pgd_extra()]
-        out: list[float] = []
-        for value in sorted(round(r, 9) for r in radii):
-            if not any(same_radius(value, kept) for kept in out):
-                out.append(value)
-        return out
+        return distinct_radii([float(v) for v in self.pgd_eps if np.isfinite(v)] + list(extra_columns(self.table)))
 
     def _pgd_extra(self) -> list[tuple[float, str]]:
-        out = []
-        for name in self.table.column_names:
-            if name.startswith(PGD_PREFIX):
-                try:
-                    out.append((parse_eps_label(name[len(PGD_PREFIX):]), name))
-                except (ValueError, ZeroDivisionError):
-                    continue
-        return out
+        return list(extra_columns(self.table).items())
 
     def pgd_at(self, eps: float) -> np.ndarray:
         """Training-time PGD accuracy at `eps` per row: pgd_adv_acc where the row's pgd_eps is that radius,

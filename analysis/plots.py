@@ -122,8 +122,9 @@ def plot_frontiers(
 
     The outline is the region whose area is the AUC (staircase for hypervolume, straight segments for
     trapezoid). With per-trial `auc_rows` (their `best_run_id` set), the best run's frontier is drawn.
-    `wise` (`analysis.wise.wise_groups`): WiSE-FT points, drawn as hollow diamonds, and the frontier with them
-    dashed (its area: the AUC rows' `auc_with_wise`)."""
+    `wise` (`analysis.wise.wise_groups`): WiSE-FT points, drawn as hollow diamonds (all of them), and the
+    frontier with them dashed, whose area is the AUC rows' `auc_with_wise`: pooled, over every run's points and
+    WiSE-FT points; per trial, over those of the run `auc_with_wise` chose (`wise_best_run_id`)."""
     groups = {s: g for (s, d), g in group_points(table, step_budget).items() if d == dataset}
     if not groups:
         raise ValueError(f"no points for dataset {dataset!r}")
@@ -151,8 +152,10 @@ def plot_frontiers(
         if w is not None and len(w["acc"]):
             ax.scatter(w["acc"], w["rob"], s=30, marker="D", facecolors="none", edgecolors=color, linewidths=1.0,
                        zorder=5)
-            mine = w["source"] == best_run if best_run else np.ones(len(w["acc"]), dtype=bool)
-            both = pareto_frontier(np.vstack([np.column_stack([g["acc"][m], g["rob"][m]]),
+            wise_run = rows.get(strategy, {}).get("wise_best_run_id")
+            own = g["run_id"] == wise_run if wise_run else m
+            mine = w["source"] == wise_run if wise_run else np.ones(len(w["acc"]), dtype=bool)
+            both = pareto_frontier(np.vstack([np.column_stack([g["acc"][own], g["rob"][own]]),
                                               np.column_stack([w["acc"][mine], w["rob"][mine]])]))
             dashed = frontier_outline(both, kind)
             with_wise = rows.get(strategy, {}).get("auc_with_wise")

@@ -37,7 +37,7 @@ def extra_columns(table: pa.Table) -> dict[float, str]:
         if name.startswith(PGD_PREFIX):
             try:
                 out[parse_eps_label(name[len(PGD_PREFIX):])] = name
-            except ValueError:
+            except (ValueError, ZeroDivisionError):  # a column name that is no radius label
                 continue
     return out
 

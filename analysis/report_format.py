@@ -21,3 +21,8 @@ def num(value: Any, digits: int = 4, signed: bool = False, suffix: str = "") -> 
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:{'+' if signed else ''}.{digits}f}{suffix}"
+
+
+def hyper(value: float | None) -> str:
+    """A learning rate or weight decay: three significant digits (they span decades); n/a when unknown."""
+    return "n/a" if value is None else f"{value:.3g}"

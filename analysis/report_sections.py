@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.report_format import Block, num
+from analysis.report_format import Block, hyper, num
 from analysis.report_robustness import robustness_blocks
 from rft_ray.results.record import eps_label
 
@@ -189,18 +189,13 @@ def _knee_row(r: dict[str, Any], keys: list[str], floor: float | None) -> list[s
     cells = keys + [num(r["n_points"]), num(r["front_points"])]
     cells += ["n/a"] * 7 if knee is None else [
         knee["run_id"], num(knee["step"]), num(knee["test_clean_acc"]), num(knee["pgd_adv_acc"]),
-        _hyper(knee["lr"]), _hyper(knee["weight_decay"]), num(knee["knee_distance"])]
+        hyper(knee["lr"]), hyper(knee["weight_decay"]), num(knee["knee_distance"])]
     if floor is not None:
         at = r["at_floor"]
         cells += ["none reaches it"] + [""] * 5 if at is None else [
             at["run_id"], num(at["step"]), num(at["test_clean_acc"]), num(at["pgd_adv_acc"]),
-            _hyper(at["lr"]), _hyper(at["weight_decay"])]
+            hyper(at["lr"]), hyper(at["weight_decay"])]
     return cells
-
-
-def _hyper(value: float | None) -> str:
-    """A learning rate or weight decay: three significant digits (they span decades)."""
-    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _frontiers(data: dict[str, Any]) -> list[Block]:

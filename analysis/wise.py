@@ -10,13 +10,13 @@ checkpoint itself, alpha 0 the run's step-0 model.
 In the analysis (`analysis.report.analyze`), when the sub-store holds rows: the AUC rows gain `auc_with_wise`
 (the same AUC over the same points plus the WiSE-FT points of the group's runs, each counted at its
 checkpoint's step for the step budget; per-trial pooling: each run's own points plus its own WiSE-FT points,
-the best run's AUC) and `n_wise_points` beside the plain `auc`, which stays as it was; the frontier figures mark
-the points (hollow diamonds) and draw the frontier with them dashed. Nothing else (RQ1, RQ3, knees) sees them.
+the best run's AUC, that run in `wise_best_run_id`, which may differ from the plain `best_run_id`) and
+`n_wise_points` beside the plain `auc`, which stays as it was; the frontier figures mark the points (hollow
+diamonds) and draw the frontier with them dashed (per-trial: the frontier of `wise_best_run_id`). Nothing else (RQ1, RQ3, knees) sees them.
 """
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,11 @@ from analysis.cleaning import REQUIRED_COLUMNS, clean_table, float_column, strin
 from analysis.frame import Frame
 from analysis.frontier import frontier_auc
 from analysis.radius import eps_values, select_eps
+from rft_ray.results.store import INTERPOLATED_DIR, WISE_STEP_SUFFIX
 
-WISE_SUBSTORE = "interpolated"  # <store>/interpolated
+WISE_SUBSTORE = INTERPOLATED_DIR  # <store>/interpolated
 WISE_COLUMNS = ("wise_alpha", "source_run_id")
-_WISE_SUFFIX = re.compile(r"\.wise-step(\d+)$")
+_WISE_SUFFIX = WISE_STEP_SUFFIX
 
 
 def wise_run_id(run_id: str, step: int) -> str:
@@ -110,17 +111,22 @@ def add_wise_auc(auc_rows: list[dict[str, Any]], plain: pa.Table, wise: pa.Table
         rows = groups.get((row["strategy"], row["dataset"]), np.array([], dtype=int))
         if step_budget is not None:
             rows = rows[frame.step[rows] <= step_budget]
-        per_run = []
+        per_run = {}
         used = 0
         for run_id, idx in frame.runs(rows):
             mine = in_budget & (w["source"] == run_id)
             used += int(mine.sum())
-            per_run.append(np.vstack([np.column_stack([frame.acc[idx], frame.rob[idx]]),
-                                      np.column_stack([w["acc"][mine], w["rob"][mine]])]))
+            per_run[run_id] = np.vstack([np.column_stack([frame.acc[idx], frame.rob[idx]]),
+                                         np.column_stack([w["acc"][mine], w["rob"][mine]])])
         if pooling == "pooled":
-            row["auc_with_wise"] = frontier_auc(np.vstack(per_run) if per_run else np.empty((0, 2)), kind)
+            row["auc_with_wise"] = frontier_auc(np.vstack(list(per_run.values())) if per_run else np.empty((0, 2)),
+                                                kind)
         else:
-            row["auc_with_wise"] = max((frontier_auc(points, kind) for points in per_run), default=0.0)
+            aucs = {run_id: frontier_auc(points, kind) for run_id, points in per_run.items()}
+            # the first maximum in run-id order, as the plain best run's ties
+            best = max(aucs, key=lambda run_id: aucs[run_id], default=None)
+            row["auc_with_wise"] = aucs[best] if best is not None else 0.0
+            row["wise_best_run_id"] = best
         row["n_wise_points"] = used
 
 

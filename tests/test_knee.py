@@ -192,6 +192,50 @@ def test_the_sweep_summary_carries_each_groups_knee_and_floor_point(tmp_path):
     assert "knee: clean acc" in knee_table_markdown(summarize_store(str(tmp_path / "store")))
 
 
+def test_search_min_acc_reaches_the_sweep_summary_mlflow_and_the_report(tmp_path):
+    """search.min_acc: the floor of the summary rows, the parent run's <group>/floor_* metrics and the report."""
+    from types import SimpleNamespace
+
+    from analysis.summary import sweep_summary
+    from rft_ray.specs import experiment_spec
+    from rft_ray.sweep.report import write_analysis, write_summary
+    from rft_ray.tracking.metrics import group_metrics
+
+    experiment = experiment_spec({"name": "floor", "base": {"training": {"steps": 40}},
+                                  "search": {"num_samples": 2, "min_acc": 0.93},
+                                  "storage": {"path": str(tmp_path / "sweep")}})
+    assert experiment.search.min_acc == 0.93
+    write_store(experiment.store_root)
+    rows, markdown, _ = write_summary(experiment, [], tmp_path / "local")
+    full, lora = rows
+    assert (lora["floor_min_acc"], lora["floor_run_id"], lora["floor_step"], lora["floor_pgd_acc"]) == (
+        0.93, "lora-digits-b", 20, 0.45)
+    assert full["floor_run_id"] is None and "most robust at clean acc >= 0.930" in markdown
+    assert json.loads((tmp_path / "local" / "summary.json").read_text())["summary"][1]["floor_step"] == 20
+
+    metrics = group_metrics(rows, [SimpleNamespace(strategy="lora", dataset="digits", name="lora-digits")])
+    assert (metrics["lora-digits/floor_clean_acc"], metrics["lora-digits/floor_pgd_acc"],
+            metrics["lora-digits/floor_step"]) == (0.95, 0.45, 20.0)
+    assert not any(k.startswith("full-digits/floor_") for k in metrics)  # full never reaches 0.93
+    assert not any("/floor_" in k for k in group_metrics(sweep_summary(write_store(tmp_path / "s").read())))
+
+    folder, _ = write_analysis(experiment, tmp_path / "analysis", None, 1.0)
+    assert folder == str(tmp_path / "analysis")
+    data = json.loads((tmp_path / "analysis" / "analysis.json").read_text())
+    assert data["min_acc"] == 0.93 and data["knees"][1]["at_floor"]["run_id"] == "lora-digits-b"
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), "high", True])
+def test_search_min_acc_must_be_a_fraction(bad):
+    from rft_ray.config import SpecError
+    from rft_ray.specs import experiment_spec
+
+    with pytest.raises(SpecError) as caught:
+        experiment_spec({"name": "floor", "base": {"training": {"steps": 40}}, "search": {"min_acc": bad}})
+    assert caught.value.field_path == "search.min_acc", str(caught.value)
+    assert "fraction in [0, 1]" in str(caught.value) or "min_acc" in str(caught.value)
+
+
 def test_mlflow_group_metrics_and_trial_metrics_carry_the_knee(tmp_path):
     from analysis.summary import sweep_summary
     from rft_ray.tracking.metrics import group_metrics, trial_metrics
@@ -277,7 +321,7 @@ def test_rft_best_prints_each_group_with_its_checkpoint(tmp_path, capsys):
 
     assert main(["best", str(tmp_path / "sweep" / "store"), "--min-acc", "0.9"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"store {tmp_path / 'sweep' / 'store'}; clean-accuracy floor 0.9"
+    assert out[0] == f"store {tmp_path / 'sweep' / 'store'}; clean-accuracy floor 0.9; PGD eps 1/255"
     lora = out.index("lora on digits (2 runs, 6 evaluation points, 3 on the Pareto front):")
     assert out[lora + 1] == ("  knee: run lora-digits-a step 20: clean acc 0.8000, PGD acc 0.6000; lr 0.001, "
                              "weight decay 0")
@@ -296,6 +340,36 @@ def test_rft_best_prints_each_group_with_its_checkpoint(tmp_path, capsys):
     assert main(["best", str(tmp_path / "sweep"), "--min-acc", "0.99", "--dataset", "digits"]) == 0
     text = capsys.readouterr().out
     assert text.count("most robust at clean acc >= 0.99: no point reaches clean accuracy 0.99") == 2
+
+
+def test_rft_best_analyses_one_pgd_radius(tmp_path, capsys):
+    """Robust accuracy at another radius is another axis: never pooled, chosen with --eps like rft analyze."""
+    from rft_ray.cli import main
+
+    store = write_store(tmp_path / "store")
+    wide = {**COMMON, "pgd_eps": 8 / 255}
+    # Pooled with the 1/255 runs, this run's (0.99, 0.9) would be the lora knee and floor point.
+    store.write_run("lora-digits-w", [EvalRecord(run_id="lora-digits-w", strategy="lora", dataset="digits", lr=1e-2,
+                                                 weight_decay=0.0, step=s, test_clean_acc=a, pgd_adv_acc=p, **wide)
+                                      for s, a, p in [(0, 0.2, 0.1), (40, 0.99, 0.9)]])
+    assert main(["best", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rft best: error: ") and "2 radii (1/255, 8/255)" in err and "--eps" in err, err
+
+    assert main(["best", str(tmp_path / "store"), "--eps", "1/255", "--min-acc", "0.9", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    lora = result["groups"][1]
+    assert result["pgd_eps"] == [round(1 / 255, 9)] and lora["n_runs"] == 2
+    assert (lora["knee"]["run_id"], lora["at_floor"]["run_id"]) == ("lora-digits-a", "lora-digits-b")
+    assert main(["best", str(tmp_path / "store"), "--eps", "8/255"]) == 0
+    out = capsys.readouterr().out
+    assert "PGD eps 8/255" in out.splitlines()[0] and "run lora-digits-w step 40" in out and "full" not in out
+    assert main(["best", str(tmp_path / "store"), "--eps", "2/255"]) == 2
+    assert "no results at PGD eps 2/255; the results hold 1/255, 8/255" in capsys.readouterr().err
+    assert main(["best", str(tmp_path / "store"), "--eps", "two"]) == 2
+    assert "--eps takes a number or a fraction" in capsys.readouterr().err
+    # A filter that leaves one radius needs no --eps.
+    assert main(["best", str(tmp_path / "store"), "--strategy", "full"]) == 0
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -128,7 +128,23 @@ def test_crowding_distance_breaks_the_tie_between_equally_dominated_trials():
         assert decisions[-1] == expected, (last, decisions)
 
 
-def test_single_objective_it_keeps_the_top_ceil_n_over_r_as_asha():
+def test_single_objective_it_keeps_the_top_ceil_n_over_r_where_ray_uses_a_percentile():
+    """The docstring's example: peers [1, 3], r = 2, candidate 1.5."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    ray_asha = AsyncHyperBandScheduler(time_attr="step", metric="acc", mode="max", grace_period=10,
+                                       reduction_factor=2, max_t=80)
+    ours = scheduler(metrics=("acc",), modes=("max",), rf=2)
+    decisions = {"ray": [], "ours": []}
+    for i, value in enumerate([1.0, 3.0, 1.5]):
+        trial = SimpleNamespace(trial_id=f"t{i}")
+        ray_asha.on_trial_add(None, trial)
+        decisions["ray"].append(ray_asha.on_trial_result(None, trial, {"step": 10, "acc": value}))
+        decisions["ours"].append(report(ours, f"t{i}", 10, acc=value))
+    assert decisions == {"ray": [CONTINUE, CONTINUE, STOP], "ours": [CONTINUE, CONTINUE, CONTINUE]}
+
+
+def test_single_objective_it_keeps_the_top_ceil_n_over_r():
     rng = random.Random(7)
     for _ in range(200):
         rf = rng.choice([2, 3, 4])
@@ -249,6 +265,7 @@ TWO = [{"metric": "test_clean_acc"}, {"metric": "pgd_adv_acc"}]
 @pytest.mark.parametrize("search, words", [
     ({"scheduler": "pareto_asha"}, "use scheduler: asha"),
     ({"scheduler": "none", "asha": {"enabled": True}}, "deprecated spelling"),
+    ({"scheduler": "pareto_asha", "objectives": TWO, "asha": {"enabled": True}}, "asha.enabled is true"),
     ({"scheduler": "hyperband", "objectives": TWO}, "pareto_asha"),
 ])
 def test_scheduler_errors_name_the_field(search, words):
@@ -271,7 +288,8 @@ def test_scheduler_choice_and_the_deprecated_asha_enabled():
     assert isinstance(early_stopping(new.search), AsyncHyperBandScheduler)
     pareto = _experiment({"scheduler": "pareto_asha", "objectives": [*TWO, {"metric": "train_loss", "mode": "min"}],
                           "asha": {"grace_period": 10, "reduction_factor": 2}})
-    assert pareto.search.asha.max_t == 40 and pareto.search.asha.enabled  # max_t from base.training.steps
+    assert pareto.search.asha.max_t == 40  # max_t from base.training.steps
+    assert not pareto.search.asha.enabled  # the deprecated spelling of asha alone
     sched = early_stopping(pareto.search)
     assert isinstance(sched, ParetoAshaScheduler)
     assert sched._metrics == ["test_clean_acc", "pgd_adv_acc", "train_loss"] and sched._modes == ["max", "max", "min"]

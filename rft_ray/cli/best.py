@@ -3,8 +3,11 @@ point at that clean-accuracy floor (`analysis.knee`), each with its run, step, h
 checkpoint file (`ResultStore.checkpoints`).
 
 STORE is a result store (the folder or URI holding <run_id>.parquet files) or a sweep's folder (holding
-sweep.json and store/). Bad input (no such store, no rows, a floor outside [0, 1], a strategy or dataset the
-store lacks) prints one line to stderr and returns 2; no point reaching the floor is an answer, not an error.
+sweep.json and store/). PGD accuracy at different radii is not one axis: like `rft analyze`, one radius is
+analysed (`analysis.radius.select_eps`): the runs' own when there is one, else the one --eps names. Bad input
+(no such store, no rows, a floor outside [0, 1], a strategy or dataset the store lacks, several radii without
+--eps, a radius the store lacks) prints one line to stderr and returns 2; no point reaching the floor is an
+answer, not an error.
 """
 from __future__ import annotations
 
@@ -31,8 +34,10 @@ def add_best_command(sub) -> None:
     best.add_argument("store", metavar="STORE", help="result store (folder or URI) or a sweep folder holding store/")
     best.add_argument("--min-acc", metavar="F", type=float, default=None,
                       help="clean-accuracy floor, a fraction in [0, 1] (0.9 = 90%%)")
+    best.add_argument("--eps", default=None, help="PGD radius, e.g. 2/255 (needed when the store holds several)")
     best.add_argument("--strategy", help="only this strategy")
-    best.add_argument("--dataset", help="only this dataset")
+    best.add_argument("--dataset", help="only this dataset, as the results name it: its label when the spec sets "
+                      "dataset.label, else the dataset's name (e.g. cifar10)")
     best.add_argument("--json", action="store_true", help="print the result as JSON")
     best.set_defaults(handler=cmd_best)
 
@@ -40,7 +45,7 @@ def add_best_command(sub) -> None:
 def cmd_best(args: argparse.Namespace) -> int:
     try:
         result = best_points(args.store, args.min_acc, strategy=args.strategy, dataset=args.dataset,
-                             warn=lambda message: print(f"rft best: warning: {message}", file=sys.stderr))
+                             eps=None if args.eps is None else parse_eps(args.eps), warn=lambda message: print(f"rft best: warning: {message}", file=sys.stderr))
     except (ValueError, OSError, pa.ArrowException) as err:  # StoreError is a ValueError
         print(f"rft best: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -72,11 +77,29 @@ def store_root(location: str) -> str:
     return root
 
 
+class EpsError(ValueError):
+    """--eps is not a PGD radius."""
+
+
+def parse_eps(text: str) -> float:
+    """'2/255', '0.0078' -> a radius in (0, 1]; EpsError otherwise."""
+    from rft_ray.results.record import parse_eps_label
+
+    try:
+        value = parse_eps_label(text)
+    except (ValueError, ZeroDivisionError):
+        raise EpsError(f"--eps takes a number or a fraction such as 2/255, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise EpsError(f"--eps must be in (0, 1] (pixel units), got {text!r}")
+    return value
+
+
 def best_points(location: str, min_acc: float | None = None, *, strategy: str | None = None,
-                dataset: str | None = None, warn=lambda message: None) -> dict[str, Any]:
-    """What `rft best` prints, as data: the store, the floor, and per group its knee and at_floor points with
-    their ``checkpoint`` (a path, or None when none was kept for that step)."""
+                dataset: str | None = None, eps: float | None = None, warn=lambda message: None) -> dict[str, Any]:
+    """What `rft best` prints, as data: the store, the floor, the PGD radius (``pgd_eps``), and per group its
+    knee and at_floor points with their ``checkpoint`` (a path, or None when none was kept for that step)."""
     from analysis.knee import check_min_acc, group_knees
+    from analysis.radius import eps_values, select_eps
     from rft_ray.models.strategies import strategy_names
     from rft_ray.results.store import ResultStore, StoreError
 
@@ -90,6 +113,7 @@ def best_points(location: str, min_acc: float | None = None, *, strategy: str | 
     table = _only(table, "dataset", dataset)
     if table.num_rows == 0:
         raise StoreError(f"result store {root!r} has no rows of strategy {strategy!r} on dataset {dataset!r}")
+    table = select_eps(table, eps)  # TableError (a ValueError) naming the radii when several and no --eps
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         groups = group_knees(table, min_acc, strategy_order=strategy_names())
@@ -102,7 +126,7 @@ def best_points(location: str, min_acc: float | None = None, *, strategy: str | 
         for key in ("knee", "at_floor"):
             if group[key] is not None:
                 group[key]["checkpoint"] = _checkpoint(store, group[key]["run_id"], group[key]["step"])
-    return {"store": root, "min_acc": min_acc, "groups": groups}
+    return {"store": root, "min_acc": min_acc, "pgd_eps": eps_values(table), "groups": groups}
 
 
 def _only(table: pa.Table, column: str, value: str | None) -> pa.Table:
@@ -127,8 +151,11 @@ def _checkpoint(store, run_id: str, step: int) -> str | None:
 
 def best_text(result: dict[str, Any]) -> str:
     """The result of `best_points` as the lines `rft best` prints."""
+    from rft_ray.results.record import eps_label
+
     floor = result["min_acc"]
-    lines = [f"store {result['store']}" + (f"; clean-accuracy floor {floor:g}" if floor is not None else "")]
+    lines = [f"store {result['store']}" + (f"; clean-accuracy floor {floor:g}" if floor is not None else "")
+             + "".join(f"; PGD eps {eps_label(v)}" for v in result.get("pgd_eps", []))]
     for g in result["groups"]:
         lines.append(f"{g['strategy']} on {g['dataset']} ({g['n_runs']} runs, {g['n_points']} evaluation points, "
                      f"{g['front_points']} on the Pareto front):")
@@ -142,13 +169,11 @@ def best_text(result: dict[str, Any]) -> str:
 
 
 def _point_lines(label: str, point: dict[str, Any] | None) -> list[str]:
+    from analysis.report_format import hyper
+
     if point is None:
         return [f"  {label}: none (no evaluation points)"]
     where = (f"  {label}: run {point['run_id']} step {point['step']}: clean acc {point['test_clean_acc']:.4f}, "
-             f"PGD acc {point['pgd_adv_acc']:.4f}; lr {_hyper(point['lr'])}, weight decay "
-             f"{_hyper(point['weight_decay'])}")
+             f"PGD acc {point['pgd_adv_acc']:.4f}; lr {hyper(point['lr'])}, weight decay "
+             f"{hyper(point['weight_decay'])}")
     return [where, f"    checkpoint: {point['checkpoint'] or NO_CHECKPOINT}"]
-
-
-def _hyper(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"

@@ -143,7 +143,7 @@ class ExperimentSpec:
             if self.search.mode == "grid":
                 check(entry.points_to_evaluate is None, f"strategies[{i}].points_to_evaluate",
                       "only used in optuna mode")
-        if self.search.asha.enabled and self.search.asha.max_t is None:
+        if self.search.scheduler != "none" and self.search.asha.max_t is None:
             steps = training.get("steps") if isinstance(training, dict) else None
             check(steps is not None, "search.asha.max_t",
                   "ASHA needs the trials' step budget: set base.training.steps or search.asha.max_t")

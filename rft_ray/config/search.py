@@ -89,8 +89,8 @@ class Objective:
 
 @dataclass
 class AshaSpec:
-    enabled: bool = described("deprecated spelling of search.scheduler: asha (set from search.scheduler: true when "
-                              "any early stopping is on)", False)
+    enabled: bool = described("deprecated spelling of search.scheduler: asha (set from search.scheduler: true "
+                              "exactly when the scheduler is asha)", False)
     grace_period: int = described("steps every trial runs before it can be stopped", 50)
     reduction_factor: float = described("keep the top 1/reduction_factor of trials at each rung", 2.0)
     max_t: int | None = described("the trials' step budget (default: base.training.steps; required with epochs)", None)
@@ -124,6 +124,10 @@ class SearchSpec:
         "or three). Default: none (asha if the deprecated asha.enabled is true)", None)
     asha: AshaSpec = described("the rungs of asha and pareto_asha: grace_period, reduction_factor, max_t",
                                factory=AshaSpec)
+    min_acc: float | None = described(
+        "clean-accuracy floor, a fraction in [0, 1]: the sweep's summary, MLflow (<group>/floor_*) and analysis "
+        "report add each group's most robust evaluation point with test_clean_acc >= min_acc (analysis/knee.py); "
+        "it does not steer the search. Default: none", None)
 
     def __post_init__(self):
         check(1 <= len(self.objectives) <= 3, "objectives",
@@ -144,20 +148,27 @@ class SearchSpec:
                   f"{len(self.points_to_evaluate)} points but a budget of {self.num_samples} trials")
         check(self.startup_trials is None or self.startup_trials >= 1, "startup_trials",
               f"must be at least 1, got {self.startup_trials}")
+        check(self.min_acc is None or (isinstance(self.min_acc, (int, float)) and not isinstance(self.min_acc, bool)
+                                       and 0.0 <= self.min_acc <= 1.0), "min_acc",
+              f"is a clean-accuracy floor, a fraction in [0, 1] (0.9 = 90%), got {self.min_acc!r}")
         self._resolve_scheduler()
 
     def _resolve_scheduler(self) -> None:
-        """One source of truth: `scheduler`; `asha.enabled` follows it (so both spellings of ASHA give the same
-        spec and fingerprint, and code that asks "is early stopping on?" reads either)."""
+        """One source of truth: `scheduler`; `asha.enabled` follows it, true exactly for asha (so both spellings of
+        ASHA give the same spec and fingerprint, and a resolved spec rebuilds); "is early stopping on?" is
+        `scheduler != "none"`."""
         if self.scheduler is None:
             self.scheduler = "asha" if self.asha.enabled else "none"
         check(self.scheduler in SCHEDULERS, "scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         check(not (self.scheduler == "none" and self.asha.enabled), "scheduler",
               "is none but asha.enabled is true (the deprecated spelling of scheduler: asha); keep one of them")
+        check(not (self.scheduler == "pareto_asha" and self.asha.enabled), "scheduler",
+              "is pareto_asha but asha.enabled is true (the deprecated spelling of scheduler: asha); remove "
+              "asha.enabled (pareto_asha reads the rungs grace_period, reduction_factor, max_t from asha)")
         check(self.scheduler != "pareto_asha" or self.multi_objective, "scheduler",
               f"pareto_asha ranks trials over several objectives, but the search has {len(self.objectives)}; "
               "give two or three objectives, or use scheduler: asha for one")
-        self.asha.enabled = self.scheduler != "none"
+        self.asha.enabled = self.scheduler == "asha"
 
     @property
     def multi_objective(self) -> bool:

@@ -5,7 +5,11 @@ step, up to max_t; one bracket). The first time a trial reports at or past a run
 at, its objective vector is recorded there and it continues or stops by `pareto_rank.survives_rung` among
 the trials recorded at that rung so far: non-dominated sorting, crowding distance, and the guarantee that a
 trial fewer than 1/reduction_factor of its peers dominate is never stopped. A trial reaching max_t stops (it
-is done). The state is plain dicts and tuples, so Tune's pickling of the scheduler keeps it; `save` writes JSON.
+is done). The state is plain dicts and tuples (`save` writes it as JSON, `restore` reads it back), but a
+resumed sweep does not get it back: in Ray 2.60 `TuneController.__getstate__` leaves the scheduler out of its
+experiment checkpoint and `Tuner.restore` rebuilds it from the copy pickled when the experiment started, so
+after `rft sweep --resume` the rungs start empty and trials resumed past a rung are judged only against trials
+recorded after the resume. Ray's own ASHA has the same limitation.
 """
 from __future__ import annotations
 

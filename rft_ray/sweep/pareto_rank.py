@@ -16,8 +16,12 @@ a rung where fewer than 1/r of its peers beat it on every objective at once; rul
 the first front holds more than ceil(n / r) trials. Every trial rule 1 keeps has at most ceil(n / r) - 1
 dominators (they all sit in earlier fronts, ahead of it), so rule 2 adds trials only; the front-then-crowding
 order decides among the trials with exactly ceil((n - 1) / r) dominators, where ceil(n / r) is larger. With one
-objective the rule is ASHA's: keep the top ceil(n / r). With several it keeps at least as many, more when
-the objectives disagree: the price of never cutting a trial for one objective alone.
+objective it keeps the candidate exactly when fewer than ceil(n / r) of its peers are strictly better (the top
+ceil(n / r), ties to the candidate). That is close to Ray's ASHA but not the same: Ray stops a candidate below
+the (1 - 1/r) percentile, linearly interpolated, of the values its peers recorded at the rung before it; with
+peers [1, 3] and r = 2 a candidate at 1.5 is below their interpolated median 2, so Ray stops it, while here one
+peer is better and ceil(3 / 2) = 2, so it continues. With several objectives rule 1 keeps ceil(n / r) as well
+and rule 2 more when the objectives disagree: the price of never cutting a trial for one objective alone.
 """
 from __future__ import annotations
 

@@ -15,12 +15,13 @@ from rft_ray.sweep.console import say, warn
 from rft_ray.sweep.results import GroupResult
 
 
-def summarize_store(store_root: str) -> list[dict[str, Any]]:
-    """Per strategy and dataset: best final and peak accuracy and robustness, and the frontier AUC
+def summarize_store(store_root: str, min_acc: float | None = None) -> list[dict[str, Any]]:
+    """Per strategy and dataset: best final and peak accuracy and robustness, the frontier AUC and its knee,
+    and with `min_acc` (search.min_acc) the most robust point at that clean-accuracy floor
     (`analysis.summary.sweep_summary`, strategies in the registry's order)."""
     from analysis.summary import sweep_summary
 
-    return sweep_summary(ResultStore(store_root).read(), strategy_order=strategy_names())
+    return sweep_summary(ResultStore(store_root).read(), strategy_order=strategy_names(), min_acc=min_acc)
 
 
 def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], objectives: list[Objective]) -> str:
@@ -83,7 +84,7 @@ def extra_radii(experiment: ExperimentSpec) -> list[float]:
 def write_summary(experiment: ExperimentSpec, results: list[GroupResult], local: Path
                   ) -> tuple[list[dict[str, Any]], str, list[str]]:
     """summary.md, summary.json and experiment.json in the sweep's local folder: (rows, markdown, files)."""
-    rows = summarize_store(experiment.store_root)
+    rows = summarize_store(experiment.store_root, experiment.search.min_acc)
     markdown = summary_markdown(rows, results, experiment.search.objectives)
     local.mkdir(parents=True, exist_ok=True)
     files = []
@@ -106,13 +107,14 @@ def write_analysis(experiment: ExperimentSpec, analysis_dir: Path, spec_path: st
     try:
         provenance = sweep_provenance(experiment, spec_path, wall_seconds)
         report = run_analysis(experiment.store_root, str(analysis_dir), provenance=provenance,
-                              strategy_order=strategy_names())
+                              strategy_order=strategy_names(), min_acc=experiment.search.min_acc)
         files += list(report.files)
         say(f"analysis: {analysis_dir}/report.html")
         for radius in extra_radii(experiment):
             folder_name = "eps-" + eps_label(radius).replace("/", "_")
             report = run_analysis(experiment.store_root, f"{analysis_dir}/{folder_name}", eps=radius,
-                                  provenance=provenance, strategy_order=strategy_names())
+                                  provenance=provenance, strategy_order=strategy_names(),
+                                  min_acc=experiment.search.min_acc)
             files += list(report.files)
             say(f"analysis at eps {eps_label(radius)}: {analysis_dir}/{folder_name}/report.html")
     except Exception as err:  # noqa: BLE001 - the sweep's results stand without the report

@@ -106,14 +106,18 @@ GROUP_METRICS = {"frontier_auc": "frontier_auc", "best_final_acc": "final_acc", 
 
 
 KNEE_METRICS = ("knee_clean_acc", "knee_pgd_acc", "knee_step")
+# With search.min_acc: the most robust point at that clean-accuracy floor; absent where no point reaches it.
+FLOOR_METRICS = ("floor_clean_acc", "floor_pgd_acc", "floor_step")
 
 
 def group_metrics(rows: list[dict[str, Any]], groups: list[Any] = ()) -> dict[str, float]:
     """The sweep summary's rows (`analysis.summary.sweep_summary`) as parent-run metrics `<group>/<name>`
     (`frontier_auc`, `best_final_acc`, `best_final_pgd_acc`, `peak_pgd_acc`, `pgd_drop` = peak - best final
     PGD accuracy, and from rows that carry the knee of the group's pooled frontier `knee_clean_acc`,
-    `knee_pgd_acc`, `knee_step`), so sweeps compare side by side in MLflow. A row's group is the sweep's group
-    of its strategy and dataset, else `<strategy>-<dataset>`; characters MLflow refuses in names become `_`."""
+    `knee_pgd_acc`, `knee_step`, and from rows with an accuracy floor (search.min_acc) whose group reaches it
+    `floor_clean_acc`, `floor_pgd_acc`, `floor_step`), so sweeps compare side by side in MLflow. A row's group
+    is the sweep's group of its strategy and dataset, else `<strategy>-<dataset>`; characters MLflow refuses in
+    names become `_`."""
     names = {(g.strategy, g.dataset): g.name for g in groups}
     out: dict[str, float] = {}
     for row in rows:
@@ -121,6 +125,6 @@ def group_metrics(rows: list[dict[str, Any]], groups: list[Any] = ()) -> dict[st
         name = re.sub(r"[^\w.\-]", "_", name)
         values = {key: float(row[column]) for key, column in GROUP_METRICS.items()}
         values["pgd_drop"] = values["peak_pgd_acc"] - values["best_final_pgd_acc"]
-        values.update({key: float(row[key]) for key in KNEE_METRICS if row.get(key) is not None})
+        values.update({key: float(row[key]) for key in KNEE_METRICS + FLOOR_METRICS if row.get(key) is not None})
         out.update({f"{name}/{key}": value for key, value in values.items()})
     return loggable(out)
