@@ -264,7 +264,7 @@ def test_cli_refuses_bad_input_with_exit_2(store_root, tmp_path, capsys, monkeyp
         return cli_error(err)
 
     assert "unknown attack 'cw'" in refused(store_root, "--attack", "pgd,cw")
-    assert "--eps takes numbers or fractions" in refused(store_root, "--attack", "pgd", "--eps", "two")
+    assert "--eps takes a number or a fraction" in refused(store_root, "--attack", "pgd", "--eps", "two")
     assert "--eps must be in (0, 1]" in refused(store_root, "--attack", "pgd", "--eps", "0")
     assert "matches no run" in refused(store_root, "--attack", "pgd", "--runs", "nope")
     # A store whose runs kept no weights: nothing to attack, and the run is named.

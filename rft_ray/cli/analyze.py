@@ -16,7 +16,7 @@ import pyarrow as pa
 from analysis.attacks import DEFAULT_MASKING_THRESHOLD
 from analysis.frontier import AUC_KINDS
 from analysis.report import DEFAULT_OUT, AnalysisResult, analyze
-from rft_ray.results.record import parse_eps_label
+from rft_ray.config.metrics import RadiusError, parse_radius
 
 
 class _UsageError(Exception):
@@ -29,14 +29,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_eps(text: str) -> float:
-    """'2/255', '0.0078' -> a float in (0, 1]."""
+    """'2/255', '0.0078' -> a float in (0, 1]; a usage error (exit 2) otherwise."""
     try:
-        value = parse_eps_label(text)
-    except (ValueError, ZeroDivisionError):
-        raise _UsageError(f"--eps takes a number or a fraction such as 2/255, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise _UsageError(f"--eps must be in (0, 1] (pixel units), got {text!r}")
-    return value
+        return parse_radius(text)
+    except RadiusError as err:
+        raise _UsageError(str(err)) from None
 
 
 def _parser() -> argparse.ArgumentParser:

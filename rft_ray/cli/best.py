@@ -20,6 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from rft_ray.config.metrics import parse_radius
+
 EXIT_BAD_INPUT = 2
 NO_CHECKPOINT = "no checkpoint kept for this step"
 
@@ -45,7 +47,7 @@ def add_best_command(sub) -> None:
 def cmd_best(args: argparse.Namespace) -> int:
     try:
         result = best_points(args.store, args.min_acc, strategy=args.strategy, dataset=args.dataset,
-                             eps=None if args.eps is None else parse_eps(args.eps), warn=lambda message: print(f"rft best: warning: {message}", file=sys.stderr))
+                             eps=None if args.eps is None else parse_radius(args.eps), warn=lambda message: print(f"rft best: warning: {message}", file=sys.stderr))
     except (ValueError, OSError, pa.ArrowException) as err:  # StoreError is a ValueError
         print(f"rft best: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -75,23 +77,6 @@ def store_root(location: str) -> str:
     if names.get("store") == pafs.FileType.Directory and ("sweep.json" in names or not own_results):
         return f"{root}/store"
     return root
-
-
-class EpsError(ValueError):
-    """--eps is not a PGD radius."""
-
-
-def parse_eps(text: str) -> float:
-    """'2/255', '0.0078' -> a radius in (0, 1]; EpsError otherwise."""
-    from rft_ray.results.record import parse_eps_label
-
-    try:
-        value = parse_eps_label(text)
-    except (ValueError, ZeroDivisionError):
-        raise EpsError(f"--eps takes a number or a fraction such as 2/255, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise EpsError(f"--eps must be in (0, 1] (pixel units), got {text!r}")
-    return value
 
 
 def best_points(location: str, min_acc: float | None = None, *, strategy: str | None = None,

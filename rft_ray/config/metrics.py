@@ -25,6 +25,22 @@ def eps_label(radius: float) -> str:
     return f"{radius * 255:g}/255"
 
 
+class RadiusError(ValueError):
+    """A command-line radius (`--eps`) that is not a number or fraction in (0, 1]."""
+
+
+def parse_radius(text: str, option: str = "--eps") -> float:
+    """A radius given on the command line, '2/255' or '0.0078', in (0, 1] pixel units; RadiusError naming
+    `option` otherwise. `rft analyze`, `rft best` and `rft attack` read their --eps through this."""
+    try:
+        value = parse_eps_label(text)
+    except (ValueError, ZeroDivisionError):
+        raise RadiusError(f"{option} takes a number or a fraction such as 2/255, got {text!r}") from None
+    if not 0 < value <= 1:  # NaN fails this too
+        raise RadiusError(f"{option} must be in (0, 1] (pixel units: 1/255 = {1 / 255:.5f}), got {text!r}")
+    return value
+
+
 def parse_eps_label(text: str) -> float:
     """'2/255' or '0.0078' -> the radius as a float (ValueError when it is neither)."""
     if "/" in text:

@@ -15,7 +15,6 @@ ordinary columns. The folder is not a run: `ResultStore.run_ids` lists the files
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Iterable
 
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from rft_ray.config.metrics import eps_label, parse_eps_label
+from rft_ray.config.metrics import RadiusError, eps_label, parse_radius
 from rft_ray.results.files import atomic_path
 
 ATTACKS_DIR = "attacks"
@@ -60,11 +59,9 @@ def parse_radii(texts: Iterable[str]) -> list[float]:
         if not part:
             continue
         try:
-            radius = parse_eps_label(part)
-        except (ValueError, ZeroDivisionError):
-            raise AttackError(f"--eps takes numbers or fractions such as 2/255, got {part!r}") from None
-        if not (math.isfinite(radius) and 0 < radius <= 1):
-            raise AttackError(f"--eps must be in (0, 1] (pixel units: 1/255 = {1 / 255:.5f}), got {part!r}")
+            radius = parse_radius(part)
+        except RadiusError as err:
+            raise AttackError(str(err)) from None
         if not any(eps_label(radius) == eps_label(seen) for seen in radii):
             radii.append(radius)
     return radii
