@@ -53,7 +53,7 @@ def test_phases_split_the_steps_and_take_their_own_learning_rates():
 @pytest.mark.parametrize("options, field, reason", [
     ({"probe_fraction": 0}, "probe_fraction", r"must be in \(0, 1\)"),
     ({"probe_fraction": 1.0}, "probe_fraction", r"must be in \(0, 1\)"),
-    ({"probe_steps": 0}, "probe_steps", "must be 1 to 10000000 steps or null, got 0"),
+    ({"probe_steps": 0}, "probe_steps", r"must be in \[1, 10000000\] or null, got 0"),
     ({"probe_lr": -1e-3}, "probe_lr", r"must be in \(0, 10\) or null"),
     ({"probe_lr_factor": 0}, "probe_lr_factor", r"must be in \(0, 1000\], got 0"),
 ])

@@ -44,7 +44,7 @@ def test_a_request_no_node_can_hold_is_refused_naming_request_and_offers(tmp_pat
 
 
 def test_more_than_one_gpu_per_trial_is_refused():
-    with pytest.raises(SpecError, match="must be 0 to 1 or auto") as err:
+    with pytest.raises(SpecError, match=r"must be in \[0, 1\] or auto") as err:
         experiment_spec(tiny_experiment(Path("/tmp/x"), resources={"gpus_per_trial": 2}))
     assert err.value.field_path == "resources.gpus_per_trial"
 

@@ -41,10 +41,10 @@ def test_fractions_are_read_as_numbers():
     ({"model": {"source": "file"}}, "model.weights: source is 'file', so a weight file path is required"),
     ({"strategy": {"name": "lorra"}}, "strategy.name: unknown strategy 'lorra'. Did you mean 'lora'?"),
     ({"strategy": {"name": "lora", "options": {"rank": 4}}}, "strategy.options.rank: unknown key 'rank'"),
-    ({"strategy": {"name": "lora", "options": {"r": 0}}}, "strategy.options.r: must be 1 to 4096, got 0"),
+    ({"strategy": {"name": "lora", "options": {"r": 0}}}, "strategy.options.r: must be in [1, 4096], got 0"),
     ({"strategy": {"name": "ia3", "options": {"targets": ["k", "w"]}}}, "strategy.options.targets[1]: must be one of"),
     ({"dataset": {"name": "imagenet"}}, "dataset.name: unknown dataset 'imagenet'"),
-    ({"dataset": {"severity": 9}}, "dataset.severity: must be 1 to 5, got 9"),
+    ({"dataset": {"severity": 9}}, "dataset.severity: must be in [1, 5], got 9"),
     ({"training": []}, "training: must be a mapping of TrainingSpec settings, got []"),
     ({"training": {"seed": 10**30}}, "training.seed: must be in [0, 2^32)"),
 ])

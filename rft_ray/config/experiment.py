@@ -56,21 +56,16 @@ class StrategyEntry:
 
 @dataclass
 class ResourcesSpec:
-    cpus_per_trial: float = described("CPU cores per trial (its one Ray Train worker)", 1.0)
+    cpus_per_trial: float = described("CPU cores per trial (its one Ray Train worker)", 1.0, bounds="(0, 512]")
     gpus_per_trial: Union[float, Literal["auto"]] = described(
         "GPUs per trial, 0 to 1 (a fraction shares a GPU; a trial runs one worker, so more would sit idle: run "
-        "more trials at once instead); auto: 1 when the cluster has or can add GPU nodes, else 0 (CPU)", "auto")
+        "more trials at once instead); auto: 1 when the cluster has or can add GPU nodes, else 0 (CPU)", "auto",
+        bounds="[0, 1]", note="a trial trains on one worker, so a second GPU would sit idle; raise "
+                             "max_concurrent_trials to use more GPUs")
     max_concurrent_trials: Union[int, Literal["auto"]] = described(
         "trials at once; auto: what the cluster's nodes (or its launcher config's node types) hold, at most a third "
-        "of search.num_samples beyond the sampler's start-up trials for model-based samplers", "auto")
-
-    def __post_init__(self):
-        check(0 < self.cpus_per_trial <= 512, "cpus_per_trial", f"must be in (0, 512], got {self.cpus_per_trial}")
-        check(self.gpus_per_trial == "auto" or 0 <= self.gpus_per_trial <= 1, "gpus_per_trial",
-              f"must be 0 to 1 or auto (a trial trains on one worker, so a second GPU would sit idle; raise "
-              f"max_concurrent_trials to use more GPUs), got {self.gpus_per_trial}")
-        check(self.max_concurrent_trials == "auto" or self.max_concurrent_trials >= 1, "max_concurrent_trials",
-              f"must be at least 1 or auto, got {self.max_concurrent_trials}")
+        "of search.num_samples beyond the sampler's start-up trials for model-based samplers", "auto",
+        bounds="[1, inf)")
 
 
 @dataclass
@@ -92,13 +87,10 @@ class StorageSpec:
 
 @dataclass
 class FailureSpec:
-    max_failures: int = described("retries of a failed trial (Tune), each resuming from the last checkpoint", 2)
-    worker_max_failures: int = described("restarts of a trial's failed Train worker inside one try (Ray Train)", 2)
-
-    def __post_init__(self):
-        check(-1 <= self.max_failures <= 100, "max_failures", f"must be -1 (forever) to 100, got {self.max_failures}")
-        check(-1 <= self.worker_max_failures <= 100, "worker_max_failures",
-              f"must be -1 (forever) to 100, got {self.worker_max_failures}")
+    max_failures: int = described("retries of a failed trial (Tune), each resuming from the last checkpoint; -1: "
+                                  "forever", 2, bounds="[-1, 100]")
+    worker_max_failures: int = described("restarts of a trial's failed Train worker inside one try (Ray Train); -1: "
+                                         "forever", 2, bounds="[-1, 100]")
 
 
 @dataclass

@@ -19,6 +19,8 @@ from typing import Any, Callable, Literal, TypeVar, Union
 
 import yaml
 
+from rft_ray.config.bounds import Bounds
+
 T = TypeVar("T")
 
 
@@ -35,10 +37,18 @@ class SpecError(ValueError):
         return SpecError(self.reason, path)
 
 
-def described(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+def described(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING, *,
+              bounds: str | None = None, note: str | None = None):
+    """A spec field with its help text and, for a number (or each number of a list), its range `bounds`
+    (`rft_ray.config.bounds`), which the builder enforces; `note` is added to the range's error message."""
+    metadata: dict[str, Any] = {"help": text}
+    if bounds is not None:
+        metadata["bounds"] = Bounds.parse(bounds)
+        if note:
+            metadata["bounds_note"] = note
     if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def check(condition: bool, field_name: str, message: str) -> None:
@@ -184,6 +194,10 @@ def build(cls: type, data: Any, path: str) -> Any:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise SpecError(f"unknown key {key!r}.{hint} Allowed: {', '.join(names)}", _join(path, str(key)))
     kwargs = {key: convert(hints[key], value, _join(path, key)) for key, value in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in kwargs.items():
+        if "bounds" in fields[key].metadata:
+            _check_bounds(fields[key], hints[key], value, _join(path, key))
     try:
         return cls(**kwargs)
     except SpecError as err:
@@ -243,6 +257,34 @@ def convert(tp: Any, value: Any, path: str) -> Any:
             return value
         raise SpecError(f"must be a string, got {_describe(value)}", path)
     raise TypeError(f"spec type {tp!r} at {path} is not supported")  # a bug in a spec dataclass, not input
+
+
+def _check_bounds(spec_field: dataclasses.Field, tp: Any, value: Any, path: str) -> None:
+    """A converted value against its field's declared range; each number of a list on its own."""
+    if isinstance(value, list):
+        arms = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+        item_type = next(typing.get_args(arm)[0] for arm in arms if typing.get_origin(arm) is list)
+        for i, item in enumerate(value):
+            _check_bounds(spec_field, item_type, item, f"{path}[{i}]")
+        return
+    bounds: Bounds = spec_field.metadata["bounds"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value in bounds:
+        return
+    others = "".join(f" or {alternative}" for alternative in _alternatives(tp))
+    note = f" ({spec_field.metadata['bounds_note']})" if "bounds_note" in spec_field.metadata else ""
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    raise SpecError(f"must be {bounds.requirement()}{others}{note}, got {shown}", path)
+
+
+def _alternatives(tp: Any) -> list[str]:
+    """The values besides a number that a field's type allows: null, and Literal names such as auto."""
+    found: list[str] = []
+    for arm in typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else ():
+        if arm is type(None):
+            found.append("null")
+        elif typing.get_origin(arm) is Literal:
+            found.extend(map(str, typing.get_args(arm)))
+    return found
 
 
 _FRACTION = re.compile(r"^\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")

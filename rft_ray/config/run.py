@@ -22,9 +22,11 @@ class ModelSpec:
         "where the weights come from: the checkpoint shipped in the package, the Hugging Face hub via "
         "timm (needs a network), a local .safetensors/.pth file, or random initialisation", "embedded")
     weights: str | None = described("weight file for source=file (.safetensors, or .pth loaded with weights_only)", None)
-    image_size: int | None = described("input resolution; images are resized on the fly (default: the model's)", None)
+    image_size: int | None = described("input resolution; images are resized on the fly (default: the model's)", None,
+                                       bounds="[8, 1024]")
     mean: list[float] | None = described("normalisation mean inside the model (default: the model's pretrained config)", None)
-    std: list[float] | None = described("normalisation std inside the model (default: the model's pretrained config)", None)
+    std: list[float] | None = described("normalisation std inside the model (default: the model's pretrained config)", None,
+                                        bounds="(0, inf)")
 
     def __post_init__(self):
         check(bool(self.name.strip()), "name", "must be a timm model name, got an empty string")
@@ -32,12 +34,9 @@ class ModelSpec:
               "source is 'file', so a weight file path is required (.safetensors or .pth)")
         check(self.source == "file" or self.weights is None, "weights",
               f"a weight file is only read with source 'file', but source is {self.source!r}")
-        check(self.image_size is None or 8 <= self.image_size <= 1024, "image_size",
-              f"must be between 8 and 1024 pixels, got {self.image_size}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             check(value is None or len(value) == 3, name, f"must list 3 numbers (R, G, B), got {value}")
-        check(self.std is None or all(s > 0 for s in self.std), "std", f"must be positive, got {self.std}")
 
 
 @dataclass
@@ -62,15 +61,16 @@ class DatasetSpec:
     download: bool = described("let torchvision download cifar10/cifar100 into root when missing (needs a network)", False)
     node_local: bool = described("the data is at `root` on every node that runs trials (e.g. synced by cluster.yaml), "
                                  "not on the machine a sweep starts from: each trial checks it where it runs", False)
-    val_fraction: float = described("share of the training data held out, seeded, as the validation split", 0.1)
+    val_fraction: float = described("share of the training data held out, seeded, as the validation split", 0.1,
+                                    bounds="[0, 0.9)")
     split_seed: int = described("seed of every split and evaluation subset (kept apart from the training seed, so "
-                                "runs with different seeds are measured on the same images)", 0)
-    train_limit: int | None = described("use a seeded subset of this many training images", None)
+                                "runs with different seeds are measured on the same images)", 0, bounds="[0, 2^32)")
+    train_limit: int | None = described("use a seeded subset of this many training images", None, bounds="[1, inf)")
     corruptions: Union[list[str], Literal["cifar10-c"]] = described(
         "OOD corruption domains for datasets without natural domains: a list of names (see "
         "rft_ray/data/corruptions), or cifar10-c for the 15 of CIFAR-10-C",
         factory=lambda: ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"])
-    severity: int = described("corruption severity, 1 (mild) to 5 (severe), as in CIFAR-10-C", 3)
+    severity: int = described("corruption severity, 1 (mild) to 5 (severe), as in CIFAR-10-C", 3, bounds="[1, 5]")
     options: dict[str, Any] = described("the dataset's own settings (see the dataset registry)", factory=dict)
 
     def __post_init__(self):
@@ -78,11 +78,6 @@ class DatasetSpec:
             check(self.corruptions == "cifar10-c", "corruptions",
                   f"must be a list of corruption names or 'cifar10-c', got {self.corruptions!r}")
             self.corruptions = list(CIFAR10_C)  # expanded here, so results and cost estimates see the names
-        check(0.0 <= self.val_fraction < 0.9, "val_fraction", f"must be in [0, 0.9), got {self.val_fraction}")
-        check(self.train_limit is None or self.train_limit > 0, "train_limit",
-              f"must be a positive number of images, got {self.train_limit}")
-        check(1 <= self.severity <= 5, "severity", f"must be 1 to 5, got {self.severity}")
-        check(0 <= self.split_seed < 2**32, "split_seed", f"must be in [0, 2^32), got {self.split_seed}")
         check(self.label is None or bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=-]{0,99}", self.label)), "label",
               f"use 1-100 letters, digits, '_', '.', '=' or '-' (it names files), got {self.label!r}")
 
@@ -94,22 +89,27 @@ class DatasetSpec:
 
 @dataclass
 class TrainingSpec:
-    epochs: float | None = described("training length in passes over the train split (give epochs or steps)", None)
-    steps: int | None = described("training length in optimizer steps (give epochs or steps)", None)
-    batch_size: int = described("training batch size", 32)
-    lr: float = described("AdamW learning rate", 1e-3)
-    weight_decay: float = described("AdamW weight decay", 1e-2)
-    warmup_fraction: float = described("linear warm-up, as a fraction of all steps, before lr_schedule", 0.1)
+    epochs: float | None = described("training length in passes over the train split (give epochs or steps)", None,
+                                     bounds="(0, 10000]")
+    steps: int | None = described("training length in optimizer steps (give epochs or steps)", None,
+                                  bounds="[1, 10000000]")
+    batch_size: int = described("training batch size", 32, bounds="[1, 65536]")
+    lr: float = described("AdamW learning rate", 1e-3, bounds="(0, 10)")
+    weight_decay: float = described("AdamW weight decay", 1e-2, bounds="[0, 10)")
+    warmup_fraction: float = described("linear warm-up, as a fraction of all steps, before lr_schedule", 0.1,
+                                       bounds="[0, 1)")
     warmup_steps: int | None = described("linear warm-up in optimizer steps; when set, replaces warmup_fraction",
-                                         None)
+                                         None, bounds="[0, 10000000]")
     lr_schedule: Literal["cosine", "linear", "constant"] = described(
         "after the warm-up: cosine decay to 0, linear decay to 0, or the constant lr", "cosine")
     no_weight_decay: list[Literal["bias", "norm", "pos_embed", "cls_token"]] = described(
         "trainable parameters AdamW does not decay: biases, normalisation weights, the position embedding and the "
         "class token (as timm and Hugging Face trainers do; the Hugging Face Trainer exempts bias and norm only); "
         "[] decays every trainable parameter", factory=lambda: ["bias", "norm", "pos_embed", "cls_token"])
-    grad_clip: float | None = described("clip the gradient norm to this value (off when null)", None)
-    seed: int = described("seed of initialisation, data order and everything else random in training", 0)
+    grad_clip: float | None = described("clip the gradient norm to this value (off when null)", None,
+                                        bounds="(0, inf)")
+    seed: int = described("seed of initialisation, data order and everything else random in training", 0,
+                          bounds="[0, 2^32)")
     device: Literal["auto", "cpu", "cuda"] = described("auto takes the GPU when there is one", "auto")
     precision: Literal["auto", "fp32", "bf16"] = described("auto: bf16 autocast on GPU, fp32 on CPU", "auto")
     augment: Literal["none", "crop_flip"] = described(
@@ -121,37 +121,27 @@ class TrainingSpec:
     num_workers: Union[int, Literal["auto"]] = described(
         "DataLoader worker processes for training batches that are decoded per batch (splits too large to decode "
         "once); auto: the CPUs the run was given (Ray's OMP_NUM_THREADS for a trial, else this process's CPUs) "
-        "less one for the training process", 0)
+        "less one for the training process", 0, bounds="[0, 64]")
 
     def __post_init__(self):
         check(self.epochs is None or self.steps is None, "epochs",
               f"give epochs or steps, not both (got epochs={self.epochs}, steps={self.steps})")
-        check(self.epochs is None or 0 < self.epochs <= 10_000, "epochs", f"must be in (0, 10000], got {self.epochs}")
-        check(self.steps is None or 0 < self.steps <= 10_000_000, "steps", f"must be in [1, 10000000], got {self.steps}")
-        check(1 <= self.batch_size <= 65_536, "batch_size", f"must be 1 to 65536, got {self.batch_size}")
-        check(0 < self.lr < 10, "lr", f"must be in (0, 10), got {self.lr}")
-        check(0 <= self.weight_decay < 10, "weight_decay", f"must be in [0, 10), got {self.weight_decay}")
-        check(0 <= self.warmup_fraction < 1, "warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
-        check(self.warmup_steps is None or 0 <= self.warmup_steps <= 10_000_000, "warmup_steps",
-              f"must be 0 to 10000000 steps or null, got {self.warmup_steps}")
         check(len(set(self.no_weight_decay)) == len(self.no_weight_decay), "no_weight_decay",
               f"lists a group twice: {self.no_weight_decay}")
-        check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", f"must be positive or null, got {self.grad_clip}")
-        check(self.num_workers == "auto" or 0 <= self.num_workers <= 64, "num_workers",
-              f"must be 0 to 64 or auto, got {self.num_workers}")
-        check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2^32), got {self.seed}")
         if self.epochs is None and self.steps is None:
             self.epochs = 1.0
 
 
 @dataclass
 class PGDSpec:
-    eps: float = described("L-inf radius in [0,1] pixel units (the paper: 1/255)", 1 / 255)
-    alpha: float = described("step size in [0,1] pixel units (the paper: 0.25/255)", 0.25 / 255)
-    steps: int = described("PGD iterations (the paper: 15)", 15)
+    eps: float = described("L-inf radius in [0,1] pixel units (the paper: 1/255)", 1 / 255, bounds="(0, 1]",
+                           note=f"pixel units: 1/255 = {1 / 255:.5f}")
+    alpha: float = described("step size in [0,1] pixel units (the paper: 0.25/255)", 0.25 / 255, bounds="(0, 1]")
+    steps: int = described("PGD iterations (the paper: 15)", 15, bounds="[1, 10000]")
     random_start: bool = described("start from a uniform random point in the eps-ball", True)
     examples: int | None = described(
-        "attack a seeded, class-stratified subset of N images of the test evaluation subset (null: all of it)", None)
+        "attack a seeded, class-stratified subset of N images of the test evaluation subset (null: all of it)", None,
+        bounds="[1, inf)")
     verdict: Literal["any_iterate", "final_iterate"] = described(
         "any_iterate: an image is robust only if the clean input and every iterate are classified correctly "
         "(attacks stop on an image once it is fooled; never above final_iterate); final_iterate: every image, "
@@ -162,35 +152,23 @@ class PGDSpec:
         "auto: tf32 on CUDA, fp32 on CPU", "auto")
     batch_size: int | None = described(
         "PGD batch size (null: evaluation.batch_size); the attack keeps activations for its backward pass, so it "
-        "may need a smaller batch than the clean passes", None)
+        "may need a smaller batch than the clean passes", None, bounds="[1, 65536]")
     extra_eps: list[float] = described(
         "more L-inf radii attacked at every evaluation point, on the same images with the same steps and alpha "
         "scaled alike (alpha * radius / eps); stored as pgd_adv_acc/<radius> columns (e.g. pgd_adv_acc/4/255)",
-        factory=list)
+        factory=list, bounds="(0, 1]", note="pixel units")
 
     def __post_init__(self):
-        check(0 < self.eps <= 1, "eps", f"must be in (0, 1] (pixel units: 1/255 = {1/255:.5f}), got {self.eps}")
-        for i, radius in enumerate(self.extra_eps):
-            check(0 < radius <= 1, f"extra_eps[{i}]", f"must be in (0, 1] (pixel units), got {radius}")
         radii = [self.eps, *self.extra_eps]
         distinct = all(not same_radius(a, b) for i, a in enumerate(radii) for b in radii[i + 1:])
         check(distinct, "extra_eps",
               f"radii must differ from eps and from each other, got eps {self.eps:g} and {self.extra_eps}")
-        check(0 < self.alpha <= 1, "alpha", f"must be in (0, 1], got {self.alpha}")
-        check(1 <= self.steps <= 10_000, "steps", f"must be 1 to 10000, got {self.steps}")
-        check(self.examples is None or self.examples > 0, "examples", f"must be positive or null, got {self.examples}")
-        check(self.batch_size is None or 1 <= self.batch_size <= 65_536, "batch_size",
-              f"must be 1 to 65536 or null, got {self.batch_size}")
 
 
 @dataclass
 class ScheduleSegment:
-    until: int | None = described("last step of this segment (null: no end)", None)
-    every: int = described("evaluate at multiples of this many steps inside the segment", 50)
-
-    def __post_init__(self):
-        check(self.every >= 1, "every", f"must be at least 1, got {self.every}")
-        check(self.until is None or self.until >= 0, "until", f"must be a step >= 0 or null, got {self.until}")
+    until: int | None = described("last step of this segment (null: no end)", None, bounds="[0, inf)")
+    every: int = described("evaluate at multiples of this many steps inside the segment", 50, bounds="[1, inf)")
 
 
 @dataclass
@@ -200,25 +178,20 @@ class EvaluationSpec:
         "(the paper's public code), or a list of {until, every} segments; step 0 and the final step always",
         "default")
     train_examples: int | None = described(
-        "size of the fixed, seeded, class-stratified train subset for train_clean_acc (null: the whole train split)", 500)
+        "size of the fixed, seeded, class-stratified train subset for train_clean_acc (null: the whole train split)", 500,
+        bounds="[1, inf)")
     test_examples: int | None = described(
-        "size of the fixed, seeded, class-stratified test subset (null: the whole test split)", 1000)
+        "size of the fixed, seeded, class-stratified test subset (null: the whole test split)", 1000,
+        bounds="[1, inf)")
     ood_examples: int | None = described(
-        "images per OOD domain, a seeded, class-stratified subset (null: the whole domain)", 500)
-    batch_size: int = described("evaluation batch size (clean and PGD)", 256)
+        "images per OOD domain, a seeded, class-stratified subset (null: the whole domain)", 500, bounds="[1, inf)")
+    batch_size: int = described("evaluation batch size (clean and PGD)", 256, bounds="[1, 65536]")
     pgd: PGDSpec = described("the adversarial evaluation", factory=PGDSpec)
     ood_pooling: Literal["equal", "by_size"] = described(
         "test_ood_accuracy: the mean of the domains' accuracies (equal), or weighted by each whole domain's number "
         "of images (by_size: the accuracy over the union of the domains, as the paper's code measures it)", "equal")
 
     def __post_init__(self):
-        check(self.train_examples is None or self.train_examples >= 1, "train_examples",
-              f"must be positive or null, got {self.train_examples}")
-        check(self.test_examples is None or self.test_examples >= 1, "test_examples",
-              f"must be positive or null, got {self.test_examples}")
-        check(self.ood_examples is None or self.ood_examples >= 1, "ood_examples",
-              f"must be positive or null, got {self.ood_examples}")
-        check(1 <= self.batch_size <= 65_536, "batch_size", f"must be 1 to 65536, got {self.batch_size}")
         if isinstance(self.schedule, list):
             check(len(self.schedule) > 0, "schedule", "a custom schedule needs at least one {until, every} segment")
             ends = [s.until for s in self.schedule]

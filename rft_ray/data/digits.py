@@ -5,13 +5,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rft_ray.config import DatasetSpec
+from rft_ray.config import DatasetSpec, described
 from rft_ray.data.base import ArrayImageSet, fixed_sizes, register_dataset
 
 
 @dataclass
 class DigitsOptions:
-    test_fraction: float = 0.25
+    test_fraction: float = described("share of each class held out, seeded, as the test split (no official split)",
+                                     0.25, bounds="(0, 1)")
 
 
 @register_dataset("digits", DigitsOptions, sizes=fixed_sizes(1_797, None))

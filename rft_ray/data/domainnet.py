@@ -47,11 +47,9 @@ class DomainNetOptions:
         "the training domain; every other domain present is an OOD domain (its test split)", "real")
     ood_domains: list[str] | None = described("only these OOD domains (null: every other domain present)", None)
     test_fraction: float = described("share of each class held out, seeded, as test for domains without official "
-                                     "split files or test.parquet", 0.2)
+                                     "split files or test.parquet", 0.2, bounds="(0, 1)")
 
     def __post_init__(self):
-        if not 0.0 < self.test_fraction < 1.0:
-            raise SpecError(f"must be in (0, 1), got {self.test_fraction}", "test_fraction")
         for i, name in enumerate(self.ood_domains or []):
             if name not in DOMAINS:
                 raise SpecError(f"must be one of {', '.join(map(repr, DOMAINS))}, got {name!r}", f"ood_domains[{i}]")

@@ -188,15 +188,12 @@ class ParquetOptions:
                            "to dataset.root when set, else to the current folder)", "")
     test: str | None = described("the test split's Parquet file or URI (null: a seeded stratified split of train)",
                                  None)
-    test_fraction: float = described("share of train held out, seeded and stratified, as test when test is null", 0.2)
+    test_fraction: float = described("share of train held out, seeded and stratified, as test when test is null", 0.2,
+                                     bounds="(0, 1)")
     image_column: str = described("column holding the images: struct<bytes, path> (Hugging Face Image) or binary",
                                   "image")
     label_column: str = described("integer class column (Hugging Face exports: 'label', 'fine_label', ...)", "label")
     classes: list[str] | None = described("keep only these classes, relabelled 0..k-1 in this order (null: all)", None)
-
-    def __post_init__(self):
-        if not 0.0 < self.test_fraction < 1.0:
-            raise SpecError(f"must be in (0, 1), got {self.test_fraction}", "test_fraction")
 
 
 @register_dataset("parquet", ParquetOptions)  # no known sizes: a Parquet file's size is read from the file

@@ -75,15 +75,12 @@ class BitFit(Strategy):
 
 @dataclass
 class LoraOptions:
-    r: int = described("rank of each low-rank update", 8)
-    alpha: float = described("LoRA scaling numerator (update scaled by alpha / r)", 8.0)
-    dropout: float = described("dropout on the LoRA branch input", 0.0)
+    r: int = described("rank of each low-rank update", 8, bounds="[1, 4096]")
+    alpha: float = described("LoRA scaling numerator (update scaled by alpha / r)", 8.0, bounds="(0, inf)")
+    dropout: float = described("dropout on the LoRA branch input", 0.0, bounds="[0, 1)")
     targets: list[Target] = described("projections adapted in every block", factory=lambda: ["q", "k", "v", "fc1", "fc2"])
 
     def __post_init__(self):
-        check(1 <= self.r <= 4096, "r", f"must be 1 to 4096, got {self.r}")
-        check(self.alpha > 0, "alpha", f"must be positive, got {self.alpha}")
-        check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
         check(len(self.targets) > 0, "targets", f"must name at least one of {', '.join(TARGETS)}")
 
 
@@ -149,11 +146,8 @@ class IA3(Strategy):
 
 @dataclass
 class AdapterOptions:
-    reduction_factor: int = described("bottleneck = hidden size / reduction_factor", 8)
+    reduction_factor: int = described("bottleneck = hidden size / reduction_factor", 8, bounds="[1, 4096]")
     activation: Literal["gelu", "relu", "silu"] = described("bottleneck non-linearity", "gelu")
-
-    def __post_init__(self):
-        check(1 <= self.reduction_factor <= 4096, "reduction_factor", f"must be 1 to 4096, got {self.reduction_factor}")
 
 
 @register_strategy
@@ -179,13 +173,10 @@ class Adapter(Strategy):
 
 @dataclass
 class CompacterOptions:
-    reduction_factor: int = described("bottleneck = hidden size / reduction_factor", 32)
-    phm_dim: int = described("n: number of Kronecker summands; hidden and bottleneck sizes must divide by it", 4)
+    reduction_factor: int = described("bottleneck = hidden size / reduction_factor", 32, bounds="[1, 4096]")
+    phm_dim: int = described("n: number of Kronecker summands; hidden and bottleneck sizes must divide by it", 4,
+                             bounds="[1, 64]")
     activation: Literal["gelu", "relu", "silu"] = described("bottleneck non-linearity", "gelu")
-
-    def __post_init__(self):
-        check(1 <= self.reduction_factor <= 4096, "reduction_factor", f"must be 1 to 4096, got {self.reduction_factor}")
-        check(1 <= self.phm_dim <= 64, "phm_dim", f"must be 1 to 64, got {self.phm_dim}")
 
 
 @register_strategy

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from rft_ray.config import SpecError, check, described
+from rft_ray.config import SpecError, described
 from rft_ray.models.strategies.base import Phase, Strategy, register_strategy
 
 
@@ -39,23 +39,14 @@ from rft_ray.models.strategies.base import Phase, Strategy, register_strategy
 class LpFtOptions:
     probe_fraction: float = described(
         "share of the run's optimizer steps spent linear probing (the head only) before every parameter trains",
-        0.5)
-    probe_steps: int | None = described("linear probing steps; when set, replaces probe_fraction", None)
+        0.5, bounds="(0, 1)", note="a share of the steps that leaves some to fine-tune")
+    probe_steps: int | None = described("linear probing steps; when set, replaces probe_fraction", None,
+                                        bounds="[1, 10000000]")
     probe_lr: float | None = described(
         "AdamW learning rate of the probing phase (training.lr is the fine-tuning phase's); "
-        "null: probe_lr_factor x training.lr", None)
+        "null: probe_lr_factor x training.lr", None, bounds="(0, 10)")
     probe_lr_factor: float = described("the probing phase's learning rate as a multiple of training.lr, "
-                                       "when probe_lr is null", 30.0)
-
-    def __post_init__(self):
-        check(0 < self.probe_fraction < 1, "probe_fraction",
-              f"must be in (0, 1): a share of the steps that leaves some to fine-tune, got {self.probe_fraction}")
-        check(self.probe_steps is None or 1 <= self.probe_steps <= 10_000_000, "probe_steps",
-              f"must be 1 to 10000000 steps or null, got {self.probe_steps}")
-        check(self.probe_lr is None or 0 < self.probe_lr < 10, "probe_lr",
-              f"must be in (0, 10) or null, got {self.probe_lr}")
-        check(0 < self.probe_lr_factor <= 1000, "probe_lr_factor",
-              f"must be in (0, 1000], got {self.probe_lr_factor}")
+                                       "when probe_lr is null", 30.0, bounds="(0, 1000]")
 
 
 @register_strategy
