@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rft_ray.cli.checkpoints import add_checkpoints_command
 
     add_checkpoints_command(sub)
+    from rft_ray.cli.schema import add_schema_command
+
+    add_schema_command(sub)
     sub.add_parser("analyze", help="Pareto frontiers, AUC tables, RQ1/RQ3, figures and a report (see rft analyze -h)",
                    add_help=False)
     return parser
