@@ -167,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's own parser by name, for the generated reference and the docs' command checks (`rft
+    analyze` parses its arguments itself: the main parser only names it)."""
+    from rft_ray.cli.analyze import _parser as analyze_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {**commands.choices, "analyze": analyze_parser()}
+
+
 def _add_run_command(sub) -> None:
     run = sub.add_parser("run", help="fine-tune once, in this process", description=(
         "Fine-tune one model. Settings come from --spec (YAML) and/or flags; flags win over the file."))

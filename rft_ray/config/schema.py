@@ -95,7 +95,7 @@ class SchemaBuilder:
         if spec_field.metadata.get("help"):
             schema["description"] = spec_field.metadata["help"]
         default = field_default(spec_field)
-        if default is not dataclasses.MISSING and not dataclasses.is_dataclass(default):
+        if default is not dataclasses.MISSING:
             schema["default"] = to_plain(default)
         return schema
 
