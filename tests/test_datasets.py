@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rft_ray.config import DatasetSpec, SpecError
+from rft_ray.config import DatasetSpec, SpecError, build
 from rft_ray.data import DataError, create_bundle, dataset_names
 from rft_ray.data.base import EncodedImageSet, SubsetImageSet, TransformedImageSet
 from rft_ray.data.corruptions import corruption_names, create_corruption
@@ -621,6 +621,6 @@ def test_unknown_corruption_fails_before_reading_data(tmp_path):
 
 
 def test_negative_split_seed_is_a_spec_error():
-    with pytest.raises(SpecError) as err:
-        DatasetSpec(name="digits", split_seed=-1)
+    with pytest.raises(SpecError) as err:  # a spec from a file, a dict or flags: ranges are the builder's
+        build(DatasetSpec, {"name": "digits", "split_seed": -1}, "dataset")
     assert_error(err, "split_seed")

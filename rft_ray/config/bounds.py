@@ -3,7 +3,8 @@
 The strict builder enforces it (`fields.build`), and the JSON Schema and the generated reference publish it
 (`rft_ray.config.schema`), so a range is written in one place. Notation: an interval with `[`/`]` for an
 included end and `(`/`)` for an excluded one; ends are numbers, `2^k`, or `inf`/`-inf` for none.
-Rules between fields (give epochs or steps, not both) stay in `__post_init__` with `check(...)`.
+Rules between fields (give epochs or steps, not both) stay in `__post_init__` with `check(...)`. Ranges are
+checked where specs enter, from files, dicts and flags; a spec class constructed in code trusts its caller.
 """
 from __future__ import annotations
 
