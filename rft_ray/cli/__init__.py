@@ -10,17 +10,24 @@ from typing import Any, Callable
 EXIT_BAD_INPUT = 2
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from rft_ray.config import SpecError
-    from rft_ray.data import DataError
-    from rft_ray.models.backbones import BackboneError
-    from rft_ray.results.attacks import AttackError
-    from rft_ray.results.store import StoreError
-    from rft_ray.training.interpolate import InterpolationError
-    from rft_ray.training.plugins import PluginError
-    from rft_ray.training.weights import WeightsError
+# The exceptions that are the user's input, not a bug (one line, no traceback), by module: an exception can only
+# be raised once its module is loaded, so checking the loaded ones imports nothing (an error about a spec must
+# not wait for torch).
+_USER_ERRORS = {
+    "rft_ray.config.fields": "SpecError", "rft_ray.data.base": "DataError", "rft_ray.models.backbones": "BackboneError",
+    "rft_ray.results.store": "StoreError", "rft_ray.training.plugins": "PluginError",
+    "rft_ray.training.interpolate": "InterpolationError", "rft_ray.training.weights": "WeightsError",
+    "rft_ray.results.attacks": "AttackError", "rft_ray.training.export": "ExportError",
+    "rft_ray.cost.calibrate": "CalibrationError",
+}
 
-    return SpecError, DataError, BackboneError, StoreError, PluginError, InterpolationError, WeightsError, AttackError
+
+def is_user_error(err: BaseException) -> bool:
+    for module, name in _USER_ERRORS.items():
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(err, getattr(loaded, name)):
+            return True
+    return False
 
 
 def _run_spec_from_args(args: argparse.Namespace):
@@ -46,15 +53,19 @@ def _run_spec_from_args(args: argparse.Namespace):
         overrides["model.source"] = "file"
     overrides.update(parse_sets(args.set))
     try:
-        return run_spec(apply_overrides(data, overrides))
+        spec = run_spec(apply_overrides(data, overrides))
     except SpecError as err:
         raise SpecError(f"{err}" + (f" (in {args.spec})" if args.spec else "")) from err
+    from rft_ray.sweep.inputs import check_local_inputs
+
+    check_local_inputs(spec.to_dict())
+    return spec
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    spec = _run_spec_from_args(args)  # spec, name and path errors before torch is imported
     from rft_ray.training.runner import run_in_process
 
-    spec = _run_spec_from_args(args)
     result = run_in_process(spec, progress=not args.quiet, json_path=args.json, restart=args.restart)
     _print_summary(result.records, spec.output.results, result.store.run_path(spec.run_id), args.json)
     kept = result.kept_checkpoints
@@ -255,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
 def _guarded(action: Callable[[], int]) -> int:
     try:
         return action()
-    except _user_errors() as err:
+    except Exception as err:
+        if not is_user_error(err):
+            raise
         print(f"rft: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -102,9 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
 
-    from rft_ray.models.strategies import (
-        strategy_names,  # lazy: the registry imports torch
-    )
+    from rft_ray.specs import strategy_names  # the registry's order, without importing torch
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -85,7 +85,7 @@ def best_points(location: str, min_acc: float | None = None, *, strategy: str | 
     knee and at_floor points with their ``checkpoint`` (a path, or None when none was kept for that step)."""
     from analysis.knee import check_min_acc, group_knees
     from analysis.radius import eps_values, select_eps
-    from rft_ray.models.strategies import strategy_names
+    from rft_ray.specs import strategy_names
     from rft_ray.results.store import ResultStore, StoreError
 
     min_acc = check_min_acc(min_acc)

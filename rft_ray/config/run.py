@@ -5,6 +5,7 @@ registries, by `rft_ray.specs` (this floor imports nothing of the project but th
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -53,11 +54,29 @@ CIFAR10_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "g
              "jpeg_compression")
 
 
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]{0,99}")
+
+
+def dataset_title(name: str, label: str | None, root: str | None) -> str:
+    """What results, run ids and reports call a dataset: its label; else, for `imagefolder` (your own images),
+    the name of its folder (`--data-root mydata` makes `mydata`), made file-name safe; else the loader's name."""
+    if label:
+        return label
+    if name == "imagefolder" and root and "://" not in root:
+        folder = re.sub(r"[^A-Za-z0-9_.=-]+", "_", os.path.basename(os.path.abspath(os.path.expanduser(root))))
+        folder = folder.lstrip("_.=-")[:100]
+        if _LABEL.fullmatch(folder):
+            return folder
+    return name
+
+
 @dataclass
 class DatasetSpec:
-    name: str = described("dataset: digits, cifar10, cifar100, caltech256, cub200, stanford_dogs, domainnet, parquet", "digits")
-    label: str | None = described("the dataset's name in results, run ids and reports (default: name); keeps one name "
-                                  "for one task whichever loader reads it (e.g. cifar100 online, parquet offline)", None)
+    name: str = described("dataset: digits, parquet, imagefolder (your own images), cifar10, cifar100, caltech256, "
+                          "cub200, stanford_dogs, domainnet", "digits")
+    label: str | None = described("the dataset's name in results, run ids and reports (default: name; for imagefolder "
+                                  "its folder's name); keeps one name for one task whichever loader reads it (e.g. "
+                                  "cifar100 online, parquet offline)", None)
     root: str | None = described("local folder holding the data (for parquet: the base of relative train/test paths)", None)
     download: bool = described("let torchvision download cifar10/cifar100 into root when missing (needs a network)", False)
     node_local: bool = described("the data is at `root` on every node that runs trials (e.g. synced by cluster.yaml), "
@@ -83,13 +102,13 @@ class DatasetSpec:
               f"must be a positive number of images, got {self.train_limit}")
         check(1 <= self.severity <= 5, "severity", f"must be 1 to 5, got {self.severity}")
         check(0 <= self.split_seed < 2**32, "split_seed", f"must be in [0, 2^32), got {self.split_seed}")
-        check(self.label is None or bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=-]{0,99}", self.label)), "label",
+        check(self.label is None or bool(_LABEL.fullmatch(self.label)), "label",
               f"use 1-100 letters, digits, '_', '.', '=' or '-' (it names files), got {self.label!r}")
 
     @property
     def title(self) -> str:
-        """What results call this dataset: the label, else the loader's name."""
-        return self.label or self.name
+        """What results call this dataset (`dataset_title`)."""
+        return dataset_title(self.name, self.label, self.root)
 
 
 @dataclass
@@ -232,7 +251,8 @@ class EvaluationSpec:
 class OutputSpec:
     results: str = described("result store: a folder or URI; each run writes <run_id>.parquet there", "results/store")
     checkpoints: str = described("folder for resumable checkpoints (one per run, overwritten)", "results/checkpoints")
-    run_id: str | None = described("name of the run (default: derived from strategy, dataset, lr, weight decay, seed)", None)
+    run_id: str | None = described("name of the run (default: <strategy>-<dataset>-<model>-lr<lr>-wd<weight decay>-s<seed>)",
+                                   None)
     keep_checkpoints: Literal["none", "frontier", "all"] = described(
         "trainable weights kept at evaluation points, in the result store as checkpoints/<run_id>/step-<step>"
         ".safetensors: frontier (only the points on the run's own clean-vs-PGD accuracy front so far; files of "
@@ -257,7 +277,8 @@ class RunSpec:
         if self.output.run_id:
             return self.output.run_id
         t = self.training
-        return f"{self.strategy.name}-{self.dataset.title}-lr{t.lr:g}-wd{t.weight_decay:g}-s{t.seed}"
+        model = re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.model.name)  # hub names hold ':' and '/'; run ids name files
+        return f"{self.strategy.name}-{self.dataset.title}-{model}-lr{t.lr:g}-wd{t.weight_decay:g}-s{t.seed}"
 
     @classmethod
     def from_dict(cls, data: Any) -> "RunSpec":

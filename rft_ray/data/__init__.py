@@ -26,6 +26,7 @@ from rft_ray.config import DatasetSpec
 # Importing the loader modules registers their datasets, in this order (error messages list them so).
 from rft_ray.data import digits as _digits  # noqa: E402,F401
 from rft_ray.data import parquet as _parquet  # noqa: E402,F401
+from rft_ray.data import imagefolder as _imagefolder  # noqa: E402,F401
 from rft_ray.data import cifar as _cifar  # noqa: E402,F401
 from rft_ray.data import caltech256 as _caltech256  # noqa: E402,F401
 from rft_ray.data import cub200 as _cub200  # noqa: E402,F401

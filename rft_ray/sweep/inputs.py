@@ -87,6 +87,18 @@ def check_head_inputs(experiment) -> None:
                 raise _missing(item, f"group {group.name} (on this machine)")
 
 
+def check_local_inputs(run: dict[str, Any]) -> None:
+    """Every local input of a run started on this machine (`rft run`), before anything heavy is imported: the
+    error names the field, the path and the nearest folder that exists."""
+    for item in run_inputs(absolute_paths(json.loads(json.dumps(run)))):
+        if not item.exists():
+            parent = os.path.dirname(os.path.abspath(os.path.expanduser(item.path)))
+            while parent and not os.path.isdir(parent) and parent != os.path.dirname(parent):
+                parent = os.path.dirname(parent)
+            raise SpecError(f"the {item.kind} {item.path} does not exist (the nearest folder that does is {parent})",
+                            item.field)
+
+
 def check_trial_inputs(run: dict[str, Any]) -> None:
     """Every local input of a trial, checked on the node it runs on, before any data is read."""
     for item in run_inputs(run):

@@ -1,13 +1,16 @@
 """full, linear, bitfit, lora, ia3, adapter, compacter — defaults follow the paper's configuration."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from peft import IA3Config, LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from rft_ray.config import check, described
+from rft_ray.config.strategy_options import (
+    AdapterOptions,
+    CompacterOptions,
+    IA3Options,
+    LoraOptions,
+    NoOptions,
+)
 from rft_ray.models.strategies.base import (
     INTERPOLATE,
     KEEP_FINETUNED,
@@ -29,17 +32,11 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 # Module names inside a block (q, k, v: after split_qkv); peft matches them as name suffixes.
 TARGETS = {"q": "attn.qkv.q", "k": "attn.qkv.k", "v": "attn.qkv.v", "proj": "attn.proj",
            "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
-Target = Literal["q", "k", "v", "proj", "fc1", "fc2"]
 
 
 def _peft_targets(names: list[str]) -> str:
     # A regex over full module names, so that `fc1` never matches a head or adapter elsewhere.
     return r".*blocks\.\d+\.(" + "|".join(TARGETS[n].replace(".", r"\.") for n in names) + r")"
-
-
-@dataclass
-class NoOptions:
-    """No hyperparameters of its own."""
 
 
 @register_strategy
@@ -73,20 +70,6 @@ class BitFit(Strategy):
         return name.endswith(".bias")
 
 
-@dataclass
-class LoraOptions:
-    r: int = described("rank of each low-rank update", 8)
-    alpha: float = described("LoRA scaling numerator (update scaled by alpha / r)", 8.0)
-    dropout: float = described("dropout on the LoRA branch input", 0.0)
-    targets: list[Target] = described("projections adapted in every block", factory=lambda: ["q", "k", "v", "fc1", "fc2"])
-
-    def __post_init__(self):
-        check(1 <= self.r <= 4096, "r", f"must be 1 to 4096, got {self.r}")
-        check(self.alpha > 0, "alpha", f"must be positive, got {self.alpha}")
-        check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
-        check(len(self.targets) > 0, "targets", f"must name at least one of {', '.join(TARGETS)}")
-
-
 @register_strategy
 class Lora(Strategy):
     name = "lora"
@@ -114,20 +97,6 @@ class Lora(Strategy):
         return "lora_" in name
 
 
-@dataclass
-class IA3Options:
-    targets: list[Target] = described("projections whose outputs get a learned scaling vector",
-                                      factory=lambda: ["k", "v", "fc1", "fc2"])
-    feedforward: list[Target] = described(
-        "of those, the ones scaled on their input instead of their output (peft's feedforward_modules)",
-        factory=list)
-
-    def __post_init__(self):
-        check(len(self.targets) > 0, "targets", f"must name at least one of {', '.join(TARGETS)}")
-        stray = [t for t in self.feedforward if t not in self.targets]
-        check(not stray, "feedforward", f"{stray} are not in targets {self.targets}")
-
-
 @register_strategy
 class IA3(Strategy):
     name = "ia3"
@@ -145,15 +114,6 @@ class IA3(Strategy):
 
     def is_trainable(self, name, param):
         return "ia3_" in name
-
-
-@dataclass
-class AdapterOptions:
-    reduction_factor: int = described("bottleneck = hidden size / reduction_factor", 8)
-    activation: Literal["gelu", "relu", "silu"] = described("bottleneck non-linearity", "gelu")
-
-    def __post_init__(self):
-        check(1 <= self.reduction_factor <= 4096, "reduction_factor", f"must be 1 to 4096, got {self.reduction_factor}")
 
 
 @register_strategy
@@ -175,17 +135,6 @@ class Adapter(Strategy):
 
     def is_trainable(self, name, param):
         return isinstance(param, nn.Parameter) and (".ls1.1." in name or ".ls2.1." in name)
-
-
-@dataclass
-class CompacterOptions:
-    reduction_factor: int = described("bottleneck = hidden size / reduction_factor", 32)
-    phm_dim: int = described("n: number of Kronecker summands; hidden and bottleneck sizes must divide by it", 4)
-    activation: Literal["gelu", "relu", "silu"] = described("bottleneck non-linearity", "gelu")
-
-    def __post_init__(self):
-        check(1 <= self.reduction_factor <= 4096, "reduction_factor", f"must be 1 to 4096, got {self.reduction_factor}")
-        check(1 <= self.phm_dim <= 64, "phm_dim", f"must be 1 to 64, got {self.phm_dim}")
 
 
 @register_strategy
