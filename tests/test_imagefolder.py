@@ -136,3 +136,60 @@ def test_the_folder_names_the_dataset_in_run_ids_and_the_generic_layout_shares_t
         warnings.simplefilter("ignore", DataWarning)
         cifar = create_bundle(DatasetSpec(name="cifar10", root=str(tmp_path / "c"), val_fraction=0.0), SIZE)
     assert cifar.class_names == CLASSES and len(cifar.train) == 29  # .webp and .bmp read there too
+
+
+# ---------------------------------------------------------------------------------------------------
+# Your own OOD sets (`dataset.ood`)
+
+
+def _digit_parquet(path: Path, labels: list[int], names: list[str]) -> Path:
+    import io
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    images = []
+    for _ in labels:
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        images.append({"bytes": buffer.getvalue(), "path": None})
+    table = pa.table({"image": images, "label": labels})
+    pq.write_table(table.replace_schema_metadata({"class_names": json.dumps(names)}), path)
+    return path
+
+
+def test_own_ood_sets_are_domains_beside_the_corruptions_labelled_by_class_name(tmp_path):
+    """Digits (classes '0'..'9') with a folder of three classes and a Parquet file whose own label order differs:
+    both are OOD domains next to the corruption, their labels the training classes of the same names."""
+    rng = np.random.default_rng(0)
+    for digit in ("3", "7", "9"):
+        for i in range(2):
+            _save(tmp_path / "scans" / digit / f"{i}.png", rng, (20, 20))
+    parquet = _digit_parquet(tmp_path / "phone.parquet", [0, 1, 1], ["8", "2"])  # its label 0 is the class "8"
+    spec = DatasetSpec(name="digits", corruptions=["contrast"],
+                       ood={"scans": str(tmp_path / "scans"), "phone": str(parquet)})
+    b = create_bundle(spec, SIZE)
+    assert list(b.ood) == ["contrast", "scans", "phone"]
+    assert sorted(b.ood["scans"].labels.tolist()) == [3, 3, 7, 7, 9, 9]
+    assert b.ood["phone"].labels.tolist() == [8, 2, 2]
+    assert b.ood["scans"][0][0].shape == (3, SIZE, SIZE)
+
+
+def test_own_ood_sets_that_do_not_fit_are_refused_by_name(tmp_path):
+    from rft_ray.config import SpecError
+
+    with pytest.raises(SpecError, match=r"dataset.ood.contrast: 'contrast' is also one of dataset.corruptions"):
+        run_spec({"dataset": {"corruptions": ["contrast"], "ood": {"contrast": "x"}}})
+    with pytest.raises(SpecError, match=r"dataset.ood: a domain name uses"):
+        run_spec({"dataset": {"ood": {"my scans": "x"}}})
+    rng = np.random.default_rng(0)
+    _save(tmp_path / "scans" / "seven" / "0.png", rng, (8, 8))
+    with pytest.raises(DataError, match=r"class folder\(s\) not among them: seven"):
+        create_bundle(DatasetSpec(name="digits", ood={"scans": str(tmp_path / "scans")}), SIZE)
+    parquet = _digit_parquet(tmp_path / "p.parquet", [0], ["eight"])
+    with pytest.raises(DataError, match=r"dataset.ood.p .*names classes that are not training classes: \[eight\]"):
+        create_bundle(DatasetSpec(name="digits", ood={"p": str(parquet)}), SIZE)
+    with pytest.raises(DataError, match=r"nowhere"):
+        create_bundle(DatasetSpec(name="digits", ood={"gone": str(tmp_path / "nowhere")}), SIZE)

@@ -90,6 +90,10 @@ class DatasetSpec:
         "rft_ray/data/corruptions), or cifar10-c for the 15 of CIFAR-10-C",
         factory=lambda: ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"])
     severity: int = described("corruption severity, 1 (mild) to 5 (severe), as in CIFAR-10-C", 3)
+    ood: dict[str, str] = described(
+        "your own OOD test sets, for any dataset, evaluated like the corruption domains (stored as ood_acc/<name>): "
+        "name -> an image folder <path>/<class>/* or a Parquet file (path or URI), whose classes are named as the "
+        "training classes (any subset of them)", factory=dict)
     options: dict[str, Any] = described("the dataset's own settings (see the dataset registry)", factory=dict)
 
     def __post_init__(self):
@@ -104,6 +108,12 @@ class DatasetSpec:
         check(0 <= self.split_seed < 2**32, "split_seed", f"must be in [0, 2^32), got {self.split_seed}")
         check(self.label is None or bool(_LABEL.fullmatch(self.label)), "label",
               f"use 1-100 letters, digits, '_', '.', '=' or '-' (it names files), got {self.label!r}")
+        for name, source in self.ood.items():
+            check(bool(_LABEL.fullmatch(name)), "ood", f"a domain name uses 1-100 letters, digits, '_', '.', '=' "
+                  f"or '-' (it names result columns, ood_acc/<name>), got {name!r}")
+            check(name not in self.corruptions, f"ood.{name}", f"{name!r} is also one of dataset.corruptions; give "
+                  "your own OOD set another name")
+            check(bool(str(source).strip()), f"ood.{name}", "must be an image folder or a Parquet file, got ''")
 
     @property
     def title(self) -> str:

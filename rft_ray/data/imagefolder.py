@@ -88,8 +88,10 @@ def checked_images(files: list[str], labels: np.ndarray, dataset: str, size: int
     return [files[i] for i in keep], np.asarray(labels)[keep]
 
 
-def _scan(folder: Path, dataset: str, expected: str, size: int, skip_unreadable: bool,
-          class_names: list[str] | None = None) -> tuple[ImageSet, list[str]]:
+def read_class_folders(folder: Path, dataset: str, expected: str, size: int, skip_unreadable: bool,
+                       class_names: list[str] | None = None) -> tuple[ImageSet, list[str]]:
+    """`folder/<class>/<image>` as (images, class names), every image checked (`checked_images`); with
+    `class_names` (a test split, an OOD set) its class folders must be among them and are labelled so."""
     ignored: list[str] = []
     files, labels, names = scan_image_folder(folder, dataset, expected, class_names=class_names,
                                              extensions=image_extensions(), ignored=ignored)
@@ -108,8 +110,8 @@ def has_folder_splits(root: Path) -> bool:
 def load_folder_splits(root: Path, dataset: str, size: int, skip_unreadable: bool = False
                        ) -> tuple[ImageSet, ImageSet, list[str]]:
     """The generic layout: root/train/<class>/* and root/test/<class>/* (class names: train's folder names)."""
-    train, names = _scan(root / "train", dataset, FOLDER_LAYOUT, size, skip_unreadable)
-    test, _ = _scan(root / "test", dataset, FOLDER_LAYOUT, size, skip_unreadable, class_names=names)
+    train, names = read_class_folders(root / "train", dataset, FOLDER_LAYOUT, size, skip_unreadable)
+    test, _ = read_class_folders(root / "test", dataset, FOLDER_LAYOUT, size, skip_unreadable, class_names=names)
     return train, test, names
 
 
@@ -135,5 +137,5 @@ def load_imagefolder(spec: DatasetSpec, options: ImageFolderOptions, size: int):
             raise layout_error(spec.name, root, expected, f"it has {split}/ but no {other}/ folder ({found(root)}); "
                                f"add {other}/<class>/ folders, or put the class folders directly in {root} for a "
                                "seeded split")
-    train, names = _scan(root, spec.name, expected, size, options.skip_unreadable)
+    train, names = read_class_folders(root, spec.name, expected, size, options.skip_unreadable)
     return train, None, {}, names
