@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,8 +18,8 @@ _USER_ERRORS = {
     "rft_ray.config.fields": "SpecError", "rft_ray.data.base": "DataError", "rft_ray.models.backbones": "BackboneError",
     "rft_ray.results.store": "StoreError", "rft_ray.training.plugins": "PluginError",
     "rft_ray.training.interpolate": "InterpolationError", "rft_ray.training.weights": "WeightsError",
-    "rft_ray.results.attacks": "AttackError", "rft_ray.training.export": "ExportError",
-    "rft_ray.cost.calibrate": "CalibrationError",
+    "rft_ray.results.attacks": "AttackError", "rft_ray.training.deploy": "ExportError",
+    "rft_ray.models.strategies.base": "MergeError", "rft_ray.cost.calibrate": "CalibrationError",
 }
 
 
@@ -66,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _run_spec_from_args(args)  # spec, name and path errors before torch is imported
     from rft_ray.training.runner import run_in_process
 
-    result = run_in_process(spec, progress=not args.quiet, json_path=args.json, restart=args.restart)
+    result = run_in_process(spec, progress=not args.quiet, json_path=args.json, restart=args.restart, summary=True)
     _print_summary(result.records, spec.output.results, result.store.run_path(spec.run_id), args.json)
     kept = result.kept_checkpoints
     print(f"checkpoints ({spec.output.keep_checkpoints}): {len(kept)} kept"
@@ -90,6 +91,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     from rft_ray.models.backbones import create_classifier
     from rft_ray.models.strategies import create_strategy, strategy_names
 
+    args.model = args.model or ModelSpec().name
     rows = []
     for name in strategy_names():
         with torch.device("meta"):  # counts need shapes only: nothing allocated, nothing downloaded
@@ -170,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rft_ray.cli.checkpoints import add_checkpoints_command
 
     add_checkpoints_command(sub)
+    from rft_ray.cli.deploy import add_deploy_commands
+
+    add_deploy_commands(sub)
     sub.add_parser("analyze", help="Pareto frontiers, AUC tables, RQ1/RQ3, figures and a report (see rft analyze -h)",
                    add_help=False)
     return parser
@@ -210,7 +215,8 @@ def _add_run_command(sub) -> None:
 
 def _add_model_commands(sub) -> None:
     strategies = sub.add_parser("strategies", help="trainable and total parameters of each strategy (and of each phase of lp_ft)")
-    strategies.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name (no download)")
+    strategies.add_argument("--model", help="any timm ViT name, no download (default: the model runs use by default, "
+                            "model.name's default)")
     strategies.add_argument("--num-classes", type=int, default=10)
     strategies.add_argument("--json", action="store_true")
     strategies.set_defaults(handler=cmd_strategies)
@@ -255,8 +261,24 @@ def _add_estimate_command(sub) -> None:
     est.set_defaults(handler=cmd_estimate)
 
 
+def _one_line_warnings() -> None:
+    """The platform's own warnings as `rft: warning: <message>` (others keep Python's format)."""
+    if getattr(warnings.formatwarning, "rft", False):
+        return
+    python_format, package = warnings.formatwarning, str(Path(__file__).resolve().parents[1])
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if str(filename).startswith(package):
+            return f"rft: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    formatwarning.rft = True
+    warnings.formatwarning = formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _one_line_warnings()
     if argv and argv[0] == "analyze":
         return _guarded(lambda: cmd_analyze(argv[1:]))
     args = build_parser().parse_args(argv)

@@ -169,7 +169,9 @@ class TrainingSpec:
         check(self.num_workers == "auto" or 0 <= self.num_workers <= 64, "num_workers",
               f"must be 0 to 64 or auto, got {self.num_workers}")
         check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2^32), got {self.seed}")
-        if self.epochs is None and self.steps is None:
+        # Neither given: one epoch, and the run says so (`length_defaulted`; not a field, so not in the spec's dict).
+        self.length_defaulted = self.epochs is None and self.steps is None
+        if self.length_defaulted:
             self.epochs = 1.0
 
 

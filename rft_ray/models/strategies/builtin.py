@@ -14,6 +14,7 @@ from rft_ray.config.strategy_options import (
 from rft_ray.models.strategies.base import (
     INTERPOLATE,
     KEEP_FINETUNED,
+    MergeError,
     Strategy,
     register_strategy,
     vit_blocks,
@@ -22,10 +23,15 @@ from rft_ray.models.strategies.modules import (
     QKV_PARTS,
     BottleneckAdapter,
     CompacterAdapter,
+    FusedQKVLora,
     PHMRules,
+    SplitQKV,
+    fused_qkv,
     insert_after_sublayers,
     lora_on_fused_qkv,
+    merged_qkv,
     split_qkv,
+    unload_peft,
 )
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
@@ -96,6 +102,12 @@ class Lora(Strategy):
     def is_trainable(self, name, param):
         return "lora_" in name
 
+    def merge(self, model):
+        unload_peft(model)
+        for _, block in vit_blocks(model):
+            if isinstance(block.attn.qkv, FusedQKVLora):
+                block.attn.qkv = merged_qkv(block.attn.qkv)
+
 
 @register_strategy
 class IA3(Strategy):
@@ -114,6 +126,12 @@ class IA3(Strategy):
 
     def is_trainable(self, name, param):
         return "ia3_" in name
+
+    def merge(self, model):
+        unload_peft(model)  # peft scales the weight rows (and bias) of output-scaled layers, columns of input-scaled
+        for _, block in vit_blocks(model):
+            if isinstance(block.attn.qkv, SplitQKV):
+                block.attn.qkv = fused_qkv(block.attn.qkv)
 
 
 @register_strategy
@@ -135,6 +153,9 @@ class Adapter(Strategy):
 
     def is_trainable(self, name, param):
         return isinstance(param, nn.Parameter) and (".ls1.1." in name or ".ls2.1." in name)
+
+    def merge(self, model):
+        raise MergeError(_NOT_TIMM.format(name=self.name, what="a bottleneck adapter (down, GELU, up)"))
 
 
 @register_strategy
@@ -165,6 +186,14 @@ class Compacter(Strategy):
 
     def is_trainable(self, name, param):
         return name.startswith("phm_rules.") or ".ls1.1." in name or ".ls2.1." in name
+
+    def merge(self, model):
+        raise MergeError(_NOT_TIMM.format(name=self.name, what="a PHM bottleneck adapter"))
+
+
+_NOT_TIMM = ("{name} adds {what} after the attention and the MLP of every block: a non-linear module that no layer of "
+             "timm's ViT has, so it cannot be merged into a plain timm model; use the kept checkpoint with "
+             "rft_ray.training.weights.load_finetuned (or rft predict) instead")
 
 
 def _bottleneck(dim: int, reduction_factor: int) -> int:
