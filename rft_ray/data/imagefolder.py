@@ -72,8 +72,9 @@ def checked_images(files: list[str], labels: np.ndarray, dataset: str, size: int
     bad = [(path, why) for path, why in zip(files, probes) if isinstance(why, str)]
     listed = "; ".join(f"{path} ({why})" for path, why in bad[:_SHOWN]) + (" ..." if len(bad) > _SHOWN else "")
     if bad and not skip_unreadable:
+        option = ", or set dataset.options.skip_unreadable: true to leave them out" if dataset == "imagefolder" else ""
         raise DataError(f"dataset {dataset!r}: {len(bad)} of {len(files)} image files cannot be read: {listed}. "
-                        "Remove or replace them, or set dataset.options.skip_unreadable: true to leave them out")
+                        f"Remove or replace them{option}")
     if bad:
         warnings.warn(f"dataset {dataset!r}: left out {len(bad)} of {len(files)} image files that cannot be read "
                       f"(dataset.options.skip_unreadable): {listed}", DataWarning, stacklevel=2)
