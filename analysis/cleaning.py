@@ -13,7 +13,9 @@ wrong number:
   alone is ignored (treated as missing; the row still counts for the frontier), counted in the report;
   ``strict=True`` -> `TableError`. A NaN/null ``test_ood_accuracy`` is not an error: it means the
   dataset has no OOD split; such points are left out of the OOD correlation and counted;
-* exact duplicate rows of one ``(run_id, step)`` -> all but one dropped and counted.
+* exact duplicate rows of one ``(run_id, step)`` -> all but one dropped and counted;
+* a table of several models -> each row's dataset becomes ``<dataset>/<model>`` (`analysis.models`), so no
+  group pools two models.
 
 The columns named here are the subset of the record's columns (`rft_ray.results.record.REQUIRED_COLUMNS`,
 the one schema) that analysis reads.
@@ -28,6 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from analysis.models import by_model
 
 KEY_COLUMNS = ("run_id", "strategy", "dataset")
 REQUIRED_COLUMNS = ("run_id", "strategy", "dataset", "step", "test_clean_acc", "pgd_adv_acc")
@@ -126,7 +130,7 @@ def clean_table(
     if table.num_rows == 0:
         reasons = "; ".join(f"{r}: {k}" for r, k in dropped.items()) or "the table has no rows"
         raise TableError(f"result table has no usable rows ({n} rows in, all dropped: {reasons})")
-    table = table.sort_by([("run_id", "ascending"), ("step", "ascending")])
+    table = by_model(table.sort_by([("run_id", "ascending"), ("step", "ascending")]))  # several models: per model
     _check_one_owner_per_run(table)
     table = _without_duplicate_steps(table, dropped, strict)
 

@@ -24,12 +24,14 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.auc import POOLINGS, auc_table, params_vs_auc, trial_aucs
+from analysis.axis import axis_column, axis_label, check_axis, select_axis
 from analysis.cleaning import ANALYSIS_COLUMNS, TableError, clean_table
 from analysis.conventions import conventions, sample_sizes
 from analysis.frame import order_strategies
 from analysis.frontier import AUC_KINDS
 from analysis.knee import check_min_acc, group_knees, trial_knees
-from analysis.radius import radius_conventions, select_eps
+from analysis.models import models
+from analysis.radius import radius_conventions
 from analysis.report_render import render_html, render_markdown
 from analysis.report_sections import report_blocks
 from analysis.robustness import (
@@ -121,6 +123,7 @@ def analyze(
     min_acc: float | None = None,
     masking_threshold: float = DEFAULT_MASKING_THRESHOLD,
     curve_step: int | None = None,
+    axis: str = "pgd",
 ) -> AnalysisResult:
     """Analyse a result store (local path, URI, or a table) into `out_dir`; see module docstring.
 
@@ -128,14 +131,18 @@ def analyze(
     its registry's order); None: alphabetical. `min_acc`: the clean-accuracy floor of the knee section's
     "most robust point at the floor" (`analysis.knee`); None: no floor. `masking_threshold`: the gap PGD -
     stronger attack above which a point is flagged; `curve_step`: the step of the robustness curves (None:
-    each run's final step); both `analysis.robustness`."""
+    each run's final step); both `analysis.robustness`. `axis`: the frontier's robustness axis, pgd, ood or ood:<domain>
+    (`analysis.axis`)."""
     _check_arguments(kind, pooling, step_budget, tol, provenance)
+    check_axis(axis)
     min_acc = check_min_acc(min_acc)
     check_robustness_options(masking_threshold, curve_step)
     loaded = load_results(results)
-    table, cleaning = clean_table(select_eps(loaded, eps), strict=strict, required=ANALYSIS_COLUMNS, warn=True)
+    table, cleaning = clean_table(select_axis(loaded, axis, eps), strict=strict, required=ANALYSIS_COLUMNS,
+                                  warn=True)
     auc_rows = auc_table(table, kind=kind, pooling=pooling, step_budget=step_budget, strategy_order=strategy_order)
-    wise = clean_wise(load_wise(results), table, eps, strict)  # WiSE-FT points: marked, never in a plain number
+    # WiSE-FT points: marked, never in a plain number
+    wise = clean_wise(load_wise(results), table, eps, strict, axis)
     if wise is not None:
         add_wise_auc(auc_rows, table, wise, kind, pooling, step_budget)
     rq1 = rq1_table(table, tol, strategy_order=strategy_order)
@@ -151,6 +158,8 @@ def analyze(
         "schema": SCHEMA,
         "results": str(results) if not isinstance(results, pa.Table) else "<table>",
         "conventions": {**conventions(kind, pooling, step_budget, tol), "tolerance": tol,
+                        "robustness_axis": axis, "robustness_column": axis_column(axis),
+                        "robustness_label": axis_label(axis),
                         **radius_conventions(loaded, table), "images_per_metric": sample_sizes(loaded)},
         "provenance": dict(provenance or {}),
         "summary": {
@@ -158,6 +167,7 @@ def analyze(
             "n_points": table.num_rows,
             "strategies": order_strategies((r["strategy"] for r in auc_rows), strategy_order),
             "datasets": datasets,
+            "models": models(table),
             "best_strategy": {d: [r["strategy"] for r in auc_rows if r["dataset"] == d and r["is_best"]] for d in datasets},
         },
         "cleaning": cleaning.to_dict(),

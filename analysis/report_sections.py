@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.models import model_note
 from analysis.report_format import Block, hyper, num
 from analysis.report_robustness import robustness_blocks
 from rft_ray.results.record import eps_label
@@ -27,18 +28,29 @@ def _overview(data: dict[str, Any]) -> list[Block]:
     b.append(("p", f"Results: {data['results']}. {summary['n_runs']} runs, {summary['n_points']} evaluation points, "
                    f"{len(summary['strategies'])} strategies ({', '.join(summary['strategies'])}) on "
                    f"{len(summary['datasets'])} datasets ({', '.join(summary['datasets'])})."))
+    note = model_note(summary.get("models") or [])
+    if note:
+        b.append(("p", note))
     if data["provenance"]:
         b.append(("h2", "Provenance"))
         b.append(("list", [f"{k}: {v}" for k, v in data["provenance"].items()]))
     return b
 
 
+def _robustness(conv: dict[str, Any]) -> str:
+    if conv.get("robustness_axis", "pgd") != "pgd":
+        return (f"Robustness: {conv['robustness_label']} ({conv['robustness_column']}; --robustness "
+                f"{conv['robustness_axis']}): every frontier, AUC, RQ1, knee table and figure below trades clean "
+                "accuracy against it, where they say PGD accuracy (pgd_adv_acc); the attack sections stay PGD's.")
+    return ("Robustness: PGD accuracy at eps " + (", ".join(eps_label(v) for v in conv["pgd_eps"]) or "unknown")
+            + " (one radius per analysis; results at other radii are analysed separately with --eps"
+            + (": this store also holds " + ", ".join(eps_label(v) for v in conv["other_pgd_eps"])
+               if conv.get("other_pgd_eps") else "") + "; the OOD accuracy is an axis of its own: --robustness ood).")
+
+
 def _conventions(conv: dict[str, Any]) -> list[Block]:
     return [("h2", "Conventions"), ("list", [
-        "Robustness: PGD accuracy at eps " + (", ".join(eps_label(v) for v in conv["pgd_eps"]) or "unknown")
-        + " (one radius per analysis; results at other radii are analysed separately with --eps"
-        + (": this store also holds " + ", ".join(eps_label(v) for v in conv["other_pgd_eps"])
-           if conv.get("other_pgd_eps") else "") + ").",
+        _robustness(conv),
         f"Images per metric: {conv.get('images_per_metric', 'not recorded')}.",
         f"AUC kind: {conv['auc_definition']}.",
         f"Pooling: {conv['pooling_definition']}.",

@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from analysis.axis import select_axis
 from analysis.cleaning import REQUIRED_COLUMNS, clean_table, float_column, string_column
 from analysis.frame import Frame
 from analysis.frontier import frontier_auc
-from analysis.radius import eps_values, select_eps
+from analysis.models import by_model, models
+from analysis.radius import eps_values
 from rft_ray.results.store import INTERPOLATED_DIR, WISE_STEP_SUFFIX
 
 WISE_SUBSTORE = INTERPOLATED_DIR  # <store>/interpolated
@@ -66,8 +68,10 @@ def load_wise(results: Any) -> pa.Table | None:
     return table if table.num_rows else None
 
 
-def clean_wise(wise: pa.Table | None, plain: pa.Table, eps: float | None, strict: bool) -> pa.Table | None:
-    """The WiSE-FT rows at the radius the (selected, cleaned) plain table holds, cleaned like it; None if none.
+def clean_wise(wise: pa.Table | None, plain: pa.Table, eps: float | None, strict: bool,
+               axis: str = "pgd") -> pa.Table | None:
+    """The WiSE-FT rows on the robustness axis (at the radius) the (selected, cleaned) plain table holds, cleaned
+    and grouped by model like it; None if none.
 
     The rows of one checkpoint share its run id and step, so for cleaning each (checkpoint, alpha) is made a run
     of its own (`<run id>@<alpha>`); `source_run_id` ties a row to its run."""
@@ -77,9 +81,10 @@ def clean_wise(wise: pa.Table | None, plain: pa.Table, eps: float | None, strict
     from analysis.cleaning import TableError
 
     try:
-        wise = select_eps(wise, radii[0] if len(radii) == 1 else eps)
+        radius = (radii[0] if len(radii) == 1 else eps) if axis == "pgd" else None
+        wise = select_axis(wise, axis, radius)
     except TableError:
-        return None  # no interpolation measured at the radius analysed
+        return None  # no interpolation measured at the radius (or on the axis) analysed
     if wise.num_rows == 0:
         return None
     ids = [f"{run}@{alpha!r}" for run, alpha in zip(wise.column("run_id").to_pylist(),
@@ -91,7 +96,7 @@ def clean_wise(wise: pa.Table | None, plain: pa.Table, eps: float | None, strict
         if strict:
             raise
         return None  # every row unusable: as if there were none
-    return clean
+    return by_model(clean, models(plain))
 
 
 def _wise_arrays(wise: pa.Table) -> dict[str, np.ndarray]:

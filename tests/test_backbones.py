@@ -65,8 +65,33 @@ def test_backbone_errors(spec, error, message):
 def test_weights_of_another_architecture_are_refused(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file({"something.weight": torch.zeros(3)}, str(path))
-    with pytest.raises(BackboneError, match="do not fit"):
+    with pytest.raises(BackboneError, match="does not fit model .rft_vit_cifar_patch8_32.: missing"):
         create_classifier(ModelSpec(source="file", weights=str(path)), 10)
+
+
+def test_weights_of_another_architecture_are_one_line_naming_file_model_and_shapes(tmp_path):
+    """A ViT of other widths (the timm ViT-Tiny's, 192 wide) into the embedded architecture (128 wide): one line
+    with the file, the expected model and the first mismatched shapes, not PyTorch's size-mismatch traceback."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    other = VisionTransformer(img_size=32, patch_size=8, embed_dim=192, depth=4, num_heads=3, num_classes=10)
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path))
+    with pytest.raises(BackboneError) as err:
+        create_classifier(ModelSpec(source="file", weights=str(path)), 10)
+    message = str(err.value)
+    assert message.startswith(f"weight file {path} does not fit model 'rft_vit_cifar_patch8_32': tensor shapes "
+                              "differ, cls_token: file [1, 1, 192], model [1, 1, 128];")
+    assert "(and " in message and "another architecture" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("prefix", ["module.", "model.", "module.model."])
+def test_ddp_and_wrapper_prefixes_are_stripped(tmp_path, prefix):
+    upstream = source_model()
+    path = tmp_path / "w.pth"
+    torch.save({prefix + k: v for k, v in upstream.backbone.state_dict().items()}, path)
+    model = create_classifier(ModelSpec(source="file", weights=str(path)), num_classes=4)
+    assert torch.equal(model.backbone.blocks[1].mlp.fc2.weight, upstream.backbone.blocks[1].mlp.fc2.weight)
 
 
 def test_hub_weights_without_a_network_get_a_clear_error():

@@ -77,10 +77,10 @@ def test_rft_run_keeps_lists_and_replaces_checkpoints_per_mode(tmp_path, capsys)
 
 
 class Context:
-    """What the keeper reads of a running run (`RunContext`): its spec and model."""
+    """What the keeper reads of a running run (`RunContext`): its spec, model and class names."""
 
     def __init__(self, spec, model):
-        self.spec, self.model = spec, model
+        self.spec, self.model, self.class_names = spec, model, [str(i) for i in range(10)]
 
 
 def _records(run_id: str, points: list[tuple[int, float, float]]) -> list[EvalRecord]:

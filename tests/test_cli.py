@@ -30,18 +30,18 @@ def test_run_from_spec_file_with_flag_overrides(tmp_path, capsys):
     code, out, err = run_cli(capsys, "run", "--spec", str(spec), "--steps", "20", "--strategy", "bitfit",
                              "--lr", "5e-3", "--quiet", "--json", str(tmp_path / "paper.json"))
     assert code == 0, err
-    assert "run bitfit-digits-lr0.005-wd0.01-s0: 2 evaluation points" in out
-    assert "bitfit-digits-lr0.005-wd0.01-s0.parquet" in out
+    assert "run bitfit-digits-rft_vit_cifar_patch8_32-lr0.005-wd0.01-s0: 2 evaluation points" in out
+    assert "bitfit-digits-rft_vit_cifar_patch8_32-lr0.005-wd0.01-s0.parquet" in out
     assert [p["step"] for p in json.loads((tmp_path / "paper.json").read_text())] == [0, 20]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["run", "--strategy", "lorra", "--quiet"], "strategy.name: unknown strategy 'lorra'. Did you mean 'lora'?"),
-    (["run", "--dataset", "cub200", "--quiet"], "`dataset.root` must be set"),
+    (["run", "--dataset", "cub200", "--quiet"], "dataset.root: must be set: dataset 'cub200' reads its images"),
     (["run", "--dataset", "caltech256", "--data-root", "/nonexistent/caltech", "--quiet"], "/nonexistent/caltech"),
     (["run", "--eps", "300/255", "--quiet"], "evaluation.pgd.eps: must be in (0, 1]"),
     (["run", "--spec", "/nonexistent.yaml"], "does not exist"),
-    (["run", "--weights", "/nonexistent/w.safetensors", "--quiet"], "does not exist (model.weights)"),
+    (["run", "--weights", "/nonexistent/w.safetensors", "--quiet"], "model.weights: the file /nonexistent/w.safetensors does not exist"),
     (["run", "--set", "training.warmup=0.1", "--quiet"], "training.warmup: unknown key 'warmup'"),
 ])
 def test_bad_input_is_one_clear_paragraph_not_a_traceback(tmp_path, capsys, argv, message):

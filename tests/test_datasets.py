@@ -175,14 +175,23 @@ def test_test_folder_with_unknown_class(tmp_path):
 
 
 def test_corrupt_image_names_the_file(tmp_path):
+    """The generic layout is read by imagefolder's code: a file PIL cannot read stops the load, named."""
     root = folder_splits(tmp_path)
     bad = root / "train" / "bee" / "broken.png"
     bad.write_bytes(b"\x89PNG this is not really a png")
+    with pytest.raises(DataError) as err:
+        bundle("stanford_dogs", root, val_fraction=0.0)
+    assert_error(err, str(bad), "1 of 16 image files cannot be read")
+
+
+def test_an_image_that_breaks_after_loading_names_the_file(tmp_path):
+    root = folder_splits(tmp_path)
     b = bundle("stanford_dogs", root, val_fraction=0.0)
-    index = origins(b.train).index(str(bad))
+    index = origins(b.train).index(str(root / "train" / "bee" / "bee_001.png"))
+    (root / "train" / "bee" / "bee_001.png").write_bytes(b"\x89PNG truncated")
     with pytest.raises(DataError) as err:
         b.train[index]
-    assert_error(err, str(bad))
+    assert_error(err, "bee_001.png")
 
 
 # ---------------------------------------------------------------------------------------------------

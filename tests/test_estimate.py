@@ -216,3 +216,50 @@ def test_calibration_times_the_engines_own_steps(monkeypatch):
     assert {"train_step", "clean_correct", "pgd_iteration"} <= set(calls)
     for seconds in (costs.train_s_per_image, costs.eval_s_per_image, costs.pgd_s_per_iteration_image):
         assert 0 < seconds < 60
+
+
+class FakeClock:
+    """A clock whose timed intervals are scripted: each pair of calls (start, end) lasts the next duration."""
+
+    def __init__(self, durations):
+        self.durations, self.now, self.calls = list(durations), 0.0, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:
+            self.now += self.durations.pop(0)
+        return self.now
+
+
+def test_a_timing_is_the_median_of_repeats_after_warm_ups_with_its_spread():
+    import torch
+
+    from rft_ray.cost.calibrate import time_per_image
+
+    runs = []
+    clock = FakeClock([0.4, 0.2, 0.3, 0.9, 0.25])
+    timing = time_per_image(lambda images, labels: runs.append(len(images)), (torch.zeros(2, 1), torch.zeros(2)),
+                            torch.device("cpu"), repeats=5, warmups=2, clock=clock)
+    assert runs == [2] * 7 and clock.calls == 10  # 2 untimed warm-ups, then 5 timed repeats
+    assert timing.seconds == pytest.approx((0.2, 0.1, 0.15, 0.45, 0.125))  # per image of the batch of 2
+    assert timing.median == pytest.approx(0.15) and timing.spread == pytest.approx(4.5)
+
+
+def test_calibration_takes_medians_and_refuses_repeats_more_than_2x_apart():
+    """Through `calibrate` itself (the tiny model's real steps, timed by a scripted clock): steady repeats give
+    their medians and the spread in the source; one step whose repeats disagree by > 2x is refused, naming it."""
+    from rft_ray.cost.calibrate import CalibrationError, calibrate
+    from rft_ray.specs import run_spec
+
+    run = run_spec(run_dict())
+    steady = [1.0, 1.2, 0.9, 1.1, 1.0]  # per batch: median 1.0, spread 1.33x
+    costs = calibrate(run, threads=1, repeats=5, warmups=1, max_batch=4,
+                      clock=FakeClock([0.002] * 5 + steady + [2 * d for d in steady] + [3 * d for d in steady]))
+    assert costs.train_s_per_image == pytest.approx(1.0 / 4)  # max_batch 4: the median per image
+    assert costs.eval_s_per_image == pytest.approx(2.0 / 8) and costs.pgd_s_per_iteration_image == pytest.approx(3.0 / 8)
+    assert "the median of 5 timed repeats after 1 warm-ups, slowest/fastest train 1.33x, clean 1.33x, pgd 1.33x" \
+        in costs.source
+    busy = [0.9, 1.0, 0.3, 1.0, 1.1]  # a 3.7x spread, as on the issue's busy machine
+    with pytest.raises(CalibrationError, match=r"5 timed clean steps took .* 3\.7x apart \(more than 2x\)"):
+        calibrate(run, threads=1, repeats=5, warmups=1, max_batch=4,
+                  clock=FakeClock([0.002] * 5 + steady + busy + steady))

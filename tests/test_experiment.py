@@ -204,3 +204,16 @@ def test_trial_run_spec_sets_lr_wd_and_run_id(tmp_path):
     run = trial_run_spec(config, "lora-digits-abc")
     assert (run.training.lr, run.training.weight_decay, run.run_id) == (3e-3, 0.02, "lora-digits-abc")
     assert run.output.results == str(tmp_path / "store") and run.strategy.name == "lora"
+
+
+def test_a_sweep_without_steps_or_epochs_warns_with_each_datasets_step_count(capsys):
+    """digits: 1,797 images, 25% held out as test and 10% of the rest as validation leave 1,213 to train on, so
+    one epoch at batch 16 is 75 steps."""
+    from rft_ray.sweep.driver import _warn_default_length
+
+    _warn_default_length(spec())
+    assert capsys.readouterr().err == ""
+    _warn_default_length(spec(base={**BASE, "training": {"batch_size": 16}}))
+    assert capsys.readouterr().err == ("rft sweep: warning: the spec gives neither training.steps nor training.epochs, "
+                                       "so each trial trains 1 epoch = 75 steps on digits (set base.training.steps or "
+                                       "epochs)\n")

@@ -65,7 +65,8 @@ GOOD = [
     ("experiment", {"strategies": ["full", {"name": "lora", "options": {"r": 4}}], "resources": {"gpus_per_trial": 0.5}}),
     ("experiment", {"base": {"output": {"keep_checkpoints": "all"}, "training": {"steps": 40}},
                     "search": {"scheduler": "asha", "objectives": [{"metric": "pgd_adv_acc", "reduce": "best"}]}}),
-    ("experiment", {"datasets": [{"name": "digits"}, {"name": "cifar10", "label": "c10", "options": {"classes": ["cat"]}}]}),
+    ("experiment", {"datasets": [{"name": "digits"}, {"name": "cifar10", "label": "c10", "root": "data/c10",
+                                                     "options": {"classes": ["cat"]}}]}),
     ("experiment", {"search": {"mode": "grid", "grid": {"lr": [1e-3, "1/100"], "weight_decay": [0]}}}),
 ]
 

@@ -4,23 +4,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 EXIT_BAD_INPUT = 2
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from rft_ray.config import SpecError
-    from rft_ray.data import DataError
-    from rft_ray.models.backbones import BackboneError
-    from rft_ray.results.attacks import AttackError
-    from rft_ray.results.store import StoreError
-    from rft_ray.training.interpolate import InterpolationError
-    from rft_ray.training.plugins import PluginError
-    from rft_ray.training.weights import WeightsError
+# The exceptions that are the user's input, not a bug (one line, no traceback), by module: an exception can only
+# be raised once its module is loaded, so checking the loaded ones imports nothing (an error about a spec must
+# not wait for torch).
+_USER_ERRORS = {
+    "rft_ray.config.fields": "SpecError", "rft_ray.data.base": "DataError", "rft_ray.models.backbones": "BackboneError",
+    "rft_ray.results.store": "StoreError", "rft_ray.training.plugins": "PluginError",
+    "rft_ray.training.interpolate": "InterpolationError", "rft_ray.training.weights": "WeightsError",
+    "rft_ray.results.attacks": "AttackError", "rft_ray.training.deploy": "ExportError",
+    "rft_ray.models.strategies.base": "MergeError", "rft_ray.cost.calibrate": "CalibrationError",
+}
 
-    return SpecError, DataError, BackboneError, StoreError, PluginError, InterpolationError, WeightsError, AttackError
+
+def is_user_error(err: BaseException) -> bool:
+    for module, name in _USER_ERRORS.items():
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(err, getattr(loaded, name)):
+            return True
+    return False
 
 
 def _run_spec_from_args(args: argparse.Namespace):
@@ -46,16 +54,20 @@ def _run_spec_from_args(args: argparse.Namespace):
         overrides["model.source"] = "file"
     overrides.update(parse_sets(args.set))
     try:
-        return run_spec(apply_overrides(data, overrides))
+        spec = run_spec(apply_overrides(data, overrides))
     except SpecError as err:
         raise SpecError(f"{err}" + (f" (in {args.spec})" if args.spec else "")) from err
+    return spec
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rft_ray.sweep.inputs import check_local_inputs
+
+    spec = _run_spec_from_args(args)  # spec, name and path errors before torch is imported
+    check_local_inputs(spec.to_dict())
     from rft_ray.training.runner import run_in_process
 
-    spec = _run_spec_from_args(args)
-    result = run_in_process(spec, progress=not args.quiet, json_path=args.json, restart=args.restart)
+    result = run_in_process(spec, progress=not args.quiet, json_path=args.json, restart=args.restart, summary=True)
     _print_summary(result.records, spec.output.results, result.store.run_path(spec.run_id), args.json)
     kept = result.kept_checkpoints
     print(f"checkpoints ({spec.output.keep_checkpoints}): {len(kept)} kept"
@@ -79,6 +91,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     from rft_ray.models.backbones import create_classifier
     from rft_ray.models.strategies import create_strategy, strategy_names
 
+    args.model = args.model or ModelSpec().name
     rows = []
     for name in strategy_names():
         with torch.device("meta"):  # counts need shapes only: nothing allocated, nothing downloaded
@@ -162,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rft_ray.cli.schema import add_schema_command
 
     add_schema_command(sub)
+    from rft_ray.cli.deploy import add_deploy_commands
+
+    add_deploy_commands(sub)
     sub.add_parser("analyze", help="Pareto frontiers, AUC tables, RQ1/RQ3, figures and a report (see rft analyze -h)",
                    add_help=False)
     return parser
@@ -212,7 +228,8 @@ def _add_run_command(sub) -> None:
 
 def _add_model_commands(sub) -> None:
     strategies = sub.add_parser("strategies", help="trainable and total parameters of each strategy (and of each phase of lp_ft)")
-    strategies.add_argument("--model", default="vit_base_patch16_224", help="any timm ViT name (no download)")
+    strategies.add_argument("--model", help="any timm ViT name, no download (default: the model runs use by default, "
+                            "model.name's default)")
     strategies.add_argument("--num-classes", type=int, default=10)
     strategies.add_argument("--json", action="store_true")
     strategies.set_defaults(handler=cmd_strategies)
@@ -257,8 +274,24 @@ def _add_estimate_command(sub) -> None:
     est.set_defaults(handler=cmd_estimate)
 
 
+def _one_line_warnings() -> None:
+    """The platform's own warnings as `rft: warning: <message>` (others keep Python's format)."""
+    if getattr(warnings.formatwarning, "rft", False):
+        return
+    python_format, package = warnings.formatwarning, str(Path(__file__).resolve().parents[1])
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if str(filename).startswith(package):
+            return f"rft: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    formatwarning.rft = True
+    warnings.formatwarning = formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _one_line_warnings()
     if argv and argv[0] == "analyze":
         return _guarded(lambda: cmd_analyze(argv[1:]))
     args = build_parser().parse_args(argv)
@@ -268,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
 def _guarded(action: Callable[[], int]) -> int:
     try:
         return action()
-    except _user_errors() as err:
+    except Exception as err:
+        if not is_user_error(err):
+            raise
         print(f"rft: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from analysis.attacks import DEFAULT_MASKING_THRESHOLD
+from analysis.axis import check_axis
 from analysis.frontier import AUC_KINDS
 from analysis.report import DEFAULT_OUT, AnalysisResult, analyze
 from rft_ray.config.metrics import RadiusError, parse_radius
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step-budget", metavar="N", type=int, default=None, help="only use points with step <= N")
     p.add_argument("--eps", default=None,
                    help="PGD radius to analyse, e.g. 2/255 (needed when the results hold several)")
+    p.add_argument("--robustness", metavar="AXIS", default="pgd",
+                   help="the frontier's robustness axis: pgd (default), ood (the pooled OOD accuracy) or "
+                   "ood:<domain> (one OOD domain, e.g. ood:contrast)")
     p.add_argument("--tol", type=float, default=0.01,
                    help="RQ1 convergence tolerance in accuracy (fraction, default 0.01 = 1 point)")
     p.add_argument("--min-acc", metavar="F", type=float, default=None,
@@ -88,7 +92,15 @@ def _options(args: argparse.Namespace) -> dict:
     return dict(kind=args.auc, pooling="per_trial" if args.per_trial else "pooled", step_budget=args.step_budget,
                 provenance=provenance or None, tol=args.tol, strict=args.strict, figures=not args.no_figures,
                 eps=parse_eps(args.eps) if args.eps is not None else None, min_acc=args.min_acc,
-                masking_threshold=args.masking_threshold, curve_step=args.curve_step)
+                masking_threshold=args.masking_threshold, curve_step=args.curve_step,
+                axis=_axis(args.robustness))
+
+
+def _axis(text: str) -> str:
+    try:
+        return check_axis(text)
+    except ValueError as err:
+        raise _UsageError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,9 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
 
-    from rft_ray.models.strategies import (
-        strategy_names,  # lazy: the registry imports torch
-    )
+    from rft_ray.specs import strategy_names  # the registry's order, without importing torch
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

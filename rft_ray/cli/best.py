@@ -40,14 +40,19 @@ def add_best_command(sub) -> None:
     best.add_argument("--strategy", help="only this strategy")
     best.add_argument("--dataset", help="only this dataset, as the results name it: its label when the spec sets "
                       "dataset.label, else the dataset's name (e.g. cifar10)")
+    best.add_argument("--model", help="only this model (a store holding several groups by model: the groups' "
+                      "dataset reads <dataset>/<model>)")
+    best.add_argument("--robustness", metavar="AXIS", default="pgd", help="the frontier's robustness axis: pgd "
+                      "(default), ood (the pooled OOD accuracy) or ood:<domain>")
     best.add_argument("--json", action="store_true", help="print the result as JSON")
     best.set_defaults(handler=cmd_best)
 
 
 def cmd_best(args: argparse.Namespace) -> int:
     try:
-        result = best_points(args.store, args.min_acc, strategy=args.strategy, dataset=args.dataset,
-                             eps=None if args.eps is None else parse_radius(args.eps), warn=lambda message: print(f"rft best: warning: {message}", file=sys.stderr))
+        result = best_points(args.store, args.min_acc, strategy=args.strategy, dataset=args.dataset, model=args.model,
+                             eps=None if args.eps is None else parse_radius(args.eps), robustness=args.robustness,
+                             warn=lambda message: print(f"rft best: warning: {message}", file=sys.stderr))
     except (ValueError, OSError, pa.ArrowException) as err:  # StoreError is a ValueError
         print(f"rft best: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -80,15 +85,19 @@ def store_root(location: str) -> str:
 
 
 def best_points(location: str, min_acc: float | None = None, *, strategy: str | None = None,
-                dataset: str | None = None, eps: float | None = None, warn=lambda message: None) -> dict[str, Any]:
-    """What `rft best` prints, as data: the store, the floor, the PGD radius (``pgd_eps``), and per group its
-    knee and at_floor points with their ``checkpoint`` (a path, or None when none was kept for that step)."""
+                dataset: str | None = None, model: str | None = None, eps: float | None = None,
+                robustness: str = "pgd", warn=lambda message: None) -> dict[str, Any]:
+    """What `rft best` prints, as data: the store, the floor, the robustness axis (`analysis.axis`; its values in
+    the points' ``pgd_adv_acc``), the PGD radius (``pgd_eps``), and per group its knee and at_floor points with
+    their ``checkpoint`` (a path, or None when none was kept for that step)."""
+    from analysis.axis import axis_label, check_axis, select_axis
     from analysis.knee import check_min_acc, group_knees
-    from analysis.radius import eps_values, select_eps
-    from rft_ray.models.strategies import strategy_names
+    from analysis.radius import eps_values
+    from rft_ray.specs import strategy_names
     from rft_ray.results.store import ResultStore, StoreError
 
     min_acc = check_min_acc(min_acc)
+    check_axis(robustness)
     root = store_root(location)
     store = ResultStore(root)
     table = store.read()
@@ -96,9 +105,14 @@ def best_points(location: str, min_acc: float | None = None, *, strategy: str | 
         raise StoreError(f"result store {root!r} holds no evaluation records (no <run_id>.parquet file with rows)")
     table = _only(table, "strategy", strategy)
     table = _only(table, "dataset", dataset)
+    table = _only(table, "model", model)
     if table.num_rows == 0:
         raise StoreError(f"result store {root!r} has no rows of strategy {strategy!r} on dataset {dataset!r}")
-    table = select_eps(table, eps)  # TableError (a ValueError) naming the radii when several and no --eps
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = select_axis(table, robustness, eps)  # TableError (a ValueError) naming the radii or the domains
+    for w in caught:
+        warn(str(w.message))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         groups = group_knees(table, min_acc, strategy_order=strategy_names())
@@ -111,7 +125,8 @@ def best_points(location: str, min_acc: float | None = None, *, strategy: str | 
         for key in ("knee", "at_floor"):
             if group[key] is not None:
                 group[key]["checkpoint"] = _checkpoint(store, group[key]["run_id"], group[key]["step"])
-    return {"store": root, "min_acc": min_acc, "pgd_eps": eps_values(table), "groups": groups}
+    return {"store": root, "min_acc": min_acc, "robustness": robustness, "robustness_label": axis_label(robustness),
+            "pgd_eps": eps_values(table), "groups": groups}
 
 
 def _only(table: pa.Table, column: str, value: str | None) -> pa.Table:
@@ -139,26 +154,29 @@ def best_text(result: dict[str, Any]) -> str:
     from rft_ray.results.record import eps_label
 
     floor = result["min_acc"]
+    label = result.get("robustness_label", "PGD accuracy")
     lines = [f"store {result['store']}" + (f"; clean-accuracy floor {floor:g}" if floor is not None else "")
-             + "".join(f"; PGD eps {eps_label(v)}" for v in result.get("pgd_eps", []))]
+             + "".join(f"; PGD eps {eps_label(v)}" for v in result.get("pgd_eps", []))
+             + (f"; robustness: {label}" if result.get("robustness", "pgd") != "pgd" else "")]
+    short = "PGD acc" if result.get("robustness", "pgd") == "pgd" else result["robustness"].replace(":", " ") + " acc"
     for g in result["groups"]:
         lines.append(f"{g['strategy']} on {g['dataset']} ({g['n_runs']} runs, {g['n_points']} evaluation points, "
                      f"{g['front_points']} on the Pareto front):")
-        lines += _point_lines("knee", g["knee"])
+        lines += _point_lines("knee", g["knee"], short)
         if floor is not None:
             if g["at_floor"] is None:
                 lines.append(f"  most robust at clean acc >= {floor:g}: no point reaches clean accuracy {floor:g}")
             else:
-                lines += _point_lines(f"most robust at clean acc >= {floor:g}", g["at_floor"])
+                lines += _point_lines(f"most robust at clean acc >= {floor:g}", g["at_floor"], short)
     return "\n".join(lines)
 
 
-def _point_lines(label: str, point: dict[str, Any] | None) -> list[str]:
+def _point_lines(label: str, point: dict[str, Any] | None, robust: str = "PGD acc") -> list[str]:
     from analysis.report_format import hyper
 
     if point is None:
         return [f"  {label}: none (no evaluation points)"]
     where = (f"  {label}: run {point['run_id']} step {point['step']}: clean acc {point['test_clean_acc']:.4f}, "
-             f"PGD acc {point['pgd_adv_acc']:.4f}; lr {hyper(point['lr'])}, weight decay "
+             f"{robust} {point['pgd_adv_acc']:.4f}; lr {hyper(point['lr'])}, weight decay "
              f"{hyper(point['weight_decay'])}")
     return [where, f"    checkpoint: {point['checkpoint'] or NO_CHECKPOINT}"]

@@ -27,7 +27,7 @@ from rft_ray.config.fields import (
     described,
     to_plain,
 )
-from rft_ray.config.run import RunSpec
+from rft_ray.config.run import RunSpec, dataset_title
 from rft_ray.config.search import (  # noqa: F401  (re-exported: the experiment spec's sections)
     OBJECTIVE_METRICS,
     PARETO_AUC,
@@ -155,7 +155,9 @@ class ExperimentSpec:
         for section, path in entries:
             if not isinstance(section, dict):
                 raise SpecError(f"must be a dataset section (a mapping), got {section!r}", path)
-            labels.append(str(section.get("label") or section.get("name", "digits")))
+            root = section.get("root")
+            labels.append(dataset_title(str(section.get("name", "digits")), section.get("label"),
+                                        root if isinstance(root, str) else None))
         if len(set(labels)) < len(labels):  # e.g. one DomainNet entry per training domain
             refined = []
             for (section, _), label in zip(entries, labels):

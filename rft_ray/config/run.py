@@ -5,6 +5,7 @@ registries, by `rft_ray.specs` (this floor imports nothing of the project but th
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -52,11 +53,29 @@ CIFAR10_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "g
              "jpeg_compression")
 
 
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]{0,99}")
+
+
+def dataset_title(name: str, label: str | None, root: str | None) -> str:
+    """What results, run ids and reports call a dataset: its label; else, for `imagefolder` (your own images),
+    the name of its folder (`--data-root mydata` makes `mydata`), made file-name safe; else the loader's name."""
+    if label:
+        return label
+    if name == "imagefolder" and root and "://" not in root:
+        folder = re.sub(r"[^A-Za-z0-9_.=-]+", "_", os.path.basename(os.path.abspath(os.path.expanduser(root))))
+        folder = folder.lstrip("_.=-")[:100]
+        if _LABEL.fullmatch(folder):
+            return folder
+    return name
+
+
 @dataclass
 class DatasetSpec:
-    name: str = described("dataset: digits, cifar10, cifar100, caltech256, cub200, stanford_dogs, domainnet, parquet", "digits")
-    label: str | None = described("the dataset's name in results, run ids and reports (default: name); keeps one name "
-                                  "for one task whichever loader reads it (e.g. cifar100 online, parquet offline)", None)
+    name: str = described("dataset: digits, parquet, imagefolder (your own images), cifar10, cifar100, caltech256, "
+                          "cub200, stanford_dogs, domainnet", "digits")
+    label: str | None = described("the dataset's name in results, run ids and reports (default: name; for imagefolder "
+                                  "its folder's name); keeps one name for one task whichever loader reads it (e.g. "
+                                  "cifar100 online, parquet offline)", None)
     root: str | None = described("local folder holding the data (for parquet: the base of relative train/test paths)", None)
     download: bool = described("let torchvision download cifar10/cifar100 into root when missing (needs a network)", False)
     node_local: bool = described("the data is at `root` on every node that runs trials (e.g. synced by cluster.yaml), "
@@ -71,6 +90,10 @@ class DatasetSpec:
         "rft_ray/data/corruptions), or cifar10-c for the 15 of CIFAR-10-C",
         factory=lambda: ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"])
     severity: int = described("corruption severity, 1 (mild) to 5 (severe), as in CIFAR-10-C", 3, bounds="[1, 5]")
+    ood: dict[str, str] = described(
+        "your own OOD test sets, for any dataset, evaluated like the corruption domains (stored as ood_acc/<name>): "
+        "name -> an image folder <path>/<class>/* or a Parquet file (path or URI), whose classes are named as the "
+        "training classes (any subset of them)", factory=dict)
     options: dict[str, Any] = described("the dataset's own settings (see the dataset registry)", factory=dict)
 
     def __post_init__(self):
@@ -78,13 +101,19 @@ class DatasetSpec:
             check(self.corruptions == "cifar10-c", "corruptions",
                   f"must be a list of corruption names or 'cifar10-c', got {self.corruptions!r}")
             self.corruptions = list(CIFAR10_C)  # expanded here, so results and cost estimates see the names
-        check(self.label is None or bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=-]{0,99}", self.label)), "label",
+        check(self.label is None or bool(_LABEL.fullmatch(self.label)), "label",
               f"use 1-100 letters, digits, '_', '.', '=' or '-' (it names files), got {self.label!r}")
+        for name, source in self.ood.items():
+            check(bool(_LABEL.fullmatch(name)), "ood", f"a domain name uses 1-100 letters, digits, '_', '.', '=' "
+                  f"or '-' (it names result columns, ood_acc/<name>), got {name!r}")
+            check(name not in self.corruptions, f"ood.{name}", f"{name!r} is also one of dataset.corruptions; give "
+                  "your own OOD set another name")
+            check(bool(str(source).strip()), f"ood.{name}", "must be an image folder or a Parquet file, got ''")
 
     @property
     def title(self) -> str:
-        """What results call this dataset: the label, else the loader's name."""
-        return self.label or self.name
+        """What results call this dataset (`dataset_title`)."""
+        return dataset_title(self.name, self.label, self.root)
 
 
 @dataclass
@@ -128,7 +157,9 @@ class TrainingSpec:
               f"give epochs or steps, not both (got epochs={self.epochs}, steps={self.steps})")
         check(len(set(self.no_weight_decay)) == len(self.no_weight_decay), "no_weight_decay",
               f"lists a group twice: {self.no_weight_decay}")
-        if self.epochs is None and self.steps is None:
+        # Neither given: one epoch, and the run says so (`length_defaulted`; not a field, so not in the spec's dict).
+        self.length_defaulted = self.epochs is None and self.steps is None
+        if self.length_defaulted:
             self.epochs = 1.0
 
 
@@ -205,7 +236,8 @@ class EvaluationSpec:
 class OutputSpec:
     results: str = described("result store: a folder or URI; each run writes <run_id>.parquet there", "results/store")
     checkpoints: str = described("folder for resumable checkpoints (one per run, overwritten)", "results/checkpoints")
-    run_id: str | None = described("name of the run (default: derived from strategy, dataset, lr, weight decay, seed)", None)
+    run_id: str | None = described("name of the run (default: <strategy>-<dataset>-<model>-lr<lr>-wd<weight decay>-s<seed>)",
+                                   None)
     keep_checkpoints: Literal["none", "frontier", "all"] = described(
         "trainable weights kept at evaluation points, in the result store as checkpoints/<run_id>/step-<step>"
         ".safetensors: frontier (only the points on the run's own clean-vs-PGD accuracy front so far; files of "
@@ -230,7 +262,8 @@ class RunSpec:
         if self.output.run_id:
             return self.output.run_id
         t = self.training
-        return f"{self.strategy.name}-{self.dataset.title}-lr{t.lr:g}-wd{t.weight_decay:g}-s{t.seed}"
+        model = re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.model.name)  # hub names hold ':' and '/'; run ids name files
+        return f"{self.strategy.name}-{self.dataset.title}-{model}-lr{t.lr:g}-wd{t.weight_decay:g}-s{t.seed}"
 
     @classmethod
     def from_dict(cls, data: Any) -> "RunSpec":

@@ -18,7 +18,11 @@ from rft_ray.config import RunSpec
 from rft_ray.results.files import atomic_write
 
 DEFAULT_TRIAL_OVERHEAD_S = 27.0  # one trial's Ray Tune + Train start-up and tear-down, measured on 2 CPU cores
-CALIBRATION_METHOD = 2  # in the cache key: 2 times the engine's own steps (1 timed a simplified copy)
+# In the cache key: 3 takes the median of 5 repeats after 2 warm-ups and refuses disagreeing repeats; 2 took 3
+# repeats after 1 warm-up (on a busy machine, costs 65x apart); 1 timed a simplified copy of the step.
+CALIBRATION_METHOD = 3
+REPEATS, WARMUPS = 5, 2
+MAX_SPREAD = 2.0  # slowest / fastest timed repeat of one step beyond which a calibration is refused
 _SCHEDULE_STEPS = 1_000  # the learning-rate schedule's horizon while calibrating: only its per-step cost matters
 
 
@@ -149,32 +153,75 @@ def _engine_steps(run: RunSpec, model, device) -> tuple[Callable, Callable, Call
     return train, clean, pgd
 
 
-def _seconds_per_image(fn: Callable, batch: tuple, device, repeats: int) -> float:
-    """Median seconds of `fn(*batch)` over `repeats` runs after one warm-up, per image of the batch."""
+class CalibrationError(ValueError):
+    """Timed repeats of one step that disagree too much to be its cost (a busy machine): no estimate from them."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The timed repeats of one step, seconds per image."""
+
+    seconds: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        ordered = sorted(self.seconds)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    @property
+    def spread(self) -> float:
+        """Slowest over fastest repeat (1: all alike)."""
+        return max(self.seconds) / min(self.seconds) if min(self.seconds) > 0 else float("inf")
+
+
+def time_per_image(fn: Callable, batch: tuple, device, repeats: int = REPEATS, warmups: int = WARMUPS,
+                   clock: Callable[[], float] = time.perf_counter) -> Timing:
+    """`fn(*batch)` run `warmups` times untimed (allocation, kernel selection, caches), then `repeats` times, each
+    timed by `clock` (waiting for the GPU), per image of the batch."""
     import torch
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    fn(*batch)  # warm-up
+    for _ in range(warmups):
+        fn(*batch)
     seconds = []
     for _ in range(repeats):
         sync()
-        began = time.perf_counter()
+        began = clock()
         fn(*batch)
         sync()
-        seconds.append(time.perf_counter() - began)
-    return sorted(seconds)[len(seconds) // 2] / len(batch[0])
+        seconds.append((clock() - began) / len(batch[0]))
+    return Timing(tuple(seconds))
 
 
-def calibrate(run: RunSpec, threads: int | None = None, repeats: int = 3, max_batch: int = 32,
-              budget_s: float = 20.0) -> Costs:
+def checked_costs(timings: dict[str, Timing], machine: str, repeats: int, warmups: int) -> Costs:
+    """Costs from the medians of the train, clean and PGD timings; CalibrationError when the repeats of one step
+    disagree by more than MAX_SPREAD, naming them."""
+    for step, timing in timings.items():
+        if timing.spread > MAX_SPREAD:
+            shown = ", ".join(f"{s:.3g}" for s in timing.seconds)
+            raise CalibrationError(
+                f"calibration refused: {repeats} timed {step} steps took {shown} s per image, {timing.spread:.1f}x "
+                f"apart (more than {MAX_SPREAD:g}x): this machine is too busy for a cost to be measured. Rerun with "
+                "--recalibrate when it is quieter, or give the costs (--train-s-per-image, --eval-s-per-image, "
+                "--pgd-s-per-iteration-image, or a costs: section)")
+    spread = ", ".join(f"{step} {timing.spread:.2f}x" for step, timing in timings.items())
+    return Costs(timings["train"].median, timings["clean"].median, timings["pgd"].median, DEFAULT_TRIAL_OVERHEAD_S,
+                 f"calibrated on this machine: {machine}; the median of {repeats} timed repeats after {warmups} "
+                 f"warm-ups, slowest/fastest {spread}")
+
+
+def calibrate(run: RunSpec, threads: int | None = None, repeats: int = REPEATS, max_batch: int = 32,
+              budget_s: float = 20.0, warmups: int = WARMUPS, clock: Callable[[], float] = time.perf_counter) -> Costs:
     """Time the spec's model and strategy on this machine through the engine's own steps: a few training
     steps, clean forwards and PGD iterations (see `_engine_steps`).
 
     Batches are capped at `max_batch` (per-image cost on a CPU hardly depends on the batch); each of the three
-    measurements takes the median of `repeats` timed runs after one warm-up.
+    measurements takes the median of `repeats` runs timed by `clock` after `warmups` untimed ones, and is refused
+    when its repeats disagree by more than MAX_SPREAD (`checked_costs`).
     """
     import torch
 
@@ -197,14 +244,17 @@ def calibrate(run: RunSpec, threads: int | None = None, repeats: int = 3, max_ba
         def on_device(images, labels):  # PGD iterates on float images already on the device
             return images.to(device).float().div_(255.0), labels.to(device)
 
+        def timed(fn, images):
+            return time_per_image(fn, images, device, repeats, warmups, clock)
+
         # Small probe first, so that a big model on a CPU does not take minutes.
-        probe = _seconds_per_image(train, batch(2), device, repeats)
-        n_train = max(2, min(max_batch, run.training.batch_size, int(budget_s / max(probe, 1e-6) / (repeats + 1) / 3)))
+        probe = timed(train, batch(2)).median  # seconds per image: it sizes the batches to the budget
+        n_train = max(2, min(max_batch, run.training.batch_size,
+                             int(budget_s / max(probe, 1e-6) / (repeats + warmups) / 3)))
         n_eval = max(2, min(2 * max_batch, run.evaluation.batch_size, 2 * n_train))
-        return Costs(_seconds_per_image(train, batch(n_train), device, repeats),
-                     _seconds_per_image(clean, batch(n_eval), device, repeats),
-                     _seconds_per_image(pgd, on_device(*batch(n_eval)), device, repeats),
-                     DEFAULT_TRIAL_OVERHEAD_S, f"calibrated on this machine: {describe_machine(threads)}")
+        timings = {"train": timed(train, batch(n_train)), "clean": timed(clean, batch(n_eval)),
+                   "pgd": timed(pgd, on_device(*batch(n_eval)))}
+        return checked_costs(timings, describe_machine(threads), repeats, warmups)
     finally:
         torch.set_num_threads(previous)
 

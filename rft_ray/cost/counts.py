@@ -51,6 +51,9 @@ def split_sizes(run: RunSpec) -> SplitSizes:
         test = _held(train, getattr(options, "test_fraction", 0.2))
         train -= test
     ood = dict(known.ood) or {name: test for name in d.corruptions}
+    # Own OOD sets not readable here: counted at the test split's size (what is evaluated of a domain is at most
+    # evaluation.ood_examples of it, so the count is exact whenever both reach that).
+    ood.update({name: test for name in d.ood})
     if d.train_limit is not None:
         train = min(train, d.train_limit)
     train -= _held(train, d.val_fraction)

@@ -21,16 +21,18 @@ from rft_ray.data.base import (
     stratified_split,
 )
 from rft_ray.data.corruptions import corruption_names, create_corruption
-from rft_ray.config import DatasetSpec
+from rft_ray.config import DatasetSpec, SpecError
 
 # Importing the loader modules registers their datasets, in this order (error messages list them so).
 from rft_ray.data import digits as _digits  # noqa: E402,F401
 from rft_ray.data import parquet as _parquet  # noqa: E402,F401
+from rft_ray.data import imagefolder as _imagefolder  # noqa: E402,F401
 from rft_ray.data import cifar as _cifar  # noqa: E402,F401
 from rft_ray.data import caltech256 as _caltech256  # noqa: E402,F401
 from rft_ray.data import cub200 as _cub200  # noqa: E402,F401
 from rft_ray.data import stanford_dogs as _stanford_dogs  # noqa: E402,F401
 from rft_ray.data import domainnet as _domainnet  # noqa: E402,F401
+from rft_ray.data.own_ood import own_ood_sets  # noqa: E402
 
 __all__ = [
     "ArrayImageSet", "DataBundle", "DataError", "EncodedImageSet", "ImageSet", "create_bundle",
@@ -52,15 +54,16 @@ def create_bundle(spec: DatasetSpec, image_size: int, cache: bool = False) -> Da
     else:
         train, val, test, natural_ood, class_names = data_cache.cached_splits(
             spec, image_size, lambda: _splits(spec, entry, options, image_size))
-    if entry.natural_ood:
-        ood = dict(natural_ood)
-    else:
-        ood = {name: TransformedImageSet(test, fn) for name, fn in corruptions.items()}
+    # `natural_ood` holds the dataset's own domains (DomainNet's) and the run's own OOD sets (`dataset.ood`).
+    ood = {name: images for name, images in natural_ood.items() if name not in spec.ood} if entry.natural_ood else {
+        name: TransformedImageSet(test, fn) for name, fn in corruptions.items()}
+    ood.update({name: natural_ood[name] for name in spec.ood})
     return DataBundle(train=train, val=val, test=test, ood=ood, class_names=list(class_names), image_size=image_size)
 
 
 def _splits(spec: DatasetSpec, entry, options, image_size: int):
-    """(train, val, test, natural OOD domains, class names): the loader's output, split and checked."""
+    """(train, val, test, OOD sets, class names): the loader's output, split and checked; the OOD sets are the
+    dataset's natural domains and the run's own sets (`dataset.ood`), not the corruptions."""
     train, test, natural_ood, class_names = entry.loader(spec, options, image_size)
     if test is None:
         fraction = getattr(options, "test_fraction", 0.2)
@@ -74,7 +77,12 @@ def _splits(spec: DatasetSpec, entry, options, image_size: int):
     if len(train) == 0 or len(test) == 0:
         raise DataError(f"dataset {spec.name!r} has {len(train)} training and {len(test)} test images after "
                         "splitting; both must be non-empty")
-    return train, val, test, (dict(natural_ood) if entry.natural_ood else {}), class_names
+    natural = dict(natural_ood) if entry.natural_ood else {}
+    clash = sorted(set(natural) & set(spec.ood))
+    if clash:
+        raise SpecError(f"{', '.join(map(repr, clash))} is also a domain of dataset {spec.name!r}; give your own OOD "
+                        "set another name", "dataset.ood")
+    return train, val, test, {**natural, **own_ood_sets(spec, class_names, image_size)}, class_names
 
 
 def _check_classes(name: str, split: str, images: ImageSet, class_names: list[str]) -> None:

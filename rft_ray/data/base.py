@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from rft_ray.config import DatasetSpec, build_options
+from rft_ray.config.dataset_options import NoOptions
 from rft_ray.config.registry import Registry
 
 
@@ -196,11 +197,6 @@ def stratified_subset(images: ImageSet, count: int | None, seed: int, salt: str)
 
 # ---------------------------------------------------------------------------------------------------
 # Registry
-
-
-@dataclass
-class NoOptions:
-    """This dataset has no options of its own."""
 
 
 @dataclass(frozen=True)

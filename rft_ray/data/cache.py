@@ -2,14 +2,15 @@
 
 A trial used to decode (and resize) its dataset itself; with many trials per node that is the same work
 over and over. The first trial on a node now decodes the splits a run uses (train after the validation
-split and `train_limit`, test, natural OOD domains) into `.npy` files; every later trial memory-maps them,
-so concurrent trials also share one copy in the page cache.
+split and `train_limit`, test, natural OOD domains and own OOD sets) into `.npy` files; every later trial
+memory-maps them, so concurrent trials also share one copy in the page cache.
 
 - Where: `$RFT_DATA_CACHE` (a folder; `off` disables the cache), else `~/.cache/rft-ray`; entries under
   `data/<key>/`.
 - Key: a hash of what decides the decoded pixels: the dataset section (name, root, options, validation
-  fraction, split seed, train limit), the image size, the input files' sizes and modification times (every
-  file under `dataset.root`, the Parquet files named in the options, scikit-learn's version for `digits`),
+  fraction, split seed, train limit, own OOD sets), the image size, the input files' sizes and modification
+  times (every file under `dataset.root` and under each own OOD set, the Parquet files named in the options,
+  scikit-learn's version for `digits`),
   and the source of the dataset code itself. Change any of them and the entry is simply not found.
 - Safe under concurrent trials: an entry is built in a private temporary folder and renamed into place
   (atomic); a lock file makes a second trial that misses at the same time wait for the first instead of
@@ -155,6 +156,11 @@ def cache_key(spec, image_size: int) -> str | None:
             if files is None:
                 return None
             inputs[field] = files
+    for name, source in sorted(spec.ood.items()):  # own OOD sets (`dataset.ood`): a folder or a Parquet file
+        files = _files_fingerprint(resolve_source(source, None))
+        if files is None:
+            return None
+        inputs[f"ood/{name}"] = files
     if spec.name == "digits":
         import sklearn
 
@@ -162,7 +168,7 @@ def cache_key(spec, image_size: int) -> str | None:
     decisive = {
         "format": FORMAT, "code": _code_fingerprint(), "image_size": image_size, "inputs": inputs,
         "dataset": {"name": spec.name, "root": spec.root, "options": options, "val_fraction": spec.val_fraction,
-                    "split_seed": spec.split_seed, "train_limit": spec.train_limit},
+                    "split_seed": spec.split_seed, "train_limit": spec.train_limit, "ood": spec.ood},
     }
     return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -170,7 +176,7 @@ def cache_key(spec, image_size: int) -> str | None:
 # ---------------------------------------------------------------------------------------------------
 # Reading and writing entries
 
-Splits = tuple[ImageSet, ImageSet, ImageSet, dict[str, ImageSet], list[str]]  # train, val, test, natural OOD, names
+Splits = tuple[ImageSet, ImageSet, ImageSet, dict[str, ImageSet], list[str]]  # train, val, test, natural and own OOD, names
 
 
 def _split_files(names: list[str]) -> dict[str, str]:

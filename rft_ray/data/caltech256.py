@@ -2,30 +2,21 @@
 generic image-folder layout."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from rft_ray.config import DatasetSpec, described
+from rft_ray.config import DatasetSpec
+from rft_ray.config.dataset_options import Caltech256Options
 from rft_ray.data.base import KnownSizes, register_dataset
+from rft_ray.data.imagefolder import FOLDER_LAYOUT, generic_splits
 from rft_ray.data.layout import (
-    FOLDER_LAYOUT,
     NUMBERED,
     dataset_root,
     encoded_files,
     found,
-    generic_splits,
     layout_error,
     scan_image_folder,
     strip_number,
 )
 
 IMAGES, CLUTTER_IMAGES = 30_607, 827  # the official release; 257.clutter holds 827 of them
-
-
-@dataclass
-class Caltech256Options:
-    include_clutter: bool = described("keep the 257.clutter background category as a class", False)
-    test_fraction: float = described("share of each class held out, seeded, as the test split (no official split)",
-                                     0.2, bounds="(0, 1)")
 
 
 def known_sizes(spec: DatasetSpec, options: Caltech256Options) -> KnownSizes:

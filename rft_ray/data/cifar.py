@@ -1,29 +1,21 @@
 """CIFAR-10 and CIFAR-100: torchvision's files (or a download), or the generic image-folder layout."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rft_ray.config import DatasetSpec, described
+from rft_ray.config import DatasetSpec
+from rft_ray.config.dataset_options import CifarOptions
 from rft_ray.data.base import ArrayImageSet, DataError, KnownSizes, register_dataset
+from rft_ray.data.imagefolder import FOLDER_LAYOUT, has_folder_splits, load_folder_splits
 from rft_ray.data.layout import (
-    FOLDER_LAYOUT,
     class_map,
     found,
-    has_folder_splits,
     keep_classes,
-    load_folder_splits,
 )
 
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # both CIFARs, equal images per class
-
-
-@dataclass
-class CifarOptions:
-    classes: list[str] | None = described("keep only these classes, relabelled 0..k-1 in this order (e.g. 10 of "
-                                          "CIFAR-100's classes; null: all)", None)
 
 
 def _torchvision_splits(spec: DatasetSpec, root: Path, size: int, hundred: bool):

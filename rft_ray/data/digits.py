@@ -1,18 +1,11 @@
 """scikit-learn's handwritten digits: the embedded default's downstream task (ships inside the wheel)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from rft_ray.config import DatasetSpec, described
+from rft_ray.config import DatasetSpec
+from rft_ray.config.dataset_options import DigitsOptions
 from rft_ray.data.base import ArrayImageSet, fixed_sizes, register_dataset
-
-
-@dataclass
-class DigitsOptions:
-    test_fraction: float = described("share of each class held out, seeded, as the test split (no official split)",
-                                     0.25, bounds="(0, 1)")
 
 
 @register_dataset("digits", DigitsOptions, sizes=fixed_sizes(1_797, None))

@@ -2,13 +2,12 @@
 image folders (with or without the official split files) or per-domain Parquet exports."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from rft_ray.config import DatasetSpec, SpecError, described
+from rft_ray.config import DatasetSpec
+from rft_ray.config.dataset_options import DOMAINNET_DOMAINS, DomainNetOptions
 from rft_ray.data.base import (
     DataError,
     ImageSet,
@@ -30,7 +29,7 @@ from rft_ray.data.layout import (
 )
 from rft_ray.data.parquet import parquet_set, read_parquet_images
 
-DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
+DOMAINS = DOMAINNET_DOMAINS
 # The cleaned release's official split, per domain: (train, test).
 SIZES: dict[str, tuple[int, int]] = {
     "clipart": (33_525, 14_604), "infograph": (36_023, 15_582), "painting": (50_416, 21_850),
@@ -39,25 +38,6 @@ SIZES: dict[str, tuple[int, int]] = {
 _LAYOUT = ("per-domain folders <root>/<domain>/<class>/*.jpg (with the official split files "
            "<root>/<domain>_train.txt and <root>/<domain>_test.txt, optional), or Parquet exports "
            "<root>/<domain>/train.parquet and <root>/<domain>/test.parquet; domains: " + ", ".join(DOMAINS))
-
-
-@dataclass
-class DomainNetOptions:
-    domain: Literal["clipart", "infograph", "painting", "quickdraw", "real", "sketch"] = described(
-        "the training domain; every other domain present is an OOD domain (its test split)", "real")
-    ood_domains: list[str] | None = described("only these OOD domains (null: every other domain present)", None)
-    test_fraction: float = described("share of each class held out, seeded, as test for domains without official "
-                                     "split files or test.parquet", 0.2, bounds="(0, 1)")
-
-    def __post_init__(self):
-        for i, name in enumerate(self.ood_domains or []):
-            if name not in DOMAINS:
-                raise SpecError(f"must be one of {', '.join(map(repr, DOMAINS))}, got {name!r}", f"ood_domains[{i}]")
-            if name == self.domain:
-                raise SpecError(f"{name!r} is the training domain (domain), so it cannot also be OOD",
-                                f"ood_domains[{i}]")
-        if self.ood_domains is not None and len(set(self.ood_domains)) != len(self.ood_domains):
-            raise SpecError(f"lists a domain more than once: {self.ood_domains}", "ood_domains")
 
 
 def known_sizes(spec: DatasetSpec, options: DomainNetOptions) -> KnownSizes:

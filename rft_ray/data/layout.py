@@ -6,13 +6,9 @@ Every loader reads local files only (CIFAR may also be downloaded by torchvision
 layout that was expected and what was found there.
 
 Besides each dataset's official layout, the folder datasets (cifar10, cifar100, caltech256, cub200,
-stanford_dogs) accept the generic image-folder layout:
-
-    <root>/train/<class>/*.jpg|jpeg|png
-    <root>/test/<class>/*.jpg|jpeg|png
-
-with the class names taken verbatim from the train folder's subfolders, sorted. Images must lie directly in
-their class folder (subfolders are ignored, as in torchvision's Caltech-256 reader).
+stanford_dogs) accept the generic image-folder layout `<root>/{train,test}/<class>/*`, read by the
+`imagefolder` dataset's code (`rft_ray.data.imagefolder`). Images must lie directly in their class folder
+(subfolders are ignored, as in torchvision's Caltech-256 reader).
 """
 from __future__ import annotations
 
@@ -26,8 +22,7 @@ import numpy as np
 from rft_ray.config import DatasetSpec, SpecError
 from rft_ray.data.base import ArrayImageSet, DataError, EncodedImageSet, ImageSet
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-FOLDER_LAYOUT = "<root>/train/<class>/*.jpg|jpeg|png and <root>/test/<class>/*.jpg|jpeg|png"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the official releases' images
 NUMBERED = re.compile(r"^\d+\.(.+)$")
 
 
@@ -83,10 +78,6 @@ def dataset_root(spec: DatasetSpec, expected: str) -> Path:
 # Image folders
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
 def class_folders(folder: Path, dataset: str, expected: str, skip: Collection[str] = ()) -> list[Path]:
     """The sorted, visible subfolders of `folder` (one per class), minus `skip`."""
     if not folder.is_dir():
@@ -116,13 +107,15 @@ def _check_folder_classes(folder: Path, dataset: str, expected: str, names: list
 
 
 def scan_image_folder(folder: Path, dataset: str, expected: str, *, class_names: Sequence[str] | None = None,
-                      class_name: Callable[[str], str] = lambda name: name,
-                      skip: Collection[str] = ()) -> tuple[list[str], np.ndarray, list[str]]:
+                      class_name: Callable[[str], str] = lambda name: name, skip: Collection[str] = (),
+                      extensions: Collection[str] = IMAGE_EXTENSIONS, ignored: list[str] | None = None
+                      ) -> tuple[list[str], np.ndarray, list[str]]:
     """Read an ImageFolder-style tree `folder/<class>/<image>`: (file paths, labels, class names).
 
     Classes are the sorted subfolders (named by `class_name(folder name)`), or, with `class_names` given
-    (a test split following its train split), labelled by their position in that list. Files other
-    than jpg/jpeg/png (any case) are skipped; an empty class folder is an error.
+    (a test split following its train split), labelled by their position in that list. Files whose
+    extension (any case) is not among `extensions` are skipped (and appended to `ignored` when given; hidden
+    files are not); a class folder without images is an error.
     """
     folders = class_folders(folder, dataset, expected, skip)
     names = [class_name(f.name) for f in folders]
@@ -131,10 +124,15 @@ def scan_image_folder(folder: Path, dataset: str, expected: str, *, class_names:
     files: list[str] = []
     labels: list[int] = []
     for sub, name in zip(folders, names):
-        images = sorted(p for p in sub.iterdir() if p.is_file() and _is_image(p))
+        visible = sorted(p for p in sub.iterdir() if p.is_file() and not p.name.startswith("."))
+        images = [p for p in visible if p.suffix.lower() in extensions]
+        if ignored is not None:
+            ignored.extend(str(p) for p in visible if p.suffix.lower() not in extensions)
         if not images:
-            raise layout_error(dataset, sub, f"{expected}: image files (*.jpg, *.jpeg, *.png) in every class "
-                               "folder", f"this class folder has none ({found(sub)})")
+            common = [e for e in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif") if e in extensions]
+            shown = ", ".join(f"*{e}" for e in common) + (", ..." if len(extensions) > len(common) else "")
+            raise layout_error(dataset, sub, f"{expected}: image files ({shown}) in every class folder",
+                               f"this class folder has none ({found(sub)})")
         files.extend(str(p) for p in images)
         labels.extend([index_of[name]] * len(images))
     return files, np.asarray(labels, dtype=np.int64), list(class_names)
@@ -142,26 +140,6 @@ def scan_image_folder(folder: Path, dataset: str, expected: str, *, class_names:
 
 def encoded_files(files: Sequence[str], labels: Sequence[int], size: int) -> EncodedImageSet:
     return EncodedImageSet(list(files), labels, size, names=list(files))
-
-
-def has_folder_splits(root: Path) -> bool:
-    return (root / "train").is_dir() and (root / "test").is_dir()
-
-
-def load_folder_splits(root: Path, dataset: str, size: int) -> tuple[ImageSet, ImageSet, list[str]]:
-    """The generic layout: root/train/<class>/* and root/test/<class>/* (class names: train's folder names)."""
-    train_files, train_labels, names = scan_image_folder(root / "train", dataset, FOLDER_LAYOUT)
-    test_files, test_labels, _ = scan_image_folder(root / "test", dataset, FOLDER_LAYOUT, class_names=names)
-    return encoded_files(train_files, train_labels, size), encoded_files(test_files, test_labels, size), names
-
-
-def generic_splits(root: Path, dataset: str, size: int) -> tuple[ImageSet, ImageSet, dict, list[str]] | None:
-    """A loader's result (train, test, no natural OOD, class names) when `root` has the generic layout, else
-    None: every folder-based dataset accepts it before its own official layout."""
-    if not has_folder_splits(root):
-        return None
-    train, test, names = load_folder_splits(root, dataset, size)
-    return train, test, {}, names
 
 
 def strip_number(name: str) -> str:

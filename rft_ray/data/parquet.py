@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rft_ray.config import DatasetSpec, SpecError, described
+from rft_ray.config import DatasetSpec, SpecError
+from rft_ray.config.dataset_options import ParquetOptions
 from rft_ray.data.base import DataError, EncodedImageSet, register_dataset
 from rft_ray.data.layout import class_map, found, layout_error, short
 from rft_ray.results.files import filesystem_for, is_uri
@@ -180,20 +181,6 @@ def _parquet_class_names(metadata: dict[bytes, bytes], label_column: str, labels
 
 def parquet_set(data: ParquetImages, size: int) -> EncodedImageSet:
     return EncodedImageSet(data.items, data.labels, size, names=data.names)
-
-
-@dataclass
-class ParquetOptions:
-    train: str = described("the training split: a Parquet file path or URI (required; relative paths are relative "
-                           "to dataset.root when set, else to the current folder)", "")
-    test: str | None = described("the test split's Parquet file or URI (null: a seeded stratified split of train)",
-                                 None)
-    test_fraction: float = described("share of train held out, seeded and stratified, as test when test is null", 0.2,
-                                     bounds="(0, 1)")
-    image_column: str = described("column holding the images: struct<bytes, path> (Hugging Face Image) or binary",
-                                  "image")
-    label_column: str = described("integer class column (Hugging Face exports: 'label', 'fine_label', ...)", "label")
-    classes: list[str] | None = described("keep only these classes, relabelled 0..k-1 in this order (null: all)", None)
 
 
 @register_dataset("parquet", ParquetOptions)  # no known sizes: a Parquet file's size is read from the file

@@ -9,12 +9,11 @@ import numpy as np
 
 from rft_ray.config import DatasetSpec
 from rft_ray.data.base import DataError, fixed_sizes, register_dataset
+from rft_ray.data.imagefolder import FOLDER_LAYOUT, generic_splits
 from rft_ray.data.layout import (
-    FOLDER_LAYOUT,
     dataset_root,
     encoded_files,
     found,
-    generic_splits,
     inside,
     layout_error,
     require_files,

@@ -44,6 +44,8 @@ def rft_vit_cifar_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransfo
 class ImageClassifier(nn.Module):
     """A timm model behind an input normalisation: forward takes images in [0, 1]."""
 
+    class_names: list[str] | None = None  # what each output means, in order (set by a run and by load_finetuned)
+
     def __init__(self, backbone: nn.Module, mean, std, image_size: int, name: str):
         super().__init__()
         self.backbone = backbone
@@ -103,24 +105,56 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BackboneError(f"weight file {str(path)!r} does not hold a state dict of tensors")
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return {k: v.float() if v.is_floating_point() else v for k, v in _without_wrapper_prefix(state).items()}
+
+
+def _without_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys as the bare model names them: a `module.` (DistributedDataParallel, DataParallel) or `model.` prefix
+    that every key carries is removed (repeatedly: `module.model.` too)."""
+    for _ in range(3):
+        prefix = next((p for p in ("module.", "model.") if state and all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _wrong_shapes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> list[tuple[str, tuple, tuple]]:
+    """(name, shape in the file, shape in the model) of each tensor that differs, in the model's order."""
+    return [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape]
+
+
+def _mismatch(origin: str, model_name: str, pairs: list[tuple[str, tuple, tuple]]) -> BackboneError:
+    shown = "; ".join(f"{key}: file {list(file)}, model {list(own)}" for key, file, own in pairs[:3])
+    more = f" (and {len(pairs) - 3} more)" if len(pairs) > 3 else ""
+    return BackboneError(f"weight file {origin} does not fit model {model_name!r}: tensor shapes differ, {shown}"
+                         f"{more}; was it saved from another architecture? (set model.name to it)")
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
     head = model.get_classifier()
     state = {k: v for k, v in state.items()}
-    if hasattr(model, "pos_embed"):
-        state = checkpoint_filter_fn(state, model)  # resamples position embeddings to the model's size
-    head_keys = {f"head.{n}" for n, _ in head.named_parameters()}
     own = model.state_dict()
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or model.__class__.__name__
+    if hasattr(model, "pos_embed"):
+        try:  # resamples position (and patch) embeddings to the model's size
+            state = checkpoint_filter_fn(state, model)
+        except (RuntimeError, ValueError, KeyError, IndexError) as err:
+            wrong = _wrong_shapes(state, own)
+            raise (_mismatch(origin, name, wrong) if wrong else
+                   BackboneError(f"weight file {origin} does not fit model {name!r}: {err}")) from err
+    head_keys = {f"head.{n}" for n, _ in head.named_parameters()}
     for key in list(state):
         if key in head_keys and state[key].shape != own[key].shape:
             del state[key]  # another task's head: the new one stays freshly initialised
+    wrong = _wrong_shapes(state, own)
+    if wrong:
+        raise _mismatch(origin, name, wrong)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in head_keys]
     if missing or unexpected:
         raise BackboneError(
-            f"weights in {origin} do not fit {model.__class__.__name__}: missing {missing[:5]}, "
+            f"weight file {origin} does not fit model {name!r}: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]} (is model.name the architecture they were saved from?)")
 
 

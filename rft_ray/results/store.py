@@ -8,6 +8,7 @@ instead of appending duplicates. `root` is a local path or any URI pyarrow's fil
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -23,6 +24,7 @@ from rft_ray.results.attacks import ATTACKS_DIR, AttackError, join_attack_result
 from rft_ray.results.files import atomic_path, filesystem_for, is_uri
 from rft_ray.results.record import REQUIRED_COLUMNS, EvalRecord, arrow_schema
 
+CLASS_NAMES_KEY = "rft.class_names"  # a run file's schema metadata: its class names, a JSON list
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
 # Kept weights of evaluation points (`output.keep_checkpoints`): <root>/checkpoints/<run_id>/step-<step>.safetensors
 CHECKPOINTS_DIR = "checkpoints"
@@ -135,12 +137,16 @@ class ResultStore:
         except OSError as err:
             raise StoreError(f"result store {self.root!r} is not writable: {err}") from err
 
-    def write_run(self, run_id: str, records: Iterable[EvalRecord]) -> None:
+    def write_run(self, run_id: str, records: Iterable[EvalRecord], class_names: list[str] | None = None) -> None:
+        """Replace the run's file with `records`; `class_names` (the model's outputs, in order) go into the file's
+        metadata (`class_names` reads them back)."""
         rows = [record.to_row() for record in records]
         if any(row["run_id"] != run_id for row in rows):
             raise StoreError(f"records written under run id {run_id!r} carry another run id")
         columns = dict.fromkeys(key for row in rows for key in row)
         table = pa.Table.from_pylist(rows, schema=arrow_schema(columns)) if rows else pa.table({})
+        if class_names is not None:
+            table = table.replace_schema_metadata({CLASS_NAMES_KEY: json.dumps(list(class_names))})
         final = self.run_path(run_id)
         self.fs.create_dir(self.path, recursive=True)
         if not self.local:
@@ -154,6 +160,20 @@ class ResultStore:
                 raise
             raise StoreWriteError(f"cannot write result file {final} ({err}); its previous version, if any, is "
                                   "intact and readers are unaffected", getattr(err, "errno", None)) from err
+
+    def class_names(self, run_id: str) -> list[str] | None:
+        """The run's class names in the order of its model's outputs, from its file's metadata; None for a run
+        without a file, or written before they were kept."""
+        path = self.run_path(run_id)
+        try:
+            with self.fs.open_input_file(path) as handle:
+                metadata = pq.read_schema(handle).metadata or {}
+        except FileNotFoundError:
+            return None
+        except (OSError, pa.ArrowInvalid) as err:
+            raise StoreError(f"result file {path} is not readable Parquet: {err}") from err
+        value = metadata.get(CLASS_NAMES_KEY.encode())
+        return list(json.loads(value)) if value else None
 
     def run_ids(self) -> list[str]:
         try:

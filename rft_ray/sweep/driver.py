@@ -48,6 +48,7 @@ def run_sweep(experiment: ExperimentSpec, resume: bool = False, overwrite: bool 
     state = _open_state(experiment, folder, resume, overwrite)
     ResultStore(experiment.store_root).ensure_writable()
     check_head_inputs(experiment)
+    _warn_default_length(experiment)
 
     with SweepConsole(experiment.local_dir() / LOG_FILE, verbose).capturing():
         started_ray = ensure_ray(address, dashboard)
@@ -67,6 +68,28 @@ def run_sweep(experiment: ExperimentSpec, resume: bool = False, overwrite: bool 
                 import ray
 
                 ray.shutdown()
+
+
+def _warn_default_length(experiment: ExperimentSpec) -> None:
+    """One line when the spec gives neither steps nor epochs (each trial trains one epoch), with the steps that
+    makes per dataset where its size can be counted here (`rft_ray.cost.counts`)."""
+    from rft_ray.config import RunSpec
+
+    runs = {group.dataset: RunSpec.from_dict(group.run) for group in experiment.groups}
+    runs = {name: run for name, run in runs.items() if run.training.length_defaulted}
+    if not runs:
+        return
+    from rft_ray.cost.counts import split_sizes
+
+    counted = []
+    for name, run in runs.items():
+        try:
+            train = split_sizes(run).train
+        except (ValueError, OSError):  # not countable on this machine: each trial's sweep.log lines say it
+            continue
+        counted.append(f"{max(1, train // min(run.training.batch_size, train))} steps on {name}")
+    warn("rft sweep: warning: the spec gives neither training.steps nor training.epochs, so each trial trains 1 "
+         "epoch" + (f" = {', '.join(counted)}" if counted else "") + " (set base.training.steps or epochs)")
 
 
 def _open_state(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, overwrite: bool) -> dict[str, Any]:

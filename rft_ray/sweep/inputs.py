@@ -44,6 +44,8 @@ def absolute_paths(run: dict[str, Any]) -> dict[str, Any]:
         for key in ("train", "test"):
             if dataset["options"].get(key):
                 dataset["options"][key] = fix(dataset["options"][key])
+    if isinstance(dataset.get("ood"), dict):  # own OOD sets are relative to here
+        dataset["ood"] = {name: fix(source) for name, source in dataset["ood"].items()}
     if model.get("weights"):
         model["weights"] = fix(model["weights"])
     return run
@@ -64,6 +66,10 @@ def run_inputs(run: dict[str, Any]) -> list[Input]:
             if isinstance(value, str) and value and "://" not in value and not (root and "://" in root):
                 path = value if os.path.isabs(value) or not root else os.path.join(root, value)
                 inputs.append(Input(f"dataset.options.{key}", path, "file", on_head=not node_local))
+    for name, source in (dataset.get("ood") or {}).items():  # own OOD sets: a folder, or a .parquet file
+        if isinstance(source, str) and source and "://" not in source:
+            kind = "file" if source.rstrip("/").lower().endswith(".parquet") else "folder"
+            inputs.append(Input(f"dataset.ood.{name}", source, kind, on_head=not node_local))
     if model.get("source") == "file" and model.get("weights") and "://" not in model["weights"]:
         inputs.append(Input("model.weights", model["weights"], "file", on_head=True))
     return inputs
@@ -85,6 +91,18 @@ def check_head_inputs(experiment) -> None:
         for item in run_inputs(run):
             if item.on_head and not item.exists():
                 raise _missing(item, f"group {group.name} (on this machine)")
+
+
+def check_local_inputs(run: dict[str, Any]) -> None:
+    """Every local input of a run started on this machine (`rft run`), before anything heavy is imported: the
+    error names the field, the path and the nearest folder that exists."""
+    for item in run_inputs(absolute_paths(json.loads(json.dumps(run)))):
+        if not item.exists():
+            parent = os.path.dirname(os.path.abspath(os.path.expanduser(item.path)))
+            while parent and not os.path.isdir(parent) and parent != os.path.dirname(parent):
+                parent = os.path.dirname(parent)
+            raise SpecError(f"the {item.kind} {item.path} does not exist (the nearest folder that does is {parent})",
+                            item.field)
 
 
 def check_trial_inputs(run: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from rft_ray.config.experiment import ExperimentSpec
 from rft_ray.config.metrics import eps_label, same_radius
 from rft_ray.config.search import Objective
-from rft_ray.models.strategies import strategy_names
+from rft_ray.specs import strategy_names
 from rft_ray.results.store import ResultStore
 from rft_ray.sweep.console import say, warn
 from rft_ray.sweep.results import GroupResult

@@ -106,6 +106,7 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     from rft_ray.results.store import ResultStore
+    from rft_ray.training.describe import RunSummary
     from rft_ray.training.loop import TrainingDiverged, train_loop
     from rft_ray.training.plugins import plugins_from_env
     from rft_ray.training.runner import StoreObserver
@@ -132,8 +133,9 @@ def train_worker(config: dict[str, Any]) -> None:
         store = ResultStore(spec.output.results)
         if rank == 0 and resume_from is None:
             store.forget_derived(run_id)  # attacked and interpolated on weights this trial is about to replace
-        kept = [StoreObserver(store, run_id), CheckpointKeeper(store, run_id, spec.output.keep_checkpoints)
-                ] if rank == 0 else []
+        kept = [RunSummary(), StoreObserver(store, run_id), CheckpointKeeper(store, run_id,
+                                                                             spec.output.keep_checkpoints)
+                ] if rank == 0 else []  # RunSummary: what the trial loaded, in sweep.log
         reporter = TuneReporter(config["objectives"], rank, resuming=resume_from is not None)
         observers = [*kept, *plugins_from_env(), reporter]
         try:

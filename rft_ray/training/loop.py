@@ -148,7 +148,7 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     state = load_checkpoint(resume_from, spec) if resume_from else None
     phases.enter(state.get("phase", 0) if state is not None else 0)  # the phase the checkpoint was saved in
     params = count_parameters(model)  # what trains in the current phase
-    context = RunContext(spec, model, phases.optimizer, phases.scheduler, device, run.total_steps)
+    context = RunContext(spec, model, phases.optimizer, phases.scheduler, device, run.total_steps, run.bundle)
 
     point_hooks = hooks(observers, "records_changed")
 

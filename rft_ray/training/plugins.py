@@ -39,6 +39,12 @@ class RunContext:
     scheduler: Any
     device: Any
     total_steps: int
+    bundle: Any = None  # the DataBundle: the splits, OOD domains and class names
+
+    @property
+    def class_names(self) -> list[str]:
+        """What the model's outputs mean, in order (the dataset's classes)."""
+        return list(self.bundle.class_names) if self.bundle is not None else []
 
     @property
     def run_id(self) -> str:

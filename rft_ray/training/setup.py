@@ -124,6 +124,7 @@ class Run:
         seed_everything(spec.training.seed)
         bundle = create_bundle(spec.dataset, resolve_image_size(spec), cache=True)  # decoded once per node
         model = create_classifier(spec.model, bundle.num_classes, seed=spec.training.seed)
+        model.class_names = list(bundle.class_names)
         create_strategy(spec.strategy.name, spec.strategy.options).apply(model)
         model.to(device)
         if spec.training.compile:

@@ -11,8 +11,8 @@ filesystem: local, replaced atomically, or an object store):
 - `all`: every point;
 - `none`: nothing (and files an earlier run of the same run id left there are deleted, as its rows are replaced).
 
-Each file's metadata holds the run spec (JSON), the run id, the step, the number of classes and the point's two
-metrics, so
+Each file's metadata holds the run spec (JSON), the run id, the step, the number and the ordered names of the
+classes and the point's two metrics, so
 
     model = load_finetuned(store.checkpoint_path(run_id, 400))
 
@@ -104,13 +104,8 @@ class CheckpointKeeper:
     def _save(self, record: EvalRecord) -> None:
         from safetensors.torch import save, save_file
 
-        model = self.context.model
-        tensors = {name: param.detach().to("cpu", copy=True).contiguous()
-                   for name, param in model.named_parameters() if param.requires_grad}
-        metadata = {"format": FORMAT, "spec": json.dumps(self.context.spec.to_dict()), "step": str(record.step),
-                    "num_classes": str(_num_classes(model)), "run_id": record.run_id,
-                    "test_clean_acc": repr(float(record.test_clean_acc)),
-                    "pgd_adv_acc": repr(float(record.pgd_adv_acc))}
+        tensors, metadata = weights_content(self.context.model, self.context.spec, record,
+                                            self.context.class_names)
         path = self.store.checkpoint_path(self.run_id, record.step)
         if self.store.local:  # straight to a temporary beside the file: no second copy of a whole model in memory
             self.store.fs.create_dir(self.store.checkpoint_folder(self.run_id), recursive=True)
@@ -118,6 +113,20 @@ class CheckpointKeeper:
                 save_file(tensors, str(temporary), metadata=metadata)
         else:
             write_bytes(self.store.fs, path, save(tensors, metadata=metadata))
+
+
+def weights_content(model, spec: RunSpec, record: EvalRecord, class_names: list[str] | None
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A kept point's file: the trainable parameters (on the CPU) and the metadata `load_finetuned` and `rft
+    predict` read: the run spec, run id, step, the number and the names of the classes, the point's metrics."""
+    tensors = {name: param.detach().to("cpu", copy=True).contiguous()
+               for name, param in model.named_parameters() if param.requires_grad}
+    metadata = {"format": FORMAT, "spec": json.dumps(spec.to_dict()), "step": str(record.step),
+                "num_classes": str(_num_classes(model)), "run_id": record.run_id,
+                "test_clean_acc": repr(float(record.test_clean_acc)), "pgd_adv_acc": repr(float(record.pgd_adv_acc))}
+    if class_names:
+        metadata["class_names"] = json.dumps(list(class_names))
+    return tensors, metadata
 
 
 def _num_classes(model) -> int:
@@ -155,7 +164,8 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu",
     """The fine-tuned classifier of one kept evaluation point, in eval mode: built from the run spec in the
     file's metadata as the run built it, its trainable parameters replaced by the file's tensors. Every
     trainable parameter must be in the file and every tensor of the file must be one (WeightsError); for a
-    strategy with phases (LP-FT), those of the phase the point was measured in."""
+    strategy with phases (LP-FT), those of the phase the point was measured in. Its `class_names` are the
+    run's classes in the order of its outputs (None in files kept before they were recorded)."""
     tensors, metadata = read_weights(path, filesystem)
     spec = RunSpec.from_dict(json.loads(metadata["spec"]))
     model = create_classifier(spec.model, int(metadata["num_classes"]), seed=spec.training.seed)
@@ -172,6 +182,11 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu",
                 raise WeightsError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, the model's is "
                                    f"{tuple(param.shape)}")
             param.copy_(tensors[name])
+    names = json.loads(metadata["class_names"]) if metadata.get("class_names") else None
+    if names is not None and len(names) != int(metadata["num_classes"]):
+        raise WeightsError(f"{path}: its metadata names {len(names)} classes for a model of "
+                           f"{metadata['num_classes']} outputs")
+    model.class_names = names
     return model.to(device).eval()
 
 

@@ -1,5 +1,6 @@
 """The fine-tuning strategies, in a registry: the paper's seven, then LP-FT. Build with
 `create_strategy(name, options)`."""
+from rft_ray.config.strategy_options import PAPER_STRATEGIES
 from rft_ray.models.strategies.base import (
     ParameterCount,
     Phase,
@@ -14,9 +15,6 @@ from rft_ray.models.strategies.base import (
 )
 from rft_ray.models.strategies import builtin as _builtin  # noqa: F401  (registers the seven)
 from rft_ray.models.strategies import lp_ft as _lp_ft  # noqa: F401  (registers lp_ft, after them)
-
-# The paper's seven, in its order (the registry also holds strategies the paper did not study).
-PAPER_STRATEGIES = ("full", "linear", "bitfit", "lora", "ia3", "adapter", "compacter")
 
 __all__ = ["PAPER_STRATEGIES", "ParameterCount", "Phase", "Strategy", "apply_strategy", "config_help",
            "count_parameters", "create_strategy", "register_strategy", "strategy_config",

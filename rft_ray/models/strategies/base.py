@@ -46,6 +46,10 @@ def vit_blocks(model: nn.Module) -> Iterator[tuple[int, nn.Module]]:
     yield from enumerate(blocks)
 
 
+class MergeError(ValueError):
+    """A strategy whose modules cannot be folded into the plain timm model (`Strategy.merge`)."""
+
+
 # `Strategy.interpolation_rule`'s answers.
 INTERPOLATE, KEEP_FINETUNED = "interpolate", "keep_finetuned"
 
@@ -100,6 +104,11 @@ class Strategy:
         multiplied by a parameter that starts at zero (LoRA's A beside B), so that scaling that partner scales
         their product, the learned change, by exactly alpha."""
         return INTERPOLATE
+
+    def merge(self, model: nn.Module) -> None:
+        """Fold what `adapt` inserted into the backbone's own layers, in place, so that `model.backbone` is a plain
+        timm model computing the same function (`rft export`). Default: nothing was inserted. A strategy whose
+        modules timm's layers cannot express raises MergeError."""
 
     def phases(self, total_steps: int, lr: float) -> list[Phase]:
         """The run's phases, covering its `total_steps` steps; `lr` is `training.lr`."""

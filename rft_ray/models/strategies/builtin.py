@@ -1,16 +1,20 @@
 """full, linear, bitfit, lora, ia3, adapter, compacter — defaults follow the paper's configuration."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from peft import IA3Config, LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from rft_ray.config import check, described
+from rft_ray.config.strategy_options import (
+    AdapterOptions,
+    CompacterOptions,
+    IA3Options,
+    LoraOptions,
+    NoOptions,
+)
 from rft_ray.models.strategies.base import (
     INTERPOLATE,
     KEEP_FINETUNED,
+    MergeError,
     Strategy,
     register_strategy,
     vit_blocks,
@@ -19,27 +23,26 @@ from rft_ray.models.strategies.modules import (
     QKV_PARTS,
     BottleneckAdapter,
     CompacterAdapter,
+    FusedQKVLora,
     PHMRules,
+    SplitQKV,
+    fused_qkv,
     insert_after_sublayers,
     lora_on_fused_qkv,
+    merged_qkv,
     split_qkv,
+    unload_peft,
 )
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 # Module names inside a block (q, k, v: after split_qkv); peft matches them as name suffixes.
 TARGETS = {"q": "attn.qkv.q", "k": "attn.qkv.k", "v": "attn.qkv.v", "proj": "attn.proj",
            "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
-Target = Literal["q", "k", "v", "proj", "fc1", "fc2"]
 
 
 def _peft_targets(names: list[str]) -> str:
     # A regex over full module names, so that `fc1` never matches a head or adapter elsewhere.
     return r".*blocks\.\d+\.(" + "|".join(TARGETS[n].replace(".", r"\.") for n in names) + r")"
-
-
-@dataclass
-class NoOptions:
-    """No hyperparameters of its own."""
 
 
 @register_strategy
@@ -73,17 +76,6 @@ class BitFit(Strategy):
         return name.endswith(".bias")
 
 
-@dataclass
-class LoraOptions:
-    r: int = described("rank of each low-rank update", 8, bounds="[1, 4096]")
-    alpha: float = described("LoRA scaling numerator (update scaled by alpha / r)", 8.0, bounds="(0, inf)")
-    dropout: float = described("dropout on the LoRA branch input", 0.0, bounds="[0, 1)")
-    targets: list[Target] = described("projections adapted in every block", factory=lambda: ["q", "k", "v", "fc1", "fc2"])
-
-    def __post_init__(self):
-        check(len(self.targets) > 0, "targets", f"must name at least one of {', '.join(TARGETS)}")
-
-
 @register_strategy
 class Lora(Strategy):
     name = "lora"
@@ -110,19 +102,11 @@ class Lora(Strategy):
     def is_trainable(self, name, param):
         return "lora_" in name
 
-
-@dataclass
-class IA3Options:
-    targets: list[Target] = described("projections whose outputs get a learned scaling vector",
-                                      factory=lambda: ["k", "v", "fc1", "fc2"])
-    feedforward: list[Target] = described(
-        "of those, the ones scaled on their input instead of their output (peft's feedforward_modules)",
-        factory=list)
-
-    def __post_init__(self):
-        check(len(self.targets) > 0, "targets", f"must name at least one of {', '.join(TARGETS)}")
-        stray = [t for t in self.feedforward if t not in self.targets]
-        check(not stray, "feedforward", f"{stray} are not in targets {self.targets}")
+    def merge(self, model):
+        unload_peft(model)
+        for _, block in vit_blocks(model):
+            if isinstance(block.attn.qkv, FusedQKVLora):
+                block.attn.qkv = merged_qkv(block.attn.qkv)
 
 
 @register_strategy
@@ -143,11 +127,11 @@ class IA3(Strategy):
     def is_trainable(self, name, param):
         return "ia3_" in name
 
-
-@dataclass
-class AdapterOptions:
-    reduction_factor: int = described("bottleneck = hidden size / reduction_factor", 8, bounds="[1, 4096]")
-    activation: Literal["gelu", "relu", "silu"] = described("bottleneck non-linearity", "gelu")
+    def merge(self, model):
+        unload_peft(model)  # peft scales the weight rows (and bias) of output-scaled layers, columns of input-scaled
+        for _, block in vit_blocks(model):
+            if isinstance(block.attn.qkv, SplitQKV):
+                block.attn.qkv = fused_qkv(block.attn.qkv)
 
 
 @register_strategy
@@ -170,13 +154,8 @@ class Adapter(Strategy):
     def is_trainable(self, name, param):
         return isinstance(param, nn.Parameter) and (".ls1.1." in name or ".ls2.1." in name)
 
-
-@dataclass
-class CompacterOptions:
-    reduction_factor: int = described("bottleneck = hidden size / reduction_factor", 32, bounds="[1, 4096]")
-    phm_dim: int = described("n: number of Kronecker summands; hidden and bottleneck sizes must divide by it", 4,
-                             bounds="[1, 64]")
-    activation: Literal["gelu", "relu", "silu"] = described("bottleneck non-linearity", "gelu")
+    def merge(self, model):
+        raise MergeError(_NOT_TIMM.format(name=self.name, what="a bottleneck adapter (down, GELU, up)"))
 
 
 @register_strategy
@@ -207,6 +186,14 @@ class Compacter(Strategy):
 
     def is_trainable(self, name, param):
         return name.startswith("phm_rules.") or ".ls1.1." in name or ".ls2.1." in name
+
+    def merge(self, model):
+        raise MergeError(_NOT_TIMM.format(name=self.name, what="a PHM bottleneck adapter"))
+
+
+_NOT_TIMM = ("{name} adds {what} after the attention and the MLP of every block: a non-linear module that no layer of "
+             "timm's ViT has, so it cannot be merged into a plain timm model; use the kept checkpoint with "
+             "rft_ray.training.weights.load_finetuned (or rft predict) instead")
 
 
 def _bottleneck(dim: int, reduction_factor: int) -> int:

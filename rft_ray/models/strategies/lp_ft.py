@@ -27,26 +27,10 @@ Defaults, and why:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
-from rft_ray.config import SpecError, described
+from rft_ray.config.strategy_options import LpFtOptions
 from rft_ray.models.strategies.base import Phase, Strategy, register_strategy
-
-
-@dataclass
-class LpFtOptions:
-    probe_fraction: float = described(
-        "share of the run's optimizer steps spent linear probing (the head only) before every parameter trains",
-        0.5, bounds="(0, 1)", note="a share of the steps that leaves some to fine-tune")
-    probe_steps: int | None = described("linear probing steps; when set, replaces probe_fraction", None,
-                                        bounds="[1, 10000000]")
-    probe_lr: float | None = described(
-        "AdamW learning rate of the probing phase (training.lr is the fine-tuning phase's); "
-        "null: probe_lr_factor x training.lr", None, bounds="(0, 10)")
-    probe_lr_factor: float = described("the probing phase's learning rate as a multiple of training.lr, "
-                                       "when probe_lr is null", 30.0, bounds="(0, 1000]")
 
 
 @register_strategy
@@ -59,16 +43,7 @@ class LpFt(Strategy):
                      "theta0 + alpha * (theta_ft - theta0), theta0 the step-0 model")
 
     def probe_length(self, total_steps: int) -> int:
-        c = self.config
-        if total_steps < 2:
-            raise SpecError(f"lp_ft needs at least 2 steps (1 to probe, 1 to fine-tune); the run has {total_steps}",
-                            "training.steps")
-        if c.probe_steps is None:
-            return min(total_steps - 1, max(1, int(round(c.probe_fraction * total_steps))))
-        if c.probe_steps >= total_steps:
-            raise SpecError(f"probe_steps {c.probe_steps} leaves no step to fine-tune: the run has {total_steps} "
-                            "steps", "strategy.options.probe_steps")
-        return c.probe_steps
+        return self.config.check_steps(total_steps)  # the rule lives with the options: specs check it without torch
 
     def phases(self, total_steps: int, lr: float) -> list[Phase]:
         probe = self.probe_length(total_steps)

@@ -1,5 +1,5 @@
 """Modules strategies insert: LoRA on timm's fused qkv, separate q/k/v projections, Houlsby adapters,
-Compacter PHM adapters."""
+Compacter PHM adapters; and how those that can be are folded back into timm's layers (`Strategy.merge`)."""
 from __future__ import annotations
 
 import math
@@ -63,6 +63,21 @@ class FusedQKVLora(nn.Module):
                 f"r={self.r}, scaling={self.scaling:g}")
 
 
+def merged_qkv(layer: FusedQKVLora) -> nn.Linear:
+    """timm's fused qkv Linear with each part's update scaling * B @ A added to its weight rows."""
+    n, r = len(layer.parts), layer.r
+    fused = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                      device=layer.weight.device, dtype=layer.weight.dtype)
+    with torch.no_grad():
+        delta = torch.einsum("ndr,nri->ndi", layer.lora_B, layer.lora_A.view(n, r, -1)) * layer.scaling
+        weight = layer.weight.detach().clone().view(3, layer.dim, layer.in_features)
+        weight[layer._slots] += delta.to(weight.dtype)
+        fused.weight.copy_(weight.view(layer.out_features, layer.in_features))
+        if layer.bias is not None:
+            fused.bias.copy_(layer.bias)
+    return fused
+
+
 def lora_on_fused_qkv(blocks, parts: list[str], r: int, alpha: float, dropout: float) -> None:
     for _, block in blocks:
         block.attn.qkv = FusedQKVLora(block.attn.qkv, parts, r, alpha, dropout)
@@ -83,6 +98,30 @@ class SplitQKV(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
+
+
+def fused_qkv(split: SplitQKV) -> nn.Linear:
+    """The three projections as timm's one fused Linear again (the inverse of SplitQKV)."""
+    parts = (split.q, split.k, split.v)
+    fused = nn.Linear(parts[0].in_features, 3 * parts[0].out_features, bias=parts[0].bias is not None,
+                      device=parts[0].weight.device, dtype=parts[0].weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([p.weight for p in parts]))
+        if fused.bias is not None:
+            fused.bias.copy_(torch.cat([p.bias for p in parts]))
+    return fused
+
+
+def unload_peft(model: nn.Module) -> None:
+    """Merge every peft layer (LoRA, (IA)^3) into its base layer, with peft's own `merge`, and put the base layer
+    back in its place."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.get_base_layer())
 
 
 def split_qkv(blocks) -> None:
