@@ -1,7 +1,7 @@
-"""Fault injection for the Ray tests, through the loop's public plugin mechanism (`RFT_PLUGINS`).
+"""Fault injection through the loop's public plugin mechanism (`RFT_PLUGINS`).
 
-The tests start Ray with `fault_env(folder)` as the runtime environment's variables, so every Train worker
-loads these two plugins. Each does nothing until a test arms it by writing a plan file into the folder
+The Ray tests start Ray with `fault_env(folder)` as the runtime environment's variables, so every Train worker
+loads `KillWorker` and `DivergeLoss`; in-process tests (`rft run`) name `Interrupt` in `RFT_PLUGINS` themselves. Each does nothing until a test arms it by writing a plan file into the folder
 ({"step": N, "run_id_contains": "..."}); the first run that matches claims the plan by renaming the file
 (atomic: it fires once) and writes the fired file with the run id and process id.
 """
@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import signal
 from pathlib import Path
 
 FAULT_DIR_ENV = "RFT_FAULT_DIR"
 KILL_FILE, KILL_FIRED_FILE = "kill-worker.json", "kill-worker.fired.json"
 NAN_FILE, NAN_FIRED_FILE = "nan-loss.json", "nan-loss.fired.json"
+INTERRUPT_FILE, INTERRUPT_FIRED_FILE = "interrupt.json", "interrupt.fired.json"
+DISK_FULL_FILE, DISK_FULL_FIRED_FILE = "disk-full.json", "disk-full.fired.json"
 
 
 def fault_env(folder: Path) -> dict[str, str]:
@@ -72,3 +75,48 @@ class DivergeLoss:
             for parameter in run.model.parameters():
                 if parameter.requires_grad:
                     parameter.data.fill_(math.nan)
+
+
+def _plan(armed_name: str) -> dict:
+    try:
+        return json.loads((Path(os.environ.get(FAULT_DIR_ENV, "")) / armed_name).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class Interrupt:
+    """Ctrl-C in a run: before its first evaluation point (plan {"at": "start"}), or right after the point of a
+    planned step (plan {"step": N}: the store, the kept weights and every observer before the plugins have it)."""
+
+    def on_run_start(self, run) -> None:
+        if _plan(INTERRUPT_FILE).get("at") == "start" and claim(INTERRUPT_FILE, INTERRUPT_FIRED_FILE, run.run_id):
+            raise KeyboardInterrupt
+
+    def records_changed(self, records, checkpoint_dir) -> None:
+        if records and "step" in _plan(INTERRUPT_FILE) and \
+                claim(INTERRUPT_FILE, INTERRUPT_FIRED_FILE, records[-1].run_id, records[-1].step) is not None:
+            raise KeyboardInterrupt
+
+
+class FillDisk:
+    """From the planned point on ({"step": N}), no file this process writes may grow past half the size of the
+    run's checkpoint (RLIMIT_FSIZE, SIGXFSZ ignored): the kernel fails the next checkpoint's write half-way
+    (EFBIG), as a full disk would. The limit stays until the test puts it back (`disk_limits`)."""
+
+    def records_changed(self, records, checkpoint_dir) -> None:
+        if records and checkpoint_dir is not None and \
+                claim(DISK_FULL_FILE, DISK_FULL_FIRED_FILE, records[-1].run_id, records[-1].step) is not None:
+            size = (Path(checkpoint_dir) / "checkpoint.pt").stat().st_size
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def disk_limits():
+    """What `FillDisk` changes, to put back: call the returned function."""
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.getsignal(signal.SIGXFSZ)
+
+    def restore() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+
+    return restore

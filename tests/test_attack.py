@@ -273,7 +273,7 @@ def test_cli_refuses_bad_input_with_exit_2(store_root, tmp_path, capsys, monkeyp
     message = refused(str(tmp_path / "bare"), "--attack", "autoattack")
     assert "nothing to attack" in message and "keep_checkpoints" in message
     assert f"note: run {run_id}: no kept weights" in printed[-1]
-    assert "nothing to attack" in refused(str(tmp_path / "empty"), "--attack", "pgd")
+    assert f"result store {tmp_path / 'empty'} does not exist" in refused(str(tmp_path / "empty"), "--attack", "pgd")
     # A cluster address nobody answers at: said at once (ray.init would retry for minutes), nothing written.
     message = refused(store_root, "--attack", "pgd", "--address", "127.0.0.1:1")
     assert "cannot connect to the Ray cluster at 127.0.0.1:1" in message

@@ -235,12 +235,18 @@ def test_rows_reproduce_the_runs_own_points_at_alpha_one_and_zero(store, trained
     assert all(r.wise_alpha is None and r.source_run_id is None for r in ResultStore(store).read_run("lora-tiny"))
 
 
-def test_interpolating_again_replaces_the_runs_interpolated_rows(store):
+def test_a_narrower_rerun_replaces_the_alphas_it_measures_again_and_keeps_the_rest(store):
     interpolate_store(str(store), [0.0, 0.5, 1.0], on="all", log=lambda m: None)
-    interpolate_store(str(store), [0.25], on="final", log=lambda m: None)
+    files = [store / "interpolated" / f"lora-tiny.wise-step{step}.parquet" for step in (0, 10)]
+    before = [f.read_bytes() for f in files]
+    said = []
+    interpolate_store(str(store), [0.25, 0.5], on="final", log=said.append)
     wise = ResultStore(store / "interpolated")
-    assert wise.run_ids() == ["lora-tiny.wise-step20"]
-    assert [r.wise_alpha for r in wise.read_run("lora-tiny.wise-step20")] == [0.25]
+    assert wise.run_ids() == ["lora-tiny.wise-step0", "lora-tiny.wise-step10", "lora-tiny.wise-step20"]
+    assert [f.read_bytes() for f in files] == before  # checkpoints not chosen this time: untouched
+    rows = wise.read_run("lora-tiny.wise-step20")
+    assert [r.wise_alpha for r in rows] == [0.0, 0.25, 0.5, 1.0]
+    assert "  lora-tiny.wise-step20: replaces its rows of alpha 0.5; keeps those of alpha 0, 1" in said
 
 
 def test_analysis_marks_wise_points_and_keeps_the_plain_auc(store, tmp_path):

@@ -556,7 +556,7 @@ def test_malicious_pickles_in_checkpoints_and_weight_files_are_refused(tmp_path,
     import torch
 
     from rft_ray.models.backbones import BackboneError, read_weight_file
-    from rft_ray.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from rft_ray.training.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 
     marker = tmp_path / "code-ran"
     for name in ("evil.pth", "evil.pt", "evil.bin"):
@@ -572,8 +572,8 @@ def test_malicious_pickles_in_checkpoints_and_weight_files_are_refused(tmp_path,
     checkpoints = tmp_path / "ckpt" / spec.run_id
     checkpoints.mkdir(parents=True)
     torch.save({"step": 20, "records": _Exploit(marker)}, checkpoints / CHECKPOINT_FILE)
-    with pytest.raises(RuntimeError, match=f"checkpoint {re.escape(str(checkpoints / CHECKPOINT_FILE))} cannot be "
-                                           "read") as info:
+    with pytest.raises(CheckpointError, match=f"checkpoint {re.escape(str(checkpoints / CHECKPOINT_FILE))} cannot "
+                                              "be read .*could run code") as info:
         load_checkpoint(checkpoints, spec)
     assert isinstance(info.value.__cause__, pickle.UnpicklingError)  # refused by weights_only, not some other fault
     assert not marker.exists()  # nothing ran

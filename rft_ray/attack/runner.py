@@ -6,6 +6,10 @@ interpolate`: `final`, each run's last kept step; `frontier`, the kept points on
 pgd_adv_acc) Pareto front of its stored rows; `all`, every kept file. A point asked for that has no kept file is
 reported, never skipped in silence. On Ray each task reads its weights file from the store itself, so the store must be reachable from
 every node (a URI or a shared folder), as for sweeps; the driver alone writes the results.
+
+Before any attack the store must exist and its attacks/ folder be writable, and the command holds the lease of
+every run it attacks (`ResultStore.lease`: one writer per run id, shared with `rft run` and `rft interpolate`).
+Values measured again replace the earlier ones, which the command says first; every other value is kept.
 """
 from __future__ import annotations
 
@@ -18,8 +22,17 @@ from typing import Callable
 from rft_ray.attack.point import PointResult, attack_point, resolve_attack_device
 from rft_ray.attack.suite import REFERENCE, AttackBudget
 from rft_ray.config import eps_label
-from rft_ray.results.attacks import ATTACK_SLUGS, AttackError, record_attack_results
+from rft_ray.results.attacks import (
+    ATTACK_SLUGS,
+    ATTACKS_DIR,
+    AttackError,
+    accuracy_column,
+    read_sidecar,
+    record_attack_results,
+    sidecar_path,
+)
 from rft_ray.results.checkpoints import KeptPoint, select_kept_points
+from rft_ray.results.lease import holding
 from rft_ray.results.store import ResultStore, StoreError
 
 
@@ -65,7 +78,8 @@ def run_attacks(store_root: str, attacks: list[str], on: str = "frontier", radii
             raise AttackError(f"unknown attack {name!r}: use one of {', '.join(ATTACK_SLUGS)}")
     if not on_ray:
         resolve_attack_device(device)  # a bad device fails before any work
-    store = ResultStore(store_root)
+    store = ResultStore(store_root).must_exist()
+    store.ensure_writable(ATTACKS_DIR)  # where the results go: checked before any attack
     points, notes = plan_points(store, on, runs)
     summary = AttackSummary(points, notes)
     for note in notes:
@@ -73,29 +87,55 @@ def run_attacks(store_root: str, attacks: list[str], on: str = "frontier", radii
     if not points:
         raise AttackError(f"nothing to attack in {store.root} (--on {on}{f', --runs {runs}' if runs else ''}): no "
                           "kept checkpoints there; runs keep them with output.keep_checkpoints: frontier or all")
-    where = "on Ray, one task per point" if on_ray else "in this process"
-    radius_text = ", ".join(eps_label(r) for r in radii) if radii else "each run's own PGD radius"
-    log(f"rft attack: {len(points)} point(s) of {len({p.run_id for p in points})} run(s) (--on {on}); "
-        f"{', '.join(attacks)} at {radius_text}; {where}")
-    arrived = _on_ray(points, store_root, attacks, radii, device, budget, address) if on_ray else \
-        _in_process(points, store_root, attacks, radii, device, budget)
-    for point, outcome in arrived:
-        if isinstance(outcome, BaseException):
-            summary.failures.append(f"run {point.run_id} step {point.step}: {type(outcome).__name__}: {outcome}")
-            log(f"failed: {summary.failures[-1]}")
-            continue
-        row = {"run_id": outcome.run_id, "step": outcome.step, **outcome.columns}
-        path = record_attack_results(store.fs, store.path, point.run_id, [row])
-        if path not in summary.files:
-            summary.files.append(path)
-        summary.results.append(outcome)
-        log(describe_point(point, outcome))
+    run_ids = sorted({p.run_id for p in points})
+    with holding([store.lease(run_id, "rft attack") for run_id in run_ids]) as leases:
+        for note in replaced_notes(store, points, attacks, radii):
+            log(f"note: {note}")
+        where = "on Ray, one task per point" if on_ray else "in this process"
+        radius_text = ", ".join(eps_label(r) for r in radii) if radii else "each run's own PGD radius"
+        log(f"rft attack: {len(points)} point(s) of {len(run_ids)} run(s) (--on {on}); {', '.join(attacks)} at "
+            f"{radius_text}; {where}")
+        arrived = _on_ray(points, store_root, attacks, radii, device, budget, address) if on_ray else \
+            _in_process(points, store_root, attacks, radii, device, budget)
+        for point, outcome in arrived:
+            if isinstance(outcome, BaseException):
+                summary.failures.append(f"run {point.run_id} step {point.step}: {type(outcome).__name__}: {outcome}")
+                log(f"failed: {summary.failures[-1]}")
+                continue
+            leases[run_ids.index(point.run_id)].check()
+            row = {"run_id": outcome.run_id, "step": outcome.step, **outcome.columns}
+            path = record_attack_results(store.fs, store.path, point.run_id, [row])
+            if path not in summary.files:
+                summary.files.append(path)
+            summary.results.append(outcome)
+            log(describe_point(point, outcome))
     summary.seconds = time.perf_counter() - started
     for line in cost_lines(summary):
         log(line)
     if summary.failures:
         log(f"{len(summary.failures)} of {len(points)} point(s) failed; the others are stored")
     return summary
+
+
+def replaced_notes(store: ResultStore, points: list[Point], attacks: list[str], radii: list[float] | None
+                   ) -> list[str]:
+    """One note per run whose attack results already hold values this command measures again (it replaces them)."""
+    notes = []
+    for run_id in sorted({p.run_id for p in points}):
+        earlier = read_sidecar(store.fs, sidecar_path(store.path, run_id))
+        if earlier is None:
+            continue
+        measured = {int(r["step"]): {k for k, v in r.items() if v is not None} for r in earlier.to_pylist()}
+        again = set()
+        for point in (p for p in points if p.run_id == run_id):
+            point_radii = radii or ([point.pgd_eps] if point.record else [])  # None: the run's own radius
+            columns = {accuracy_column(a, r) for a in attacks for r in point_radii}
+            again |= columns & measured.get(point.step, set())
+        again = sorted(again)
+        if again:
+            notes.append(f"run {run_id}: replaces earlier values of {', '.join(again)} at the points it attacks "
+                         "again; all other attack results are kept")
+    return notes
 
 
 def _in_process(points, store_root, attacks, radii, device, budget):

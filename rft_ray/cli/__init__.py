@@ -20,6 +20,8 @@ _USER_ERRORS = {
     "rft_ray.training.interpolate": "InterpolationError", "rft_ray.training.weights": "WeightsError",
     "rft_ray.results.attacks": "AttackError", "rft_ray.training.deploy": "ExportError",
     "rft_ray.models.strategies.base": "MergeError", "rft_ray.cost.calibrate": "CalibrationError",
+    "rft_ray.results.files": "DestinationError", "rft_ray.results.lease": "LeaseError",
+    "rft_ray.training.checkpoint": "CheckpointError",
 }
 
 
@@ -29,6 +31,18 @@ def is_user_error(err: BaseException) -> bool:
         if loaded is not None and isinstance(err, getattr(loaded, name)):
             return True
     return False
+
+
+# What `rft` says on Ctrl-C: what is kept, and what running the same command again does.
+INTERRUPTED = {
+    "run": "completed evaluation points are in the result store; run the same command again to resume from the last "
+           "checkpoint",
+    "attack": "points attacked so far are in the store's attacks/ folder; running the command again attacks every "
+              "chosen point again (each value measured again is replaced, the others are kept)",
+    "interpolate": "checkpoints interpolated so far are in the store's interpolated/ folder; running the command "
+                   "again evaluates every chosen checkpoint again (rows of other alphas and checkpoints are kept)",
+    "sweep": "continue the sweep with `rft sweep {spec} --resume`",
+}
 
 
 def _run_spec_from_args(args: argparse.Namespace):
@@ -221,7 +235,9 @@ def _add_run_command(sub) -> None:
     run.add_argument("--run-id", help="run name (default: from strategy, dataset, lr, weight decay, seed)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="any spec field, e.g. evaluation.pgd.steps=20")
     run.add_argument("--json", help="also write the paper code's per-step JSON keys to this file")
-    run.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of this run id")
+    run.add_argument("--restart", action="store_true", help=(
+        "train this run id again from step 0, discarding its earlier results (listed first; deleted once the new "
+        "run's first point is written); without it, a run id with results but no checkpoint is refused"))
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=cmd_run)
 
@@ -295,10 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "analyze":
         return _guarded(lambda: cmd_analyze(argv[1:]))
     args = build_parser().parse_args(argv)
-    return _guarded(lambda: args.handler(args))
+    said = INTERRUPTED.get(args.command, "").format(spec=getattr(args, "spec", None))
+    return _guarded(lambda: args.handler(args), said)
 
 
-def _guarded(action: Callable[[], int]) -> int:
+def _guarded(action: Callable[[], int], interrupted: str = "") -> int:
     try:
         return action()
     except Exception as err:
@@ -307,8 +324,7 @@ def _guarded(action: Callable[[], int]) -> int:
         print(f"rft: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("rft: interrupted; completed evaluation points are in the result store, and the run resumes "
-              "from its last checkpoint when started again", file=sys.stderr)
+        print("rft: interrupted" + (f"; {interrupted}" if interrupted else ""), file=sys.stderr)
         return 130
 
 

@@ -9,7 +9,9 @@ One row per attacked evaluation point (run_id, step) and, per attack and L-inf r
 
 with the slugs of ATTACK_SLUGS (`pgd` re-run by `rft attack` is `pgd_rerun`, so it never shadows the
 training-time `pgd_adv_acc` columns). A second `rft attack` merges into the file: a (run, step, column) it
-measures again is replaced, every other value is kept; the file is replaced atomically (as run files are).
+measures again is replaced, every other value is kept; the read, merge and replace happen under the file's own
+lock (`rft_ray.results.lease`), so concurrent writers lose no row, and the file is replaced atomically (as run
+files are).
 `ResultStore.read()` left-joins these columns onto the runs' rows by (run_id, step), so analysis reads them as
 ordinary columns. The folder is not a run: `ResultStore.run_ids` lists the files of the root only.
 """
@@ -23,13 +25,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rft_ray.config.metrics import RadiusError, eps_label, parse_radius
-from rft_ray.results.files import atomic_path
+from rft_ray.results.files import atomic_path, write_failed
+from rft_ray.results.lease import Lease
 
 ATTACKS_DIR = "attacks"
 # `rft attack --attack NAME` -> the column slug. Order: how tables and messages list them.
 ATTACK_SLUGS = {"autoattack": "aa", "apgd-ce": "apgd_ce", "apgd-t": "apgd_t", "fab": "fab", "square": "square",
                 "pgd": "pgd_rerun"}
 KEYS = ("run_id", "step")
+MERGE_WAIT_S = 600.0  # how long a merge waits for another writer's merge of the same file
 
 
 class AttackError(ValueError):
@@ -122,17 +126,27 @@ def merge_rows(existing: pa.Table | None, rows: list[dict]) -> pa.Table:
 
 def record_attack_results(filesystem: pafs.FileSystem, store_path: str, run_id: str, rows: list[dict]) -> str:
     """Merge `rows` (each with run_id, step and attack columns) into the run's attack results file, replaced
-    atomically; returns its path. One writer per run at a time (`rft attack` writes from its driver only)."""
+    atomically, under the file's lock; returns its path. WriteError (the previous file intact) when it cannot
+    be written."""
     if any(str(row["run_id"]) != run_id for row in rows):
         raise AttackError(f"attack results written for run {run_id!r} carry another run id")
     path = sidecar_path(store_path, run_id)
-    table = merge_rows(read_sidecar(filesystem, path), rows)
-    filesystem.create_dir(f"{store_path}/{ATTACKS_DIR}", recursive=True)
-    if not isinstance(filesystem, pafs.LocalFileSystem):
-        pq.write_table(table, path, filesystem=filesystem)  # object stores replace an object atomically
-        return path
-    with atomic_path(path) as temporary:
-        pq.write_table(table, str(temporary))
+    lock = Lease(filesystem, store_path, f"attacks-{run_id}", "a merge of attack results",
+                 f"the attack results of run {run_id}").acquire(wait=MERGE_WAIT_S)
+    try:
+        table = merge_rows(read_sidecar(filesystem, path), rows)
+        if not isinstance(filesystem, pafs.LocalFileSystem):
+            try:
+                filesystem.create_dir(f"{store_path}/{ATTACKS_DIR}", recursive=True)
+                pq.write_table(table, path, filesystem=filesystem)  # object stores replace an object atomically
+            except OSError as err:
+                raise write_failed(err, path) from err
+            return path
+        with atomic_path(path) as temporary:
+            filesystem.create_dir(f"{store_path}/{ATTACKS_DIR}", recursive=True)
+            pq.write_table(table, str(temporary))
+    finally:
+        lock.release()
     return path
 
 

@@ -5,7 +5,9 @@ A run keeps the trainable weights of some evaluation points as `<store>/checkpoi
 with `rft_ray.training.weights.load_finetuned`). Each file's safetensors metadata names its run, step and the
 point's two metrics, so listing reads only each file's header: the 8-byte little-endian header length, then
 that many bytes of JSON whose `__metadata__` holds those strings (the safetensors format), on any filesystem
-pyarrow reaches and without downloading the tensors.
+pyarrow reaches and without downloading the tensors. The header also says where each tensor ends, so a file
+shorter or longer than its header describes (a copy cut short, a full disk) is known bad without reading it
+(`inspect_checkpoint`); listings show bad files as bad and the commands that load them leave them out.
 
 `select_kept_points` is the one answer to "which kept points" for every command that works on them (`rft
 attack`, `rft interpolate`, their `--on` and `--runs`).
@@ -27,6 +29,7 @@ from rft_ray.results.store import CHECKPOINTS_DIR, ResultStore, StoreError, chec
 POINT_CHOICES = ("frontier", "all", "final")
 
 _MAX_HEADER = 100_000_000  # safetensors' own limit on a header's size
+FORMAT = "rft-ray frontier weights 1"  # CheckpointKeeper's files; unchanged since they held frontier points only
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class KeptCheckpoint:
     test_clean_acc: float  # the point's metrics as its run measured them, from the file's metadata
     pgd_adv_acc: float
     strategy: str
+    problem: str | None = None  # why the file is bad (`inspect_checkpoint`); None for a good one
 
 
 def checkpoint_metadata(filesystem: pafs.FileSystem, path: str) -> dict[str, str]:
@@ -57,8 +61,33 @@ def checkpoint_metadata(filesystem: pafs.FileSystem, path: str) -> dict[str, str
     return dict(metadata) if isinstance(metadata, dict) else {}
 
 
+def inspect_checkpoint(filesystem: pafs.FileSystem, path: str) -> tuple[dict[str, str], int, str | None]:
+    """(metadata, size in bytes, problem) of a kept weights file: problem None when its header parses, it is one
+    of CheckpointKeeper's files, and its size is exactly what its header describes (header plus tensor data)."""
+    size = filesystem.get_file_info(path).size or 0
+    try:
+        metadata = checkpoint_metadata(filesystem, path)
+        with filesystem.open_input_file(path) as handle:
+            length = struct.unpack("<Q", handle.read(8))[0]
+            header = json.loads(handle.read(length))
+        ends = [int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__"]
+    except (StoreError, OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error) as err:
+        if isinstance(err, StoreError):  # checkpoint_metadata's own words, without the path
+            return {}, size, str(err).removeprefix(f"checkpoint {path} ").removeprefix("is ")
+        return {}, size, f"not a safetensors file ({type(err).__name__}: {err})"
+    described = 8 + length + max(ends, default=0)
+    if size < described:
+        return metadata, size, f"truncated: {size} bytes, its header describes {described}"
+    if size > described:
+        return metadata, size, f"{size} bytes, {size - described} more than its header describes"
+    if metadata.get("format") != FORMAT:
+        return metadata, size, "not a weights file of rft-ray (its metadata names no run spec)"
+    return metadata, size, None
+
+
 def list_checkpoints(store: ResultStore, run_ids: list[str] | None = None) -> list[KeptCheckpoint]:
-    """Every kept checkpoint in the store (or of `run_ids`), by run then step, with the metrics its file names."""
+    """Every kept checkpoint in the store (or of `run_ids`), by run then step, with the metrics its file names;
+    a bad file is listed with its `problem` and NaN metrics (never an error for the whole listing)."""
     if run_ids is None:
         infos = store.fs.get_file_info(pafs.FileSelector(f"{store.path}/{CHECKPOINTS_DIR}", allow_not_found=True))
         run_ids = sorted(info.base_name for info in infos
@@ -66,12 +95,14 @@ def list_checkpoints(store: ResultStore, run_ids: list[str] | None = None) -> li
     kept = []
     for run_id in run_ids:
         for step, path in store.checkpoints(run_id).items():
-            metadata = checkpoint_metadata(store.fs, path)
-            spec = json.loads(metadata.get("spec") or "{}")
-            kept.append(KeptCheckpoint(
-                run_id, step, path, store.fs.get_file_info(path).size or 0,
-                float(metadata.get("test_clean_acc", "nan")), float(metadata.get("pgd_adv_acc", "nan")),
-                str((spec.get("strategy") or {}).get("name", ""))))
+            metadata, size, problem = inspect_checkpoint(store.fs, path)
+            try:
+                metrics = (float(metadata.get("test_clean_acc", "nan")), float(metadata.get("pgd_adv_acc", "nan")))
+                strategy = str((json.loads(metadata.get("spec") or "{}").get("strategy") or {}).get("name", ""))
+            except (ValueError, TypeError, AttributeError) as err:
+                metrics, strategy = (math.nan, math.nan), ""
+                problem = problem or f"its metadata cannot be read ({type(err).__name__}: {err})"
+            kept.append(KeptCheckpoint(run_id, step, path, size, *metrics, strategy, problem))
     return kept
 
 
@@ -83,9 +114,11 @@ def _is_run_id(name: str) -> bool:
 
 
 def describe_checkpoints(kept: list[KeptCheckpoint]) -> str:
-    """One line per kept checkpoint, for commands that list them: run, step, metrics, size, path."""
-    return "\n".join(f"{c.run_id:<40} step {c.step:>7}  clean {c.test_clean_acc:.3f}  PGD {c.pgd_adv_acc:.3f}  "
-                     f"{c.size_bytes / 1e6:>9.2f} MB  {c.path}" for c in kept)
+    """One line per kept checkpoint, for commands that list them: run, step, metrics (or why the file is bad),
+    size, path."""
+    return "\n".join(f"{c.run_id:<40} step {c.step:>7}  "
+                     + (f"BAD: {c.problem}  " if c.problem else f"clean {c.test_clean_acc:.3f}  PGD {c.pgd_adv_acc:.3f}  ")
+                     + f"{c.size_bytes / 1e6:>9.2f} MB  {c.path}" for c in kept)
 
 
 def front_steps(records: list[EvalRecord]) -> set[int]:
@@ -166,6 +199,10 @@ def select_kept_points(store: ResultStore, on: str = "frontier", runs: str | Non
             if step not in kept:
                 notes.append(f"run {run_id}: step {step} is on its frontier but has no kept weights file (kept: "
                              f"steps {', '.join(map(str, kept))})")
+                continue
+            problem = inspect_checkpoint(store.fs, kept[step])[2]
+            if problem:
+                notes.append(f"run {run_id} step {step}: its weights file is bad ({problem}); left out")
                 continue
             points.append(KeptPoint(run_id, step, kept[step], by_step.get(step)))
     return points, notes

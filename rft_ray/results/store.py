@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 
 from rft_ray.config.metrics import OOD_PREFIX
 from rft_ray.results.attacks import ATTACKS_DIR, AttackError, join_attack_results, read_attack_results
-from rft_ray.results.files import atomic_path, filesystem_for, is_uri
+from rft_ray.results.files import WriteError, atomic_path, filesystem_for, folder_problem, is_uri
+from rft_ray.results.lease import Lease
 from rft_ray.results.record import REQUIRED_COLUMNS, EvalRecord, arrow_schema
 
 CLASS_NAMES_KEY = "rft.class_names"  # a run file's schema metadata: its class names, a JSON list
@@ -39,12 +40,8 @@ class StoreError(ValueError):
     """A result store that cannot be read or written as asked."""
 
 
-class StoreWriteError(StoreError, OSError):
+class StoreWriteError(StoreError, WriteError):
     """Writing a run's file failed (disk full, no permission, network); its previous version is intact."""
-
-    def __init__(self, message: str, errno: int | None = None):
-        super().__init__(message)
-        self.errno = errno
 
 
 def check_run_id(run_id: str) -> str:
@@ -111,31 +108,52 @@ class ResultStore:
 
     def forget_derived(self, run_id: str) -> list[str]:
         """Delete what was measured on the run's earlier weights: its attack results and interpolated files (a
-        run trained again from scratch under the same id would otherwise be shown the old numbers; its kept
+        trial trained again from scratch under the same id would otherwise be shown the old numbers; its kept
         weights are `CheckpointKeeper`'s to replace). Returns the deleted paths, relative to the root."""
         derived = self.derived_files(run_id)
+        return self.delete(derived["attacks"] + derived["interpolated"])
+
+    def delete(self, relatives: list[str]) -> list[str]:
+        """Delete these files (paths relative to the root); returns those that were there."""
         deleted = []
-        for relative in derived["attacks"] + derived["interpolated"]:
+        for relative in relatives:
             try:
                 self.fs.delete_file(f"{self.path}/{relative}")
             except FileNotFoundError:
                 continue
             except OSError as err:
-                raise StoreError(f"cannot delete {self.root}/{relative}, measured on earlier weights of run "
-                                 f"{run_id!r}: {err}") from err
+                raise StoreError(f"cannot delete {self.root}/{relative}: {err}") from err
             deleted.append(relative)
         return deleted
 
-    def ensure_writable(self) -> None:
-        """Fail before any training if the store cannot be written (missing permission, bad URI)."""
-        probe = f"{self.path}/.probe-{uuid.uuid4().hex}"
+    def lease(self, run_id: str, purpose: str) -> Lease:
+        """The lease every command writing anything of the run holds (`rft run`, `rft attack`, `rft interpolate`;
+        `rft_ray.results.lease`)."""
+        return Lease(self.fs, self.path, f"run-{check_run_id(run_id)}", purpose,
+                     f"run {run_id} in result store {self.root}")
+
+    def must_exist(self) -> "ResultStore":
+        """The store, when it is there to read (a local folder; an object store's prefix always is)."""
+        if self.local and self.fs.get_file_info(self.path).type != pafs.FileType.Directory:
+            raise StoreError(f"result store {self.root} does not exist (or is not a folder)")
+        return self
+
+    def ensure_writable(self, sub: str = "") -> None:
+        """Fail before any work if the store (or its folder `sub`, e.g. `attacks`) cannot be written: a file
+        where the folder must be, missing permission, a bad URI. Makes no folder."""
+        target, shown = (f"{self.path}/{sub}", f"{self.root}/{sub}") if sub else (self.path, self.root)
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            problem = folder_problem(target)
+            if problem:
+                raise StoreError(f"result store {self.root!r} is not writable: {problem}")
+            return
+        probe = f"{target}/.probe-{uuid.uuid4().hex}"
         try:
-            self.fs.create_dir(self.path, recursive=True)
-            with self.fs.open_output_stream(probe) as out:
+            with self.fs.open_output_stream(probe) as out:  # an object store has no folders to make
                 out.write(b"ok")
             self.fs.delete_file(probe)
         except OSError as err:
-            raise StoreError(f"result store {self.root!r} is not writable: {err}") from err
+            raise StoreError(f"result store {self.root!r} is not writable ({shown}: {err})") from err
 
     def write_run(self, run_id: str, records: Iterable[EvalRecord], class_names: list[str] | None = None) -> None:
         """Replace the run's file with `records`; `class_names` (the model's outputs, in order) go into the file's
@@ -148,18 +166,17 @@ class ResultStore:
         if class_names is not None:
             table = table.replace_schema_metadata({CLASS_NAMES_KEY: json.dumps(list(class_names))})
         final = self.run_path(run_id)
-        self.fs.create_dir(self.path, recursive=True)
-        if not self.local:
-            pq.write_table(table, final, filesystem=self.fs)
-            return
         try:
+            self.fs.create_dir(self.path, recursive=True)
+            if not self.local:
+                pq.write_table(table, final, filesystem=self.fs)  # an object is replaced whole, or not at all
+                return
             with atomic_path(final) as temporary:  # readers see the old file or the new one
                 pq.write_table(table, str(temporary), filesystem=self.fs)
         except OSError as err:
-            if isinstance(err, StoreError):
-                raise
-            raise StoreWriteError(f"cannot write result file {final} ({err}); its previous version, if any, is "
-                                  "intact and readers are unaffected", getattr(err, "errno", None)) from err
+            cause = err.__cause__ if isinstance(err, WriteError) and isinstance(err.__cause__, OSError) else err
+            raise StoreWriteError(f"cannot write result file {final} ({cause.strerror or cause}); its previous "
+                                  "version, if any, is intact and readers are unaffected", cause.errno) from err
 
     def class_names(self, run_id: str) -> list[str] | None:
         """The run's class names in the order of its model's outputs, from its file's metadata; None for a run

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from rft_ray.config import SpecError
 from rft_ray.config.experiment import ExperimentSpec
 from rft_ray.results.store import ResultStore
@@ -45,6 +47,14 @@ def run_sweep(experiment: ExperimentSpec, resume: bool = False, overwrite: bool 
     and the trials' own output go to `<local dir>/sweep.log` (and to the terminal too when `verbose`)."""
     began = time.time()
     folder = SweepFolder(experiment.storage_root)
+    with folder.lease():  # one sweep per folder, from before its state is read (rft_ray.results.lease)
+        return _run_held(experiment, folder, resume, overwrite, address, spec_path, analyze, cluster_config,
+                         verbose, dashboard, began)
+
+
+def _run_held(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, overwrite: bool, address: str | None,
+              spec_path: str | None, analyze: bool, cluster_config: str | None, verbose: bool,
+              dashboard: bool | None, began: float) -> SweepResult:
     state = _open_state(experiment, folder, resume, overwrite)
     ResultStore(experiment.store_root).ensure_writable()
     check_head_inputs(experiment)
@@ -104,7 +114,13 @@ def _open_state(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, o
                             "--overwrite or another storage.path")
         _check_resumable_settings(experiment, state, folder)
         return state
-    if state is not None:
+    stray = state is None and bool(folder.fs.get_file_info(pafs.FileSelector(folder.path + "/tune",
+                                                                              allow_not_found=True)))
+    if stray and not overwrite:  # Tune would restore it as this sweep's own (and unpickle its tuner.pkl)
+        raise SweepError(f"{folder.uri('tune')} holds a Tune experiment but there is no {STATE_FILE}: another "
+                         "sweep's, or one that stopped before saving its state; start anew with --overwrite (it "
+                         "deletes tune/, train/, store/ and orphans/ there), or use another storage.path")
+    if state is not None or stray:
         if not overwrite:
             raise SweepError(f"{experiment.storage_root} already holds a sweep ({STATE_FILE}); continue it with "
                              "--resume, or start again with --overwrite (its results are replaced)")

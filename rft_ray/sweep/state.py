@@ -2,7 +2,8 @@
 
 The folder (`storage.path`, local or s3:// / gs://) holds `sweep.json` (state: fingerprint, spec, parent
 MLflow run, finished groups), `store/` (Parquet), `tune/<group>/` (Tune experiments, restorable),
-`train/<run id>/` (Train runs and their checkpoints), `orphans/`, and locally `mlflow.db`, `optuna.db`, the
+`train/<run id>/` (Train runs and their checkpoints), `orphans/`, `.rft-leases/sweep.json` (the lease of the sweep
+writing it: one at a time, `SweepFolder.lease`), and locally `mlflow.db`, `optuna.db`, the
 summary and `analysis/` (for s3:// / gs:// folders a local results/<name>, uploaded into the folder at the end).
 
 `settings` in the state are the spec's sections a resume may not silently ignore (`CHANGEABLE`): Tune restores an
@@ -18,6 +19,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from rft_ray.results.files import filesystem_for, is_uri, read_bytes, write_bytes
+from rft_ray.results.lease import Lease
 
 STATE_FILE = "sweep.json"
 SUBFOLDERS = ("tune", "train", "store", "orphans")
@@ -49,6 +51,11 @@ class SweepFolder:
 
     def _p(self, *parts: str) -> str:
         return "/".join([self.path, *parts])
+
+    def lease(self) -> Lease:
+        """One sweep writes this folder at a time (`rft_ray.results.lease`): held from before the state is read
+        until the sweep ends."""
+        return Lease(self.fs, self.path, "sweep", "rft sweep", f"sweep folder {self.root}")
 
     def read_state(self) -> dict[str, Any] | None:
         data = read_bytes(self.fs, self._p(STATE_FILE))

@@ -6,16 +6,22 @@ continues at the same step, in the same phase, and produces the same subsequent 
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 
 from rft_ray.config import RunSpec, SpecError
-from rft_ray.results.files import atomic_path
+from rft_ray.results.files import atomic_path, write_failed
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # Spec sections a resumed run may change without invalidating its checkpoint.
 RESUMABLE_CHANGES = ("output",)
+STATE_KEYS = ("step", "elapsed", "trainable", "optimizer", "scheduler", "torch_rng", "records", "spec_fingerprint")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from (damaged, or not one of ours); the message names it."""
 
 
 def spec_fingerprint(spec: RunSpec) -> dict:
@@ -35,10 +41,20 @@ def checkpoint_state(step: int, elapsed: float, model, optimizer, scheduler, rec
 
 
 def save_checkpoint(directory: Path, state: dict) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+    """Replace the run's checkpoint whole (WriteError, the previous one intact, when it cannot be written)."""
     final = directory / CHECKPOINT_FILE
     with atomic_path(final) as temporary:  # one checkpoint per run, replaced whole, never half-written
-        torch.save(state, temporary)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise write_failed(err, final) from err
+        with open(temporary, "wb") as handle:
+            try:
+                torch.save(state, handle)
+            except RuntimeError as err:  # torch reports a failed write as its own error, the OS's as its context
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from err
+                raise
     return final
 
 
@@ -48,8 +64,18 @@ def load_checkpoint(directory: Path, spec: RunSpec) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise RuntimeError(f"checkpoint {path} cannot be read ({err}); delete it to start the run afresh") from err
+    except Exception as err:  # noqa: BLE001 - torch raises what its unpickler and zip reader raise
+        why = ("it holds objects other than tensors and plain data, refused since loading them could run code"
+               if isinstance(err, pickle.UnpicklingError) else
+               f"{(str(err).strip().splitlines() or [type(err).__name__])[0].split('. ')[0]}: it is damaged (a copy "
+               "cut short, a full disk?)")
+        raise CheckpointError(f"checkpoint {path} cannot be read ({why}). The run's rows and kept weights in the "
+                              "store are untouched; point output.checkpoints at an intact copy, or start the run "
+                              "again from step 0 with --restart (it lists what it replaces)") from err
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a checkpoint of this platform (no {', '.join(missing)}); "
+                              "point output.checkpoints elsewhere, or start the run again with --restart")
     saved = state.get("spec_fingerprint", {})
     current = spec_fingerprint(spec)
     if saved != current:

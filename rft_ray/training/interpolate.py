@@ -13,8 +13,10 @@ exactly alpha times the fine-tuned one; adapters and Compacter scale their zero-
 Each (checkpoint, alpha) is measured by the run's own `evaluate` on the run's own seeded sets (clean, PGD and
 OOD as its spec says, on its device and precision), so alpha 1 reproduces the run's own row of that step. The
 rows go to the sub-store `<store>/interpolated` (layout: `analysis.wise`), never to the runs' own files;
-interpolating a run again replaces all its interpolated files (those of checkpoints not chosen this time are
-deleted). A row copies the source row's run facts (`wall_seconds`: the training time the checkpoint cost)
+interpolating a checkpoint again replaces the rows of the alphas it measures again and keeps the others, and
+files of checkpoints not chosen this time are kept (a narrower rerun deletes nothing). The command holds the
+lease of each run it interpolates (`ResultStore.lease`), taken after the store and the sub-store are checked and
+before any model is built. A row copies the source row's run facts (`wall_seconds`: the training time the checkpoint cost)
 and has `train_loss` NaN (nothing trained) and `eval_seconds` its own evaluation's time.
 """
 from __future__ import annotations
@@ -25,15 +27,15 @@ import math
 import time
 from typing import Callable, Iterable
 
-import pyarrow.fs as pafs
 import torch
 
-from analysis.wise import wise_root, wise_run_id, wise_steps
+from analysis.wise import wise_root, wise_run_id
 from rft_ray.config import RunSpec
 from rft_ray.evaluation.evaluator import EvalSets, evaluate
 from rft_ray.models.strategies import Strategy, create_strategy
 from rft_ray.models.strategies.base import KEEP_FINETUNED
 from rft_ray.results.checkpoints import KeptPoint, select_kept_points
+from rft_ray.results.lease import holding
 from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore, StoreError
 from rft_ray.training.setup import Run
@@ -149,55 +151,58 @@ def interpolate_store(root: str, alphas: Iterable[float] = DEFAULT_ALPHAS, *, on
     alphas = tuple(sorted(set(float(a) for a in alphas)))
     if not alphas or any(not (0.0 <= a <= 1.0) for a in alphas):
         raise InterpolationError(f"alphas must be numbers in [0, 1], got {list(alphas)}")
-    store = ResultStore(root)
-    if store.local and store.fs.get_file_info(store.path).type != pafs.FileType.Directory:
-        raise StoreError(f"result store {root!r} does not exist (or is not a folder)")
+    store = ResultStore(root).must_exist()
     sources, notes = choose_checkpoints(store, runs, on)
     for note in notes:
         log(f"note: {note}")
     out_store = ResultStore(wise_root(root))
     out_store.ensure_writable()
-    written: list[EvalRecord] = []
     by_run: dict[str, list[Source]] = {}
     for source in sources:
         by_run.setdefault(source.run_id, []).append(source)
-    for run_id, run_sources in by_run.items():
-        built: tuple[str, RunSpec, Run, Interpolator, EvalSets] | None = None
-        for source in run_sources:
-            tensors, metadata = read_weights(source.path, store.fs)
-            if built is None or built[0] != metadata["spec"]:
-                built = None  # free the previous model first
-                spec, run = _build(metadata, device)
-                strategy = create_strategy(spec.strategy.name, spec.strategy.options)
-                built = (metadata["spec"], spec, run, Interpolator(run.model, strategy),
-                         EvalSets.from_bundle(run.bundle, spec))
-            _, spec, run, interpolator, sets = built
-            if int(metadata.get("num_classes", run.bundle.num_classes)) != run.bundle.num_classes:
-                raise WeightsError(f"{source.path}: {metadata['num_classes']} classes, its dataset has "
-                                   f"{run.bundle.num_classes}")
-            interpolator.load(tensors, source.path)
-            log(f"run {run_id} step {source.step} ({spec.strategy.name}: alpha scales "
-                f"{interpolator.strategy.interpolation})")
-            rows = []
-            for alpha in alphas:
-                interpolator.set_alpha(alpha)
-                began = time.perf_counter()
-                metrics = evaluate(run.model, sets, spec, run.device, run.dtype)
-                seconds = time.perf_counter() - began
-                rows.append(interpolated_record(source.record, source.step, alpha, metrics, seconds))
-                log(f"  alpha {alpha:<5g} clean {metrics['test_clean_acc']:.4f}  PGD {metrics['pgd_adv_acc']:.4f}  "
-                    f"OOD {metrics['test_ood_accuracy']:.4f}  ({seconds:.1f} s)")
-            out_store.write_run(wise_run_id(run_id, source.step), rows)
-            written += rows
-        _delete_stale(out_store, run_id, {s.step for s in run_sources})
+    with holding([store.lease(run_id, "rft interpolate") for run_id in by_run]) as leases:
+        return [row for (run_id, run_sources), lease in zip(by_run.items(), leases)
+                for row in _interpolate_run(store, out_store, run_id, run_sources, alphas, device, lease.check, log)]
+
+
+def _interpolate_run(store: ResultStore, out_store: ResultStore, run_id: str, sources: list[Source],
+                     alphas: tuple[float, ...], device: str | None, guard: Callable[[], None],
+                     log: Callable[[str], None]) -> list[EvalRecord]:
+    """One run's chosen checkpoints at every alpha; each checkpoint's file keeps its rows of other alphas."""
+    written: list[EvalRecord] = []
+    built: tuple[str, RunSpec, Run, Interpolator, EvalSets] | None = None
+    for source in sources:
+        tensors, metadata = read_weights(source.path, store.fs)
+        if built is None or built[0] != metadata["spec"]:
+            built = None  # free the previous model first
+            spec, run = _build(metadata, device)
+            strategy = create_strategy(spec.strategy.name, spec.strategy.options)
+            built = (metadata["spec"], spec, run, Interpolator(run.model, strategy),
+                     EvalSets.from_bundle(run.bundle, spec))
+        _, spec, run, interpolator, sets = built
+        if int(metadata.get("num_classes", run.bundle.num_classes)) != run.bundle.num_classes:
+            raise WeightsError(f"{source.path}: {metadata['num_classes']} classes, its dataset has "
+                               f"{run.bundle.num_classes}")
+        interpolator.load(tensors, source.path)
+        log(f"run {run_id} step {source.step} ({spec.strategy.name}: alpha scales "
+            f"{interpolator.strategy.interpolation})")
+        rows = []
+        for alpha in alphas:
+            interpolator.set_alpha(alpha)
+            began = time.perf_counter()
+            metrics = evaluate(run.model, sets, spec, run.device, run.dtype)
+            seconds = time.perf_counter() - began
+            rows.append(interpolated_record(source.record, source.step, alpha, metrics, seconds))
+            log(f"  alpha {alpha:<5g} clean {metrics['test_clean_acc']:.4f}  PGD {metrics['pgd_adv_acc']:.4f}  "
+                f"OOD {metrics['test_ood_accuracy']:.4f}  ({seconds:.1f} s)")
+        name = wise_run_id(run_id, source.step)
+        earlier = out_store.read_run(name)
+        kept = [r for r in earlier if r.wise_alpha not in alphas]
+        if earlier:
+            again = sorted({r.wise_alpha for r in earlier} - {r.wise_alpha for r in kept})
+            log(f"  {name}: " + (f"replaces its rows of alpha {', '.join(f'{a:g}' for a in again)}; " if again else "")
+                + (f"keeps those of alpha {', '.join(f'{r.wise_alpha:g}' for r in kept)}" if kept else "keeps no other"))
+        guard()
+        out_store.write_run(name, sorted(kept + rows, key=lambda r: r.wise_alpha))
+        written += rows
     return written
-
-
-def _delete_stale(out_store: ResultStore, run_id: str, steps: set[int]) -> None:
-    """A run's interpolated files of checkpoints not interpolated this time (a re-run replaces them all)."""
-    for step, name in wise_steps(out_store.run_ids(), run_id).items():
-        if step not in steps:
-            try:
-                out_store.fs.delete_file(out_store.run_path(name))
-            except FileNotFoundError:
-                pass

@@ -30,6 +30,7 @@ it again; otherwise the run ends without that file).
 """
 from __future__ import annotations
 
+import errno
 import json
 import warnings
 from pathlib import Path
@@ -41,11 +42,10 @@ from rft_ray.config import RunSpec
 from rft_ray.models.backbones import ImageClassifier, create_classifier
 from rft_ray.models.strategies import create_strategy
 from rft_ray.results.files import atomic_path, filesystem_for, is_uri, write_bytes
-from rft_ray.results.checkpoints import checkpoint_metadata, front_steps
+from rft_ray.results.checkpoints import FORMAT, checkpoint_metadata, front_steps
 from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore
 
-FORMAT = "rft-ray frontier weights 1"  # unchanged since files held frontier points only: older files still load
 KEEP_MODES = ("none", "frontier", "all")
 
 
@@ -102,15 +102,19 @@ class CheckpointKeeper:
                     pass
 
     def _save(self, record: EvalRecord) -> None:
+        from safetensors import SafetensorError
         from safetensors.torch import save, save_file
 
         tensors, metadata = weights_content(self.context.model, self.context.spec, record,
                                             self.context.class_names)
         path = self.store.checkpoint_path(self.run_id, record.step)
         if self.store.local:  # straight to a temporary beside the file: no second copy of a whole model in memory
-            self.store.fs.create_dir(self.store.checkpoint_folder(self.run_id), recursive=True)
-            with atomic_path(path) as temporary:
-                save_file(tensors, str(temporary), metadata=metadata)
+            with atomic_path(path) as temporary:  # WriteError, the previous file intact, when the disk is full
+                self.store.fs.create_dir(self.store.checkpoint_folder(self.run_id), recursive=True)
+                try:
+                    save_file(tensors, str(temporary), metadata=metadata)
+                except SafetensorError as err:  # how safetensors reports a failed write: "... I/O error: ..."
+                    raise OSError(errno.EIO, str(err)) from err
         else:
             write_bytes(self.store.fs, path, save(tensors, metadata=metadata))
 
