@@ -286,11 +286,20 @@ class Lease:
             out.write(self.record.to_json())
 
     def _read(self) -> Holder | None:
-        try:
-            with self.fs.open_input_stream(self.path) as handle:
-                return Holder.from_json(handle.read())
-        except FileNotFoundError:
-            return None
+        """The lease file's holder; None when there is no file, or it stays unparseable for about a second (a
+        file a writer is rewriting is empty or partial for a moment where writes are not atomic, as on a
+        local disk seen through an object-store protocol; object stores' own puts are atomic)."""
+        for attempt in range(20):
+            try:
+                with self.fs.open_input_stream(self.path) as handle:
+                    data = handle.read()
+            except FileNotFoundError:
+                return None
+            holder = Holder.from_json(data)
+            if holder is not None or self.local:
+                return holder
+            time.sleep(0.05)
+        return None
 
     def _read_retrying(self) -> Holder | None:
         for _ in range(20):  # a holder rewriting its file leaves it empty for a moment
