@@ -646,8 +646,8 @@ def test_dashboards_bind_to_localhost_unless_told(tmp_path, capsys, monkeypatch)
     assert seen["dashboard_host"] == "127.0.0.1"
     cluster = (ROOT / "cluster.yaml").read_text()
     assert "--dashboard-host=127.0.0.1" in cluster and "0.0.0.0" not in cluster
-    readme = (ROOT / "README.md").read_text()
-    assert re.search(r"ssh .*-L 8265:127\.0\.0\.1:8265", readme) and "ray dashboard cluster.yaml" in readme
+    guide = (ROOT / "docs" / "guides" / "aws.md").read_text()
+    assert re.search(r"ssh .*-L 8265:127\.0\.0\.1:8265", guide) and "ray dashboard cluster.yaml" in guide
 
 
 # ---------------------------------------------------------------------------------------------------
