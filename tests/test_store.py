@@ -102,3 +102,13 @@ def test_results_without_validation_read_as_none_beside_results_with_it(tmp_path
     table = store.read()
     assert table.column("val_clean_acc").to_pylist() == [0.45, None]
     assert table.column("val_pgd_images").to_pylist() == [100, None]
+
+
+def test_which_head_a_run_started_from_is_in_its_files_metadata(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_run("r1", [record()], ["a", "b"], head_init="fresh")
+    store.write_run("r2", [record("r2")], None, head_init="pretrained")
+    store.write_run("r3", [record("r3")])  # as written before it was kept
+    assert (store.head_init("r1"), store.class_names("r1")) == ("fresh", ["a", "b"])
+    assert (store.head_init("r2"), store.class_names("r2")) == ("pretrained", None)
+    assert store.head_init("r3") is None and store.head_init("absent") is None
