@@ -56,13 +56,17 @@ def test_rft_run_says_what_it_loaded_and_class_names_reach_the_store_checkpoints
                         "domain, pooled equal")
     assert lines[4].startswith("  evaluation: clean accuracy on 20 train and 8 test images; PGD L-inf eps 4/255, 3 "
                                "steps of 1/255, any_iterate, on 8 of those test images")
-    assert lines[5].startswith("  strategy: lora on rft_vit_cifar_patch8_32: ") and "parameters trainable" in lines[5]
-    assert lines[6] == "  training: 2 steps of batch 8 (1 epochs of 2 steps)"
+    assert lines[5] == ("  validation: clean accuracy on 4 validation images; PGD at eps 4/255 (as on test) on 4 of "
+                        "them; OOD validation off (evaluation.validation.ood)")
+    assert lines[6] == ("  head: new, 4 outputs, initialised as timm initialises a ViT's (truncated normal, std 0.02; "
+                        "bias 0) from training.seed 0; no pretrained classifier is loaded")
+    assert lines[7].startswith("  strategy: lora on rft_vit_cifar_patch8_32: ") and "parameters trainable" in lines[7]
+    assert lines[8] == "  training: 2 steps of batch 8 (1 epochs of 2 steps)"
     assert ("rft: warning: the spec gives neither training.steps nor training.epochs, so the run trains 1 epoch = 2 "
             "steps") in err
 
     store = ResultStore(tmp_path / "store")
-    assert store.class_names(run_id) == FRUIT
+    assert store.class_names(run_id) == FRUIT and store.head_init(run_id) == "fresh"
     assert "ood_acc/scans" in store.read().column_names
     kept = store.checkpoints(run_id)
     with safe_open(kept[2], framework="pt") as handle:

@@ -71,6 +71,7 @@ def test_paper_counts_from_known_sizes():
     assert cifar.clean_images_per_point == 1000 + 10_000 + 4 * 1000  # test_examples null: the whole test split
     assert cifar.pgd_images_per_point == 1000
     assert cifar.pgd_iteration_images_full == cifar.points * 1000 * 15
+    assert cifar.sizes.val == 5_000 and (cifar.val_clean_images_per_point, cifar.val_pgd_images_per_point) == (500, 200)
     caltech = next(g for g in plan.groups if g.dataset == "caltech256")
     test = round(0.2 * 30_607)  # with the clutter class, as the paper
     assert caltech.sizes.test == test and caltech.sizes.train == 30_607 - test - round(0.1 * (30_607 - test))
@@ -94,6 +95,24 @@ def test_run_spec_counts(tmp_path):
     assert g.steps == 60 and g.points == 4  # 0, 20, 40, 60
     assert g.clean_images_per_point == 40 + 40 + 2 * 20
     assert g.pgd_images_per_point == 30 and g.train_images == 60 * 16
+    # validation on by default (500 clean, 200 PGD): the digits' whole validation split, smaller than both
+    from rft_ray.config import DatasetSpec
+    from rft_ray.data import create_bundle
+
+    assert g.sizes.val == len(create_bundle(DatasetSpec(name="digits"), 8).val) > 0  # 10% of each class
+    assert g.val_clean_images_per_point == g.val_pgd_images_per_point == g.sizes.val
+
+
+def test_validation_counts_follow_evaluation_validation():
+    sized = {"evaluation.validation.examples": 40, "evaluation.validation.pgd_examples": 20}
+    g = plan_from_dict(run_dict(**sized, **{"evaluation.validation.ood": True,
+                                            "evaluation.validation.ood_examples": 10}), "x").groups[0]
+    assert g.sizes.val_ood == {"contrast": g.sizes.val, "gaussian_noise": g.sizes.val}  # corrupted validation images
+    assert (g.val_clean_images_per_point, g.val_pgd_images_per_point) == (40 + 2 * 10, 20)
+    off = plan_from_dict(run_dict(**{"evaluation.validation.enabled": False}), "x").groups[0]
+    assert (off.val_clean_images_per_point, off.val_pgd_images_per_point) == (0, 0)
+    empty = plan_from_dict(run_dict(**{"dataset.val_fraction": 0.0}), "x").groups[0]
+    assert empty.sizes.val == 0 and (empty.val_clean_images_per_point, empty.val_pgd_images_per_point) == (0, 0)
 
 
 def test_epochs_and_limits():
@@ -136,6 +155,9 @@ def test_hours_arithmetic():
     ours = hours(plan, costs, 0.8, 0.2)
     assert ours.pgd < full.pgd and ours.training == full.training
     assert ours.pgd * 3600 == pytest.approx(4 * 30 * (pgd_passes_per_image(3, 0.8, 0.2) * 0.005 + 1.2 * 0.002))
+    val = plan.groups[0].sizes.val  # validation: all of the split clean and under PGD (the defaults exceed it)
+    assert full.validation * 3600 == pytest.approx(4 * val * (0.002 + 3 * 0.005 + 0.002))
+    assert full.total == pytest.approx(full.training + full.clean_eval + full.pgd + full.validation + full.overhead)
 
 
 def test_flags_win_over_the_costs_section_and_strategies_over_the_top_level():

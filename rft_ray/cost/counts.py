@@ -1,5 +1,5 @@
 """What a spec runs, counted exactly without a model: split sizes, trials, optimizer steps, evaluation points
-(from the schedule), and at every point the clean images and the images PGD attacks.
+(from the schedule), and at every point the clean images and the images PGD attacks, on test and validation.
 
 Dataset sizes come from the data when it is on this machine, else from the sizes the dataset states in its
 registry entry (the official splits, `register_dataset(..., sizes=...)`), so `rft estimate
@@ -26,6 +26,10 @@ class SplitSizes:
     test: int
     ood: dict[str, int]
     source: str  # "data" (counted from the files) or "known" (official sizes)
+    val: int = 0  # the validation split (dataset.val_fraction of the training images)
+    # images each OOD domain's validation part is drawn from (evaluation.validation.ood): a corruption's, the
+    # validation split; another domain's, what its test subset leaves (rft_ray.evaluation.evaluator)
+    val_ood: dict[str, int] = field(default_factory=dict)
 
 
 def _held(n: int, fraction: float) -> int:
@@ -56,8 +60,15 @@ def split_sizes(run: RunSpec) -> SplitSizes:
     ood.update({name: test for name in d.ood})
     if d.train_limit is not None:
         train = min(train, d.train_limit)
-    train -= _held(train, d.val_fraction)
-    return SplitSizes(train, test, ood, "known")
+    val = _held(train, d.val_fraction)
+    corrupted = set() if known.ood else set(d.corruptions)
+    return SplitSizes(train - val, test, ood, "known", val, _val_ood(run, ood, corrupted, val))
+
+
+def _val_ood(run: RunSpec, ood: dict[str, int], corrupted: set[str], val: int) -> dict[str, int]:
+    tested = run.evaluation.ood_examples
+    return {name: val if name in corrupted else n - (n if tested is None else min(tested, n))
+            for name, n in ood.items()}
 
 
 def _count_from_data(run: RunSpec) -> SplitSizes | None:
@@ -76,7 +87,9 @@ def _count_from_data(run: RunSpec) -> SplitSizes | None:
 
     spec = dataclasses.replace(d, download=False)
     bundle = create_bundle(spec, 8, cache=False)
-    return SplitSizes(len(bundle.train), len(bundle.test), {k: len(v) for k, v in bundle.ood.items()}, "data")
+    ood = {k: len(v) for k, v in bundle.ood.items()}
+    return SplitSizes(len(bundle.train), len(bundle.test), ood, "data", len(bundle.val),
+                      _val_ood(run, ood, set(bundle.val_ood), len(bundle.val)))
 
 
 @dataclass
@@ -99,6 +112,8 @@ class RunCount:
     model: str
     image_size: int | None
     keep_checkpoints: str = "frontier"  # output.keep_checkpoints: what an AutoAttack pass could later attack
+    val_clean_images_per_point: int = 0  # evaluation.validation: clean validation images (and OOD validation ones)
+    val_pgd_images_per_point: int = 0  # validation images attacked (at evaluation.pgd.eps only)
 
     @property
     def train_images(self) -> int:
@@ -133,11 +148,15 @@ def count_run(run: RunSpec, trials: int = 1, group: str | None = None) -> RunCou
     test = take(e.test_examples, sizes.test)
     clean = take(e.train_examples, sizes.train) + test + sum(take(e.ood_examples, n) for n in sizes.ood.values())
     radii = 1 + len(getattr(e.pgd, "extra_eps", None) or [])
+    v = e.validation
+    val_clean = take(v.examples, sizes.val) if v.enabled else 0
+    val_ood = sum(take(v.ood_examples, n) for n in sizes.val_ood.values()) if v.enabled and v.ood and val_clean else 0
     return RunCount(group=group or run.run_id, strategy=run.strategy.name, dataset=run.dataset.name, trials=trials,
                     batch_size=batch, steps=steps, points=points, clean_images_per_point=clean,
                     pgd_images_per_point=take(e.pgd.examples, test), pgd_radii=radii, pgd_steps=e.pgd.steps,
                     pgd_verdict=e.pgd.verdict, sizes=sizes, model=run.model.name, image_size=run.model.image_size,
-                    keep_checkpoints=run.output.keep_checkpoints)
+                    keep_checkpoints=run.output.keep_checkpoints, val_clean_images_per_point=val_clean + val_ood,
+                    val_pgd_images_per_point=take(v.pgd_examples, val_clean))
 
 
 @dataclass

@@ -155,29 +155,32 @@ class Hours:
     clean_eval: float
     pgd: float
     overhead: float
+    validation: float = 0.0  # evaluation.validation's clean and PGD passes (not in clean_eval and pgd)
 
     @property
     def total(self) -> float:
-        return self.training + self.clean_eval + self.pgd + self.overhead
+        return self.training + self.clean_eval + self.pgd + self.validation + self.overhead
 
     @property
     def evaluation(self) -> float:
-        return self.clean_eval + self.pgd
+        return self.clean_eval + self.pgd + self.validation
 
 
 def hours(plan: Plan, costs: dict[str, Costs], clean_acc: float | None = None,
           robust_acc: float | None = None) -> Hours:
     """Accelerator-hours of the plan; full PGD without accuracies, early-exit PGD with them."""
-    train = clean = pgd = overhead = 0.0
+    train = clean = pgd = validation = overhead = 0.0
     for g in plan.groups:
         c = costs[g.group]
         train += g.trials * g.train_images * c.train_s_per_image
-        attacked = g.total_points * g.pgd_images_per_point * g.pgd_radii
+        per_attack = (pgd_passes_per_image(g.pgd_steps, clean_acc, robust_acc) * c.pgd_s_per_iteration_image
+                      + pgd_forwards_per_image(clean_acc, robust_acc) * c.eval_s_per_image)
         clean += g.total_points * g.clean_images_per_point * c.eval_s_per_image
-        pgd += attacked * (pgd_passes_per_image(g.pgd_steps, clean_acc, robust_acc) * c.pgd_s_per_iteration_image
-                           + pgd_forwards_per_image(clean_acc, robust_acc) * c.eval_s_per_image)
+        pgd += g.total_points * g.pgd_images_per_point * g.pgd_radii * per_attack
+        validation += g.total_points * (g.val_clean_images_per_point * c.eval_s_per_image
+                                        + g.val_pgd_images_per_point * per_attack)
         overhead += g.trials * c.trial_overhead_s
-    return Hours(train / 3600, clean / 3600, pgd / 3600, overhead / 3600)
+    return Hours(train / 3600, clean / 3600, pgd / 3600, overhead / 3600, validation / 3600)
 
 
 def estimate(plan: Plan, costs: dict[str, Costs], clean_acc: float = DEFAULT_CLEAN_ACC,
@@ -241,6 +244,15 @@ def _count_lines(plan: Plan, result: dict[str, Any]) -> list[str]:
                  f"{sum(g.total_points * g.clean_images_per_point for g in plan.groups):,}")
     lines.append(f"PGD-{'/'.join(map(str, sorted(steps_pgd)))}: {attacked:,} image attacks, {pgd_full:,} forward-backward "
                  f"passes in full, {ours_passes:,.0f} with early exit (assumed below)")
+    per_point = sorted({(g.val_clean_images_per_point, g.val_pgd_images_per_point) for g in plan.groups})
+    if any(clean or robust for clean, robust in per_point):
+        shown = ", ".join(f"{clean:,} clean + {robust:,} PGD" for clean, robust in per_point)
+        lines.append(f"validation (evaluation.validation, what selections read): {shown} images per point; "
+                     f"{sum(g.total_points * g.val_clean_images_per_point for g in plan.groups):,} clean images and "
+                     f"{sum(g.total_points * g.val_pgd_images_per_point for g in plan.groups):,} image attacks in all")
+    else:
+        lines.append("validation: none measured (evaluation.validation off or no validation split): selections "
+                     "have no held-out numbers to read")
     return lines
 
 
@@ -264,7 +276,7 @@ def _hour_lines(plan: Plan, result: dict[str, Any]) -> list[str]:
     a, r = result["clean_acc"], result["robust_acc"]
     lines = [f"accelerator-hours       {'full PGD':>12}{'our early-exit PGD':>22}"]
     for label, attr in (("training", "training"), ("clean evaluation", "clean_eval"), ("PGD evaluation", "pgd"),
-                        ("trial start-up", "overhead")):
+                        ("validation", "validation"), ("trial start-up", "overhead")):
         lines.append(f"  {label:<22}{_h(getattr(full, attr)):>12}{_h(getattr(ours, attr)):>22}")
     lines.append(f"  {'total':<22}{_h(full.total):>12}{_h(ours.total):>22}")
     share_full = full.evaluation / full.total if full.total else 0.0

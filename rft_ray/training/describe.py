@@ -1,7 +1,7 @@
 """What a run loaded, in a few lines before its first step (`rft run` prints them; a loop plugin, so a sweep's
-trials could too): the data, its classes, images per split and how they were resized, the validation split,
-the OOD domains, the PGD settings, the strategy and its trainable parameters, and the training length, with a
-warning when the spec gave neither steps nor epochs.
+trials could too): the data, its classes, images per split and how they were resized, the validation split
+and what its metrics measure, the OOD domains, the PGD settings, the head it starts from, the strategy and its
+trainable parameters, and the training length, with a warning when the spec gave neither steps nor epochs.
 
 How images are resized (`rft_ray.data.base.to_tensor`): every image, whatever its size or shape, is converted
 to RGB and resized to the model's square input S x S with bilinear interpolation, without keeping its aspect
@@ -13,6 +13,7 @@ import sys
 from typing import Any, TextIO
 
 from rft_ray.config import eps_label
+from rft_ray.evaluation.evaluator import validation_ood_pools
 from rft_ray.models.strategies import count_parameters
 
 RESIZE_RULE = "RGB, resized to {s}x{s} bilinear, aspect ratio not kept (non-square images are stretched)"
@@ -50,6 +51,8 @@ def describe(context: Any) -> list[str]:
                  + "".join(f", {eps_label(r)}" for r in pgd.extra_eps)
                  + f", {pgd.steps} steps of {eps_label(pgd.alpha)}, {pgd.verdict}, on "
                  f"{_subset(pgd.examples, tested)} of those test images")
+    lines.append(validation_line(spec, bundle))
+    lines.append(head_line(spec, getattr(context.model, "head_init", "fresh"), bundle.num_classes))
     count = count_parameters(context.model)
     options = ", ".join(f"{k} {v}" for k, v in spec.strategy.options.items())
     lines.append(f"strategy: {spec.strategy.name}" + (f" ({options})" if options else "")
@@ -63,6 +66,35 @@ def describe(context: Any) -> list[str]:
         lines.append(f"warning: the spec gives neither training.steps nor training.epochs, so the run trains 1 epoch "
                      f"= {context.total_steps} steps (set --steps or --epochs)")
     return lines
+
+
+def validation_line(spec: Any, bundle: Any) -> str:
+    """What the validation metrics measure (rft_ray.evaluation.evaluator.validation_sets)."""
+    v, pgd = spec.evaluation.validation, spec.evaluation.pgd
+    if not v.enabled:
+        return "validation: not measured (evaluation.validation.enabled false): nothing held out to select on"
+    if len(bundle.val) == 0:
+        return "validation: not measured, the validation split is empty (dataset.val_fraction 0)"
+    clean = min(v.examples or len(bundle.val), len(bundle.val))
+    line = (f"validation: clean accuracy on {_subset(v.examples, len(bundle.val))} validation images; PGD at eps "
+            f"{eps_label(pgd.eps)} (as on test) on {_subset(v.pgd_examples, clean)} of them")
+    if not v.ood:
+        return line + "; OOD validation off (evaluation.validation.ood)"
+    pools = validation_ood_pools(bundle, spec)
+    parts = [f"{name} ({'corrupted validation images' if name in bundle.val_ood else 'held-out part'}) "
+             f"{_subset(v.ood_examples, len(images))}" for name, images in pools.items()]
+    left = [name for name in bundle.ood if name not in pools]
+    return (line + "; OOD validation " + (", ".join(parts) if parts else "none")
+            + (f" (no images left beside the test subset: {', '.join(left)})" if left else ""))
+
+
+def head_line(spec: Any, head_init: str, classes: int) -> str:
+    """Which classifier the run starts from (rft_ray.models.backbones.create_classifier)."""
+    if head_init == "pretrained":
+        return (f"head: the pretrained classifier of the {spec.model.source} weights, kept (model.keep_head; same "
+                f"{classes} classes)")
+    return (f"head: new, {classes} outputs, initialised as timm initialises a ViT's (truncated normal, std 0.02; "
+            f"bias 0) from training.seed {spec.training.seed}; no pretrained classifier is loaded")
 
 
 class RunSummary:
