@@ -64,18 +64,24 @@ def max_bytes() -> int:
 class TensorImageSet(ImageSet):
     """Decoded images uint8 [N, 3, S, S] (memory-mapped from the cache), optionally through an index."""
 
-    def __init__(self, pixels: torch.Tensor, labels: np.ndarray, size: int, index: np.ndarray | None = None):
-        self.pixels, self.size, self.index = pixels, size, index
+    def __init__(self, pixels: torch.Tensor, labels: np.ndarray, size: int, index: np.ndarray | None = None,
+                 originals: ImageSet | None = None):
+        self.pixels, self.size, self.index, self.originals = pixels, size, index, originals
         self.labels = np.asarray(labels, dtype=np.int64)
 
     def image(self, index: int) -> torch.Tensor:
         row = int(self.index[index]) if self.index is not None else index
         return self.pixels[row].clone()
 
+    def source(self, index: int) -> torch.Tensor:
+        # The cache keeps the resized images only; corruptions read the originals (ImageSet.source).
+        return self.originals.source(index) if self.originals is not None else self.image(index)
+
     def subset(self, indices) -> "TensorImageSet":
         indices = np.asarray(indices, dtype=np.int64)
         rows = self.index[indices] if self.index is not None else indices
-        return TensorImageSet(self.pixels, self.labels[indices], self.size, rows)
+        originals = self.originals.subset(indices) if self.originals is not None else None
+        return TensorImageSet(self.pixels, self.labels[indices], self.size, rows, originals)
 
     def materialize(self) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = self.pixels if self.index is None else self.pixels[torch.from_numpy(self.index)]
@@ -89,10 +95,16 @@ class DeferredImageSet(ImageSet):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.size, self._load, self._images = size, load, None
 
-    def image(self, index: int) -> torch.Tensor:
+    def _loaded(self) -> ImageSet:
         if self._images is None:
             self._images = self._load()
-        return self._images.image(index)
+        return self._images
+
+    def image(self, index: int) -> torch.Tensor:
+        return self._loaded().image(index)
+
+    def source(self, index: int) -> torch.Tensor:
+        return self._loaded().source(index)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -203,10 +215,19 @@ def _read_split(folder: Path, stem: str, size: int) -> TensorImageSet:
 def _read_entry(folder: Path, size: int, load_uncached: Callable[[], Splits]) -> Splits:
     meta = json.loads((folder / "meta.json").read_text())
     files = meta["splits"]
+    loaded: list[Splits] = []
+
+    def uncached() -> Splits:  # read at most once per process, by whichever split first needs it
+        if not loaded:
+            loaded.append(load_uncached())
+        return loaded[0]
+
     train, test = _read_split(folder, files["train"], size), _read_split(folder, files["test"], size)
+    # Corruptions of images smaller than `size` start from the originals, which only the loader has.
+    test.originals = DeferredImageSet(test.labels, size, lambda: uncached()[2])
     ood = {name: _read_split(folder, files[f"ood/{name}"], size) for name in meta["ood"]}
     val_labels = np.load(folder / "val.labels.npy")
-    val = DeferredImageSet(val_labels, size, lambda: load_uncached()[1])
+    val = DeferredImageSet(val_labels, size, lambda: uncached()[1])
     return train, val, test, ood, list(meta["class_names"])
 
 
