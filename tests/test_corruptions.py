@@ -177,3 +177,15 @@ def test_defocus_keeps_a_step_edge_in_place(side):
         assert row[side // 2 - 1] < (lo + hi) / 2 < row[side // 2]
         if severity == 5:
             assert row[side // 2 - 1] > lo and row[side // 2] < hi  # and it does blur
+
+
+def test_larger_images_are_resized_first_then_corrupted():
+    from rft_ray.data.base import ArrayImageSet, TransformedImageSet
+
+    pixels = np.stack([synthetic(seed, 48).permute(1, 2, 0).numpy() for seed in range(2)])
+    clean = ArrayImageSet(pixels, [0, 1], 32)
+    for name in ("defocus_blur", "frost"):
+        corrupt = create_corruption(name, 3)
+        corrupted = TransformedImageSet(clean, corrupt)
+        for index in range(2):
+            assert torch.equal(corrupted.image(index), corrupt(clean.image(index), index))

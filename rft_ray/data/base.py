@@ -143,11 +143,10 @@ class TransformedImageSet(ImageSet):
 
     def image(self, index: int) -> torch.Tensor:
         source = self.base.source(index)
-        side = source.shape[-1]
-        if source.shape[-2] == side < self.size:
-            corrupted = self.fn(source, index).permute(1, 2, 0).numpy()
-            return to_tensor(Image.fromarray(corrupted), self.size)
-        return self.fn(self.base.image(index), index)
+        if source.shape[-2] == source.shape[-1] < self.size:
+            return to_tensor(Image.fromarray(self.fn(source, index).permute(1, 2, 0).numpy()), self.size)
+        # The clean image's own resize, from the one decode.
+        return self.fn(to_tensor(Image.fromarray(source.permute(1, 2, 0).numpy()), self.size), index)
 
 
 @dataclass
