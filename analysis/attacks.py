@@ -5,7 +5,9 @@ What is compared (stated again in the report): for an attack column ``<slug>_adv
 training-time PGD's accuracy at the same radius (``pgd_adv_acc`` when the row's ``pgd_eps`` is that radius,
 else ``pgd_adv_acc/<eps>``). ``rft attack`` attacks the run's own seeded PGD subset, so at one point both
 numbers are measured on the same images (``<slug>_images`` and ``pgd_images`` count them; points where the
-two counts differ are counted as ``n_images_differ``).
+two counts differ are counted as ``n_images_differ``) and judged by the same rule, the run's
+``evaluation.pgd.verdict`` (under final_iterate a clean error PGD's last iterate gets right counts as robust for
+PGD, and the attacks judge it the same way).
 
 * AUC per attack: per strategy x dataset (and attack and radius), the frontier AUC of the points
   (test_clean_acc, attack accuracy) next to that of (test_clean_acc, PGD accuracy) on exactly the same

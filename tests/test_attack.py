@@ -317,3 +317,48 @@ def test_on_ray_one_task_per_point_gives_what_this_process_gives(store_root, tmp
         assert measured == {k: v for k, v in by_step[result.step].items() if "_adv_acc/" in k}
     run_id = only_run(store_root)
     assert read_sidecar(ResultStore(store_root).fs, sidecar_path(ResultStore(store_root).path, run_id)).num_rows == 4
+
+
+@pytest.mark.parametrize("name", ["apgd-ce", "square"])
+def test_verdict_follows_the_runs_pgd_verdict_rule(name):
+    """The gradient-masking flag subtracts an attack's accuracy from PGD's, so both use the run's verdict rule:
+    any_iterate counts only clean-correct images; final_iterate attacks every image and judges its last one,
+    as PGD's final iterate may be right on an image the model gets wrong clean."""
+    from rft_ray.attack.suite import robust_under
+    from rft_ray.config import RunSpec
+    from rft_ray.evaluation.robustness import EvalSet
+
+    class Constant(torch.nn.Module):  # always class 0: no attack can change its answer
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.tensor([1.0, 0.0, 0.0]))  # torchattacks reads the device here
+
+        def forward(self, x):
+            return self.bias.expand(len(x), 3) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    images = torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8)
+    attacked = EvalSet(images, torch.tensor([0, 1, 0, 2, 0, 1]))
+    said_wrong = torch.zeros(6, dtype=torch.bool)  # a clean verdict of "all wrong", to tell the rules apart
+    verdicts = {}
+    for rule in ("any_iterate", "final_iterate"):
+        spec = RunSpec.from_dict({"evaluation": {"pgd": {"verdict": rule}}})
+        verdicts[rule] = robust_under(name, PassCounter(Constant()).eval(), attacked, said_wrong, 4 / 255, spec, 3,
+                                      torch.device("cpu"), SMALL)
+    assert not verdicts["any_iterate"].any()
+    assert verdicts["final_iterate"].tolist() == [True, False, True, False, True, False]
+
+
+def test_attack_sets_torch_threads_and_restores_them(monkeypatch):
+    import rft_ray.attack.point as point
+
+    seen = []
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(point, "_attack_point", lambda *a: seen.append(torch.get_num_threads()) or point.PointResult(
+        "r", 0, {}, 0, 0))
+    before = torch.get_num_threads()
+    result = point.attack_point("store", "r", 0, "path", ["pgd"], None, "cpu")
+    assert seen == [1] and result.threads == 1  # Ray's share for a task (OMP_NUM_THREADS), and reported
+    assert torch.get_num_threads() == before
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    point.attack_point("store", "r", 0, "path", ["pgd"], None, "cpu")
+    assert seen[-1] == len(__import__("os").sched_getaffinity(0))

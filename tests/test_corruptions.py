@@ -129,3 +129,63 @@ def test_unknown_name_in_list_names_the_field_and_the_choices():
         create_bundle(spec.dataset, 16)
     assert err.value.field_path == "dataset.corruptions"
     assert "jpeg_compression" in str(err.value) and "elastic_transform" in str(err.value)
+
+
+def _resized(image: torch.Tensor, side: int) -> torch.Tensor:
+    # The clean images' own resize (rft_ray.data.base.to_tensor): PIL bilinear.
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+    return torch.from_numpy(np.asarray(pil.resize((side, side), Image.BILINEAR)).copy()).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_small_images_are_corrupted_at_their_own_size_then_resized(cache, tmp_path, monkeypatch):
+    # digits are 8 px: like the CIFAR-10-C files (32 px corruptions a model's transform resizes), the corruption
+    # acts on the 8 px image and the result is resized to the model's 32 px; the node's cache, which keeps only
+    # resized images, gives the same images.
+    from rft_ray.data import cache as data_cache
+
+    monkeypatch.setenv(data_cache.CACHE_ENV, str(tmp_path / "cache"))
+    spec = RunSpec.from_dict({"dataset": {"name": "digits", "corruptions": ["pixelate", "gaussian_noise"],
+                                          "severity": 5}}).dataset
+    bundle = create_bundle(spec, 32, cache=cache)
+    if cache:  # built on the first call, read on the second
+        bundle = create_bundle(spec, 32, cache=cache)
+        assert type(bundle.test).__name__ == "TensorImageSet"
+    for name in ("pixelate", "gaussian_noise"):
+        for index in (0, 5):
+            source = bundle.test.source(index)
+            assert source.shape == (3, 8, 8)
+            expected = _resized(create_corruption(name, 5)(source, index), 32)
+            assert torch.equal(bundle.ood[name].image(index), expected)
+            # Not the old rule (corrupting the resized image): pixelate at 8 px merges whole digit strokes.
+            if name == "pixelate":
+                assert not torch.equal(expected, create_corruption(name, 5)(bundle.test.image(index), index))
+
+
+@pytest.mark.parametrize("side", [32, 64, 224])
+def test_defocus_keeps_a_step_edge_in_place(side):
+    # A vertical step between columns side/2 - 1 and side/2: a centred blur leaves the profile point-symmetric
+    # about the edge (lo + hi on mirrored columns); a kernel off its centre would shift it.
+    lo, hi = 40, 220
+    image = torch.full((3, side, side), lo, dtype=torch.uint8)
+    image[:, :, side // 2:] = hi
+    for severity in range(1, 6):
+        out = create_corruption("defocus_blur", severity)(image, 0)[0].float()
+        row = out[side // 2]
+        mirrored = row + row.flip(0)
+        assert (mirrored - (lo + hi)).abs().max() <= 2, (severity, mirrored)  # truncation: up to 1 level each
+        assert row[side // 2 - 1] < (lo + hi) / 2 < row[side // 2]
+        if severity == 5:
+            assert row[side // 2 - 1] > lo and row[side // 2] < hi  # and it does blur
+
+
+def test_larger_images_are_resized_first_then_corrupted():
+    from rft_ray.data.base import ArrayImageSet, TransformedImageSet
+
+    pixels = np.stack([synthetic(seed, 48).permute(1, 2, 0).numpy() for seed in range(2)])
+    clean = ArrayImageSet(pixels, [0, 1], 32)
+    for name in ("defocus_blur", "frost"):
+        corrupt = create_corruption(name, 3)
+        corrupted = TransformedImageSet(clean, corrupt)
+        for index in range(2):
+            assert torch.equal(corrupted.image(index), corrupt(clean.image(index), index))

@@ -198,10 +198,11 @@ def test_paper_code_recipe_fills_what_the_spec_leaves_out_per_strategy():
     lora = RunSpec.from_dict({"recipe": "paper_code", "strategy": {"name": "lora"}})
     assert (full.training.lr, full.training.lr_schedule, full.training.warmup_steps) == (2e-5, "linear", 0)
     assert (lora.training.lr, lora.training.lr_schedule, lora.training.warmup_steps) == (5e-3, "cosine", 800)
+    # finetune.py:494-495: "2e-5 ... for finetuning, 5e-3 for others", "0.01 ... for finetuning, 0 for others"
+    assert (full.training.weight_decay, lora.training.weight_decay) == (0.01, 0.0)
     for spec in (full, lora):
         t, e = spec.training, spec.evaluation
-        assert (t.batch_size, t.weight_decay, t.grad_clip, t.precision, t.no_weight_decay) == (
-            128, 0.01, 1.0, "fp32", ["bias", "norm"])
+        assert (t.batch_size, t.grad_clip, t.precision, t.no_weight_decay) == (128, 1.0, "fp32", ["bias", "norm"])
         assert (e.schedule, e.pgd.verdict, e.ood_pooling, e.pgd.steps) == ("paper_code", "final_iterate", "by_size", 15)
         assert e.pgd.eps == pytest.approx(1 / 255) and e.pgd.alpha == pytest.approx(0.25 / 255)
         assert RunSpec.from_dict(spec.to_dict()) == spec

@@ -1,11 +1,16 @@
 """One kept evaluation point, attacked start to end: its weights loaded from the store's filesystem, its
 run's evaluation images rebuilt from the run spec in the file as training built them, the clean verdict taken
-as the evaluation took it, then every attack at every radius. Runs in this process or as one Ray task."""
+as the evaluation took it, then every attack at every radius. Runs in this process or as one Ray task.
+
+Threads: torch runs on `attack_threads()` threads, chosen as the training loop chooses them (a Ray task's CPUs;
+in this process, the CPUs it may run on), not torch's default, which can count cores other work is using
+(left at its default, an attack ran about 8x slower on a busy 2-core machine)."""
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -35,6 +40,14 @@ class PointResult:
     forward_only: int = 0
     seconds: float = 0.0  # wall time of the whole point, loading included
     device: str = "cpu"
+    threads: int = 0  # torch's CPU threads while attacking (attack_threads)
+
+
+def attack_threads() -> int:
+    """The CPUs this attack was given: Ray sets OMP_NUM_THREADS to a task's CPUs; else the CPUs this process may
+    run on (its affinity), as `resolve_workers` counts them for training."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else len(os.sched_getaffinity(0))
 
 
 def resolve_attack_device(choice: str) -> torch.device:
@@ -66,6 +79,18 @@ def eval_sets_of(spec: RunSpec) -> EvalSets:
 def attack_point(store_root: str, run_id: str, step: int, path: str, attacks: list[str], radii: list[float] | None,
                  device: str = "auto", budget: AttackBudget = REFERENCE) -> PointResult:
     """Every attack at every radius (None: the run's own PGD radius) on one kept point (module docstring)."""
+    previous, threads = torch.get_num_threads(), attack_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = _attack_point(store_root, run_id, step, path, attacks, radii, device, budget)
+    finally:
+        torch.set_num_threads(previous)  # in this process, leave torch as it was found
+    result.threads = threads
+    return result
+
+
+def _attack_point(store_root: str, run_id: str, step: int, path: str, attacks: list[str], radii: list[float] | None,
+                  device: str, budget: AttackBudget) -> PointResult:
     started = time.perf_counter()
     target = resolve_attack_device(device)
     filesystem, _ = filesystem_for(store_root)

@@ -193,7 +193,7 @@ def describe_point(point: Point, result: PointResult) -> str:
     training = (f"clean {point.clean_acc:.3f}, PGD {point.pgd_acc:.3f} at {eps_label(point.pgd_eps)}"
                 if point.clean_acc == point.clean_acc else "no stored row")
     return (f"  {point.run_id} step {point.step} (training: {training}; {result.clean_correct}/{result.images} "
-            f"attacked images clean-correct): " + ", ".join(measured))
+            f"attacked images clean-correct; {result.threads} torch threads): " + ", ".join(measured))
 
 
 def cost_lines(summary: AttackSummary) -> list[str]:

@@ -9,8 +9,11 @@ with 10 iterations and every other class as a target, so we build the chain (`to
 ourselves. The single attacks (`apgd-ce`, `apgd-t`, `fab`, `square`) are these chain members alone. All run in
 float32 (TF32 off on CUDA) and are seeded with the run's PGD seed (`dataset.split_seed`).
 
-Verdict: an image is robust when the model classifies it correctly clean and under the attack; clean errors
-are not attacked. An adversarial image is projected onto the eps-ball and [0, 1] before it is judged, so an
+Verdict: the run's PGD verdict rule (`evaluation.pgd.verdict`), so that an attack's accuracy and training-time
+PGD's compare like with like (the gradient-masking flag subtracts them). any_iterate: robust when the model
+classifies the image correctly clean and under the attack; clean errors are not attacked. final_iterate: robust
+when the model classifies the attack's final image correctly, clean errors attacked too (PGD's final iterate
+can land back in the right class, so that rule can count a clean error as robust). An adversarial image is projected onto the eps-ball and [0, 1] before it is judged, so an
 attack that overshoots the ball cannot count. `pgd` is the run's own PGD (`pgd_robust`, its steps, verdict,
 precision, random start and seed) at the radius asked for, alpha scaled as `evaluation.pgd.extra_eps` scales it.
 """
@@ -123,7 +126,8 @@ def robust_under(name: str, model: nn.Module, attacked: EvalSet, clean_ok: torch
         return pgd_robust(model, attacked.images, attacked.labels, pgd_config(spec, radius), batch_size, device,
                           seed=seed, clean_ok=clean_ok)
     robust = torch.zeros(len(attacked), dtype=torch.bool)
-    standing = clean_ok.nonzero().squeeze(1)
+    # The images each verdict rule attacks (module docstring): all of them for final_iterate, like PGD.
+    standing = torch.arange(len(attacked)) if e.pgd.verdict == "final_iterate" else clean_ok.nonzero().squeeze(1)
     with pgd_arithmetic("fp32", device):
         attack = build_attack(name, model, radius, num_classes, seed, budget)
         for index in standing.split(batch_size):

@@ -3,15 +3,16 @@
 `recipe: paper_code` is the training and evaluation recipe of the paper's public code
 (github kyangl/robustness-finetuning, `scripts/main.py` and `scripts/finetune.py`, Hugging Face Trainer):
 
-- every strategy: batch 128, AdamW with weight decay 0.01 (`main.py`'s default) except on biases and
-  LayerNorm weights (the Trainer's decay groups), gradient norm clipped at 1.0 (the Trainer's
+- every strategy: batch 128, AdamW, no weight decay on biases and LayerNorm weights (the Trainer's decay
+  groups), gradient norm clipped at 1.0 (the Trainer's
   `max_grad_norm`), fp32 for training and PGD (`fp16` is commented out), no augmentation (the image processor only resizes
   and normalises), a 10% validation hold-out, PGD judged on the final iterate of every image
   (torchattacks), OOD accuracy over the union of the domains, and the code's evaluation schedule;
-- full fine-tuning (`finetune`): lr 2e-5 (`main.py`'s default), linear decay from the first step
-  (the Trainer's default schedule, no warm-up);
-- every other strategy (linear probing, BitFit and the adapters): lr 5e-3 (`finetune.py`'s note), 800
-  warm-up steps, then cosine decay;
+- full fine-tuning (`finetune`): lr 2e-5 and weight decay 0.01 (`main.py`'s defaults), linear decay from
+  the first step (the Trainer's default schedule, no warm-up);
+- every other strategy (linear probing, BitFit and the adapters): lr 5e-3 and weight decay 0, as
+  `finetune.py`'s note on those defaults says ("5e-3 for others", "0 for others"), 800 warm-up steps, then
+  cosine decay;
 - LP-FT (not in the paper's code): full fine-tuning's settings, since `training.lr` is its fine-tuning phase's
   (its probe phase takes `strategy.options.probe_lr`, by default 30x that lr).
 
@@ -25,14 +26,14 @@ from typing import Any
 
 PAPER_CODE: dict[str, Any] = {
     "dataset": {"val_fraction": 0.1},
-    "training": {"batch_size": 128, "weight_decay": 0.01, "no_weight_decay": ["bias", "norm"], "grad_clip": 1.0,
+    "training": {"batch_size": 128, "no_weight_decay": ["bias", "norm"], "grad_clip": 1.0,
                  "precision": "fp32", "augment": "none"},
     "evaluation": {"schedule": "paper_code", "ood_pooling": "by_size",
                    "pgd": {"eps": 1 / 255, "alpha": 0.25 / 255, "steps": 15, "random_start": True,
                            "verdict": "final_iterate", "precision": "fp32"}},
 }
-PAPER_CODE_FULL = {"training": {"lr": 2e-5, "lr_schedule": "linear", "warmup_steps": 0}}
-PAPER_CODE_OTHERS = {"training": {"lr": 5e-3, "lr_schedule": "cosine", "warmup_steps": 800}}
+PAPER_CODE_FULL = {"training": {"lr": 2e-5, "weight_decay": 0.01, "lr_schedule": "linear", "warmup_steps": 0}}
+PAPER_CODE_OTHERS = {"training": {"lr": 5e-3, "weight_decay": 0.0, "lr_schedule": "cosine", "warmup_steps": 800}}
 
 
 def recipe_settings(recipe: str, strategy: str) -> dict[str, Any]:

@@ -25,14 +25,15 @@ class DataError(ValueError):
     """Data that is missing or not in the expected layout: names the file or folder, and what was expected."""
 
 
-def to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+def to_tensor(image: Image.Image, size: int | None) -> torch.Tensor:
+    """RGB uint8 [3, size, size] (PIL bilinear resize); size None keeps the image's own size."""
     image = image.convert("RGB")
-    if image.size != (size, size):
+    if size is not None and image.size != (size, size):
         image = image.resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def decode_image(data: bytes | str | Path, size: int, origin: str = "") -> torch.Tensor:
+def decode_image(data: bytes | str | Path, size: int | None, origin: str = "") -> torch.Tensor:
     """Decode an encoded image (bytes or a file path); a corrupt or truncated file names itself."""
     try:
         source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
@@ -58,6 +59,10 @@ class ImageSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.image(index), int(self.labels[index])
+
+    def source(self, index: int) -> torch.Tensor:
+        """The image at its own size, before resizing to `size` (sets that keep no originals: `image`)."""
+        return self.image(index)
 
     def subset(self, indices: Sequence[int]) -> "ImageSet":
         return SubsetImageSet(self, np.asarray(indices, dtype=np.int64))
@@ -85,6 +90,9 @@ class ArrayImageSet(ImageSet):
     def image(self, index: int) -> torch.Tensor:
         return to_tensor(Image.fromarray(self.pixels[index]), self.size)
 
+    def source(self, index: int) -> torch.Tensor:
+        return to_tensor(Image.fromarray(self.pixels[index]), None)
+
 
 class EncodedImageSet(ImageSet):
     """Images as encoded bytes or file paths, decoded lazily on access."""
@@ -102,6 +110,9 @@ class EncodedImageSet(ImageSet):
         origin = self.names[index] if self.names else ""
         return decode_image(self.items[index], self.size, origin)
 
+    def source(self, index: int) -> torch.Tensor:
+        return decode_image(self.items[index], None, self.names[index] if self.names else "")
+
 
 class SubsetImageSet(ImageSet):
     def __init__(self, base: ImageSet, indices: np.ndarray):
@@ -113,9 +124,16 @@ class SubsetImageSet(ImageSet):
     def image(self, index: int) -> torch.Tensor:
         return self.base.image(int(self.indices[index]))
 
+    def source(self, index: int) -> torch.Tensor:
+        return self.base.source(int(self.indices[index]))
+
 
 class TransformedImageSet(ImageSet):
-    """A deterministic per-image transform (an OOD corruption): `fn(image, index)`."""
+    """A deterministic per-image transform (an OOD corruption): `fn(image, index)`.
+
+    Images smaller than the model's input (CIFAR's 32 px, digits' 8 px) are corrupted at their own size and
+    then resized like the clean ones, as the CIFAR-10-C files are 32 px corruptions a model's transform
+    resizes; larger or non-square images are resized first and corrupted at the model's size."""
 
     def __init__(self, base: ImageSet, fn: Callable[[torch.Tensor, int], torch.Tensor]):
         self.base = base
@@ -124,7 +142,11 @@ class TransformedImageSet(ImageSet):
         self.size = base.size
 
     def image(self, index: int) -> torch.Tensor:
-        return self.fn(self.base.image(index), index)
+        source = self.base.source(index)
+        if source.shape[-2] == source.shape[-1] < self.size:
+            return to_tensor(Image.fromarray(self.fn(source, index).permute(1, 2, 0).numpy()), self.size)
+        # The clean image's own resize, from the one decode.
+        return self.fn(to_tensor(Image.fromarray(source.permute(1, 2, 0).numpy()), self.size), index)
 
 
 @dataclass

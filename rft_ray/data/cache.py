@@ -65,22 +65,47 @@ def max_bytes() -> int:
 class TensorImageSet(ImageSet):
     """Decoded images uint8 [N, 3, S, S] (memory-mapped from the cache), optionally through an index."""
 
-    def __init__(self, pixels: torch.Tensor, labels: np.ndarray, size: int, index: np.ndarray | None = None):
-        self.pixels, self.size, self.index = pixels, size, index
+    def __init__(self, pixels: torch.Tensor, labels: np.ndarray, size: int, index: np.ndarray | None = None,
+                 originals: ImageSet | None = None):
+        self.pixels, self.size, self.index, self.originals = pixels, size, index, originals
         self.labels = np.asarray(labels, dtype=np.int64)
 
     def image(self, index: int) -> torch.Tensor:
         row = int(self.index[index]) if self.index is not None else index
         return self.pixels[row].clone()
 
+    def source(self, index: int) -> torch.Tensor:
+        # The cache keeps the resized images only; corruptions read the originals (ImageSet.source).
+        return self.originals.source(index) if self.originals is not None else self.image(index)
+
     def subset(self, indices) -> "TensorImageSet":
         indices = np.asarray(indices, dtype=np.int64)
         rows = self.index[indices] if self.index is not None else indices
-        return TensorImageSet(self.pixels, self.labels[indices], self.size, rows)
+        originals = self.originals.subset(indices) if self.originals is not None else None
+        return TensorImageSet(self.pixels, self.labels[indices], self.size, rows, originals)
 
     def materialize(self) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = self.pixels if self.index is None else self.pixels[torch.from_numpy(self.index)]
         return pixels, torch.as_tensor(self.labels, dtype=torch.long)
+
+
+class DeferredImageSet(ImageSet):
+    """A split whose labels are known but whose images are only read (by `load`) when first asked for."""
+
+    def __init__(self, labels: np.ndarray, size: int, load: Callable[[], ImageSet]):
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.size, self._load, self._images = size, load, None
+
+    def _loaded(self) -> ImageSet:
+        if self._images is None:
+            self._images = self._load()
+        return self._images
+
+    def image(self, index: int) -> torch.Tensor:
+        return self._loaded().image(index)
+
+    def source(self, index: int) -> torch.Tensor:
+        return self._loaded().source(index)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -188,10 +213,21 @@ def _read_split(folder: Path, stem: str, size: int) -> TensorImageSet:
     return TensorImageSet(torch.from_numpy(pixels), labels, size)
 
 
-def _read_entry(folder: Path, size: int) -> Splits:
+def _read_entry(folder: Path, size: int, load_uncached: Callable[[], Splits]) -> Splits:
     meta = json.loads((folder / "meta.json").read_text())
     files = meta["splits"]
+    loaded: list[Splits] = []
+
+    def uncached() -> Splits:  # read at most once per process, by whichever split first needs it
+        if not loaded:
+            loaded.append(load_uncached())
+        return loaded[0]
+
     train, val, test = (_read_split(folder, files[name], size) for name in ("train", "val", "test"))
+    # Corruptions of images smaller than `size` start from the originals, which only the loader has: the test
+    # split's, and the validation split's when validation measures OOD.
+    test.originals = DeferredImageSet(test.labels, size, lambda: uncached()[2])
+    val.originals = DeferredImageSet(val.labels, size, lambda: uncached()[1])
     ood = {name: _read_split(folder, files[f"ood/{name}"], size) for name in meta["ood"]}
     return train, val, test, ood, list(meta["class_names"])
 
@@ -204,13 +240,13 @@ def cached_splits(spec, image_size: int, load_uncached: Callable[[], Splits]) ->
     base = cache_root() / "data"
     folder = base / key
     if (folder / "meta.json").is_file():
-        return _read_entry(folder, image_size)
+        return _read_entry(folder, image_size, load_uncached)
     base.mkdir(parents=True, exist_ok=True)
     with open(base / f"{key}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per entry; the others wait, then read
         try:
             if (folder / "meta.json").is_file():
-                return _read_entry(folder, image_size)
+                return _read_entry(folder, image_size, load_uncached)
             splits = load_uncached()
             train, val, test, ood, class_names = splits
             decoded = [train, val, test, *ood.values()]
@@ -230,8 +266,8 @@ def cached_splits(spec, image_size: int, load_uncached: Callable[[], Splits]) ->
             except BaseException:
                 shutil.rmtree(temporary, ignore_errors=True)
                 if (folder / "meta.json").is_file():  # another node process sharing the folder won the race
-                    return _read_entry(folder, image_size)
+                    return _read_entry(folder, image_size, load_uncached)
                 raise
-            return _read_entry(folder, image_size)
+            return _read_entry(folder, image_size, load_uncached)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

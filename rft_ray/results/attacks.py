@@ -2,8 +2,9 @@
 
 One row per attacked evaluation point (run_id, step) and, per attack and L-inf radius,
 
-    <slug>_adv_acc/<eps label>   robust accuracy on the run's own seeded PGD subset (clean-correct and
-                                 classified correctly under the attack), e.g. aa_adv_acc/1/255
+    <slug>_adv_acc/<eps label>   robust accuracy on the run's own seeded PGD subset under the run's PGD
+                                 verdict rule (any_iterate: clean-correct and correct under the attack;
+                                 final_iterate: the attack's image classified correctly), e.g. aa_adv_acc/1/255
     <slug>_images                images that accuracy is measured on (the PGD subset: pgd_images)
     <slug>_seconds/<eps label>   wall seconds the attack took at that radius on that point
 
