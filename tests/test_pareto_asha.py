@@ -239,10 +239,10 @@ def test_a_late_bloomer_survives_where_its_flat_twin_stops():
         return decision, sched
     rising, sched = run([(25, (0.15, 0.03)), (50, (0.30, 0.10))])
     assert rising == CONTINUE
-    assert "step 50: kept 4 of 4 (1.00)" in sched.debug_string()
+    assert "step 50 kept 4 of 4 (1.00)" in sched.debug_string()
     flat, sched = run([(25, (0.30, 0.10)), (50, (0.30, 0.10))])
     assert flat == STOP
-    assert "step 50: kept 3 of 4 (0.75)" in sched.debug_string() and "nominal 1/2 = 0.50" in sched.debug_string()
+    assert "step 50 kept 3 of 4 (0.75)" in sched.debug_string() and "nominal 1/2 = 0.50" in sched.debug_string()
     assert [(m, judged, kept) for m, judged, kept in sched.keep_rates()] == [(50, 4, 3), (100, 0, 0), (200, 0, 0),
                                                                               (400, 0, 0)]
 
@@ -363,7 +363,7 @@ def test_multi_objective_study_gets_pruned_trials_with_the_values_they_stopped_w
 
 
 @pytest.mark.slow
-def test_pareto_asha_stops_a_dominated_trial_in_a_real_sweep(tmp_path):
+def test_pareto_asha_stops_a_dominated_trial_in_a_real_sweep(tmp_path, capsys):
     """Two trials one after the other, two objectives (train loss down, train accuracy up): the second trial's
     learning rate (1e-5) is far too small, so at the step-20 rung its loss is higher and its accuracy no
     better than the first trial's there: dominated, it stops at step 20 of 40, and Optuna has it PRUNED."""
@@ -391,6 +391,7 @@ def test_pareto_asha_stops_a_dominated_trial_in_a_real_sweep(tmp_path):
     by_lr = {t.lr: t for t in group.trials}
     assert by_lr[1e-2].status == "completed" and by_lr[1e-2].step == 40
     assert by_lr[1e-5].status == "stopped early" and by_lr[1e-5].step == 20
+    assert "pareto_asha keep rate per rung (nominal 1/2 = 0.50" in capsys.readouterr().out  # the console line
     [summary] = optuna.get_all_study_summaries(experiment.optuna_storage_url())
     study = optuna.load_study(study_name=summary.study_name, storage=experiment.optuna_storage_url())
     states = {t.params["lr"]: t.state for t in study.trials}

@@ -75,7 +75,7 @@ def test_the_keep_rate_the_scheduler_reports_is_what_the_trials_did():
     assert counted[0][1] == 64  # every trial was judged at the first rung
     assert [kept / judged for _, judged, kept in counted] == pytest.approx(rates)
     assert all(rate >= 0.8 / RF for rate in rates) and rates[0] == 1.0, rates
-    assert "step 50: kept 64 of 64 (1.00)" in scheduler.debug_string()
+    assert "step 50 kept 64 of 64 (1.00)" in scheduler.debug_string()
 
 
 def test_the_simulator_is_seeded_and_reproducible():

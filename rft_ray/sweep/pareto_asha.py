@@ -118,14 +118,16 @@ class ParetoAshaScheduler(FIFOScheduler):
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 
+    def keep_rate_summary(self) -> str:
+        """Per rung, the trials judged there and the share that continued (the real keep rate), next to the
+        nominal 1/reduction_factor: one line for the sweep's console."""
+        rates = ", ".join(f"{self._time_attr} {m:g} kept {kept} of {judged}" + (f" ({kept / judged:.2f})" if judged else "")
+                          for m, judged, kept in self.keep_rates())
+        return (f"keep rate per rung (nominal 1/{self._reduction_factor:g} = {1 / self._reduction_factor:.2f}, more "
+                f"where trials are protected): {rates or 'no rung reached yet'}")
+
     def debug_string(self) -> str:
-        """The stopped count and, per rung, the trials judged there and the share that continued (the real keep
-        rate, next to the nominal 1/reduction_factor)."""
-        rates = " | ".join(f"{self._time_attr} {m:g}: kept {kept} of {judged}" + (f" ({kept / judged:.2f})" if judged else "")
-                           for m, judged, kept in self.keep_rates())
-        return (f"Using Pareto ASHA on {', '.join(self._metrics)}: num_stopped={self._num_stopped}; keep rate per rung "
-                f"(nominal 1/{self._reduction_factor:g} = {1 / self._reduction_factor:.2f}, more where trials are "
-                f"protected): {rates or 'no rung reached yet'}")
+        return f"Using Pareto ASHA on {', '.join(self._metrics)}: num_stopped={self._num_stopped}; {self.keep_rate_summary()}"
 
     def save(self, checkpoint_path: str) -> None:
         """The rungs' records as JSON (-inf, a missing objective, as JSON's Infinity): no pickle to load back."""
