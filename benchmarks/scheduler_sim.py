@@ -48,7 +48,7 @@ class Setting:
     pgd_examples: int = 200
     # late_bloom: the lowest-lr trial's extra time constant, a fraction of max_t. 0.15 puts the pre-issue-26 Pareto
     # ASHA near what the issue's independent simulation measured for it (recall 0.74, hypervolume 0.91, compute
-    # 0.41): here 0.70, 0.87, 0.46 (benchmarks/RESULTS.md); 0.38 is a harsher case (0.58, 0.82, 0.41).
+    # 0.41): here 0.69, 0.87, 0.44 (benchmarks/RESULTS.md); 0.38 is a harsher case (about 0.58, 0.82, 0.41).
     slowest: float = 0.15
 
     def __post_init__(self):
