@@ -209,17 +209,24 @@ def test_property_undominated_trials_and_the_top_ceil_n_over_r_continue_and_the_
 
 
 def test_trend_forecast_extrapolates_a_rise_in_log_step_and_never_lowers():
+    def forecast(history, horizon=800, optimism=1.0):
+        return trend_forecast(history, horizon, optimism)[1]
     rising = [(25, (0.20, 0.05)), (50, (0.30, 0.10))]  # +0.10 and +0.05 per doubling
-    assert trend_forecast(rising, 800, 1.0) == pytest.approx((0.30 + 4 * 0.10, 0.10 + 4 * 0.05))
-    assert trend_forecast(rising, 800, 0.5) == pytest.approx((0.30 + 2 * 0.10, 0.10 + 2 * 0.05))
+    assert forecast(rising) == pytest.approx((0.30 + 4 * 0.10, 0.10 + 4 * 0.05))
+    assert forecast(rising, optimism=0.5) == pytest.approx((0.30 + 2 * 0.10, 0.10 + 2 * 0.05))
+    assert trend_forecast(rising, 800, 1.0)[0] == (0.30, 0.10)  # two reports: the value now is the last one
     falling = [(25, (0.5, 0.4)), (50, (0.6, 0.3))]  # robustness peaking early: its forecast stays where it is
-    assert trend_forecast(falling, 800, 1.0) == pytest.approx((0.6 + 4 * 0.1, 0.3))
-    assert trend_forecast([(50, (0.3, 0.1))], 800, 1.0) == (0.3, 0.1)  # one report: no trend
+    assert forecast(falling) == pytest.approx((0.6 + 4 * 0.1, 0.3))
+    assert trend_forecast([(50, (0.3, 0.1))], 800, 1.0) == ((0.3, 0.1), (0.3, 0.1))  # one report: no trend
     old = [(10, (0.0, 0.0)), (40, (0.2, 0.1)), (50, (0.2, 0.1))]  # only the last doubling (>= 25) counts: flat
-    assert trend_forecast(old, 800, 1.0) == pytest.approx((0.2, 0.1))
+    assert forecast(old) == pytest.approx((0.2, 0.1))
     missing = [(25, (-math.inf, 0.1)), (50, (-math.inf, 0.2))]
-    assert trend_forecast(missing, 800, 1.0) == pytest.approx((-math.inf, 0.2 + 4 * 0.1))
-    assert trend_forecast(rising, 50, 1.0) == (0.30, 0.10)  # at the budget: nothing left to extrapolate
+    assert forecast(missing) == pytest.approx((-math.inf, 0.2 + 4 * 0.1))
+    assert forecast(rising, horizon=50) == pytest.approx((0.30, 0.10))  # at the budget: nothing left to extrapolate
+    # Three reports on a flat curve, the last one noisy: the value now is the line through all three.
+    now, ahead = trend_forecast([(50, (0.50, 0.30)), (75, (0.50, 0.30)), (100, (0.56, 0.24))], 800, 1.0)
+    assert 0.50 < now[0] < 0.56 and 0.24 < now[1] < 0.30
+    assert ahead[1] == pytest.approx(now[1])  # PGD falling: no rise added
     assert protected([(0.5, 0.5), (0.3, 0.1)], [(0.5, 0.5), (0.9, 0.3)]) == [True, True]
     assert protected([(0.5, 0.5), (0.3, 0.1)], [(0.5, 0.5), (0.4, 0.2)]) == [True, False]
 

@@ -43,13 +43,13 @@ def mean(values):
 
 
 def test_late_bloomers_keep_the_front_where_the_old_rule_lost_it():
-    """Late-bloom trade-off: the new rule keeps >= 0.85 of the reference fronts' trials and >= 0.97 of their
-    hypervolume for at most 0.65 of the compute (the issue's goal is 0.9 and 0.97 at 0.5: recall and compute
-    are not there yet, see RESULTS.md); the rule before it kept less of both."""
+    """Late-bloom trade-off: the new rule keeps >= 0.9 of the reference fronts' trials and >= 0.98 of their
+    hypervolume (measured 0.94 and 0.998) for at most 0.62 of the compute (measured 0.58; the issue's goal is
+    0.5, not reached yet, see RESULTS.md); the rule before it kept less of both (0.66 and 0.84)."""
     runs = outcomes("late_bloom")
     new = {f: mean([getattr(n, f) for n, _ in runs]) for f in ("recall", "hypervolume_kept", "compute", "keep_rate")}
     before = {f: mean([getattr(b, f) for _, b in runs]) for f in ("recall", "hypervolume_kept")}
-    assert new["recall"] >= 0.85 and new["hypervolume_kept"] >= 0.97 and new["compute"] <= 0.65, new
+    assert new["recall"] >= 0.9 and new["hypervolume_kept"] >= 0.98 and new["compute"] <= 0.62, new
     assert new["recall"] > before["recall"] + 0.1 and new["hypervolume_kept"] > before["hypervolume_kept"], (new, before)
     assert 0.5 <= new["keep_rate"] <= 0.9, new  # at least the nominal 1/r, well under the old rule's 0.97
 
@@ -58,7 +58,7 @@ def test_aligned_objectives_lose_nothing_and_save_compute():
     runs = outcomes("aligned")
     assert mean([n.recall for n, _ in runs]) >= 0.95
     assert mean([n.hypervolume_kept for n, _ in runs]) >= 0.99
-    assert mean([n.compute for n, _ in runs]) <= 0.6
+    assert mean([n.compute for n, _ in runs]) <= 0.56  # measured 0.52: ASHA's 0.27 is cheaper here (RESULTS.md)
 
 
 def test_the_keep_rate_the_scheduler_reports_is_what_the_trials_did():

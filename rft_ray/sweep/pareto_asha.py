@@ -2,8 +2,8 @@
 
 Rungs sit where Ray's ASHA puts them (grace_period * reduction_factor^k on the time attribute, the optimizer
 step, up to max_t; one bracket). The first time a trial reports at or past a rung it has not been recorded
-at, its objective vector and its learning curve's forecast (`pareto_rank.trend_forecast`, from the reports of
-its last doubling of steps) are recorded there, and it continues or stops by `pareto_rank.keeps_at_rung` among
+at, its objective vector (smoothed over the reports of its last doubling of steps) and its learning curve's
+forecast (`pareto_rank.trend_forecast`) are recorded there, and it continues or stops by `pareto_rank.keeps_at_rung` among
 the trials recorded at that rung so far: a trial whose forecast no peer dominates continues; of the others,
 ASHA's top ceil(n / reduction_factor) by non-dominated front, then crowding distance. Each decision keeps at
 least ceil(n / reduction_factor) of the n recorded so far, more where the front (or the trend) protects more: on
@@ -106,7 +106,7 @@ class ParetoAshaScheduler(FIFOScheduler):
         for milestone, recorded in self._rungs:
             if now < milestone or trial_id in recorded:
                 continue
-            recorded[trial_id] = (vector, trend_forecast(curve, self._max_t, self._optimism), False)
+            recorded[trial_id] = (*trend_forecast(curve, self._max_t, self._optimism), False)
             ids = list(recorded)
             keep = keeps_at_rung([recorded[t][0] for t in ids], [recorded[t][1] for t in ids], ids.index(trial_id),
                                  self._reduction_factor)

@@ -5,8 +5,9 @@ missing or NaN value into -inf, the worst value there is, so a trial that failed
 dominated by every peer that is at least as good elsewhere and never outranks one on that objective.
 
 The rung rule (`keeps_at_rung`) judges each trial on two vectors recorded when it reached the rung: its value
-there (`current`) and its learning curve's trend carried to the trials' step budget (`forecast`, see
-`trend_forecast`: linear in log(step) over the last doubling of steps, rises only, times an optimism factor).
+there (`current`: smoothed over the last doubling of steps once three reports are there) and its learning
+curve's trend carried to the trials' step budget (`forecast`, see `trend_forecast`: linear in log(step) over the
+last doubling of steps, rises only, times an optimism factor).
 With n trials recorded at the rung (the candidate included) and reduction factor r, the candidate continues if
 
 1. it is *protected*: no peer's current vector dominates its forecast (it could still end on the front, even if
@@ -111,32 +112,39 @@ def promotion_slots(n: int, reduction_factor: float) -> int:
     return max(1, math.ceil(n / reduction_factor - 1e-9))
 
 
-def trend_forecast(history: Sequence[tuple[float, Vector]], horizon: float, optimism: float) -> Vector:
-    """Where a trial's curve is heading at step `horizon`, from its reports `history` ((step, maximised vector),
-    ascending, the last one now): per objective, the least-squares slope of the value against log2(step) over the
-    reports of the last doubling of steps (step >= now / 2), if it rises, times the doublings left to `horizon`
-    and `optimism`, added to the current value. Fewer than two reports there, a missing (-inf) value, or a falling
-    curve: the current value (a forecast never lowers a trial, so a trial is never cut for its trend alone)."""
-    now, current = history[-1]
+def trend_forecast(history: Sequence[tuple[float, Vector]], horizon: float, optimism: float) -> tuple[Vector, Vector]:
+    """(value now, forecast at step `horizon`) of a trial from its reports `history` ((step, maximised vector),
+    ascending, the last one now), per objective, from the least-squares line of the value against log2(step)
+    over the reports of the last doubling of steps (step >= now / 2):
+
+    - value now: the line at now when it rests on three reports or more (one noisy evaluation then weighs a third
+      or less), else the last report;
+    - forecast: the value now plus the line's slope, if it rises, times the doublings left to `horizon` and
+      `optimism`. A falling curve, a missing (-inf) value or fewer than two reports: the value now (a forecast
+      never lowers a trial, so a trial is never cut for its trend alone)."""
+    now, last = history[-1]
     window = [(math.log2(step), vector) for step, vector in history if step >= now / 2 and step > 0]
     doublings = math.log2(horizon / now) if horizon > now > 0 else 0.0
-    if len(window) < 2 or doublings <= 0:
-        return current
+    if len(window) < 2:
+        return last, last
     xs = [x for x, _ in window]
     mean_x = sum(xs) / len(xs)
     spread = sum((x - mean_x) ** 2 for x in xs)
     if spread <= 0:
-        return current
-    out = []
-    for m, value in enumerate(current):
+        return last, last
+    value, forecast = [], []
+    for m, reported in enumerate(last):
         ys = [vector[m] for _, vector in window]
         if not all(math.isfinite(y) for y in ys):
-            out.append(value)
+            value.append(reported)
+            forecast.append(reported)
             continue
         mean_y = sum(ys) / len(ys)
         slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
-        out.append(value + optimism * max(0.0, slope) * doublings)
-    return tuple(out)
+        fitted = mean_y + slope * (math.log2(now) - mean_x) if len(window) >= 3 else reported
+        value.append(fitted)
+        forecast.append(fitted + optimism * max(0.0, slope) * doublings)
+    return tuple(value), tuple(forecast)
 
 
 def protected(currents: Sequence[Vector], forecasts: Sequence[Vector]) -> list[bool]:
