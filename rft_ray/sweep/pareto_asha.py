@@ -1,17 +1,18 @@
 """Pareto ASHA: Ray's asynchronous successive halving with rungs that rank trials over every objective.
 
 Rungs sit where Ray's ASHA puts them (grace_period * reduction_factor^k on the time attribute, the optimizer
-step, up to max_t; one bracket). The first time a trial reports at or past a rung it has not been recorded
-at, its objective vector (smoothed over the reports of its last doubling of steps) and its learning curve's
-forecast (`pareto_rank.trend_forecast`) are recorded there, and it continues or stops by `pareto_rank.keeps_at_rung` among
-the trials recorded at that rung so far: a trial whose forecast no peer dominates continues; of the others,
-ASHA's top ceil(n / reduction_factor) by non-dominated front, then crowding distance. Each decision keeps at
-least ceil(n / reduction_factor) of the n recorded so far, more where the front (or the trend) protects more: on
-a clean-vs-PGD trade-off at reduction factor 2 the simulator (benchmarks/asha_compare.py) measured a mean keep
-rate of about 0.8 per rung, and a first rung that keeps nearly every trial still rising fast. Decisions are
-taken as trials arrive, so, as in Ray's ASHA, a rung can end a little under 1/reduction_factor. The keep rate
-each rung really had is in `debug_string` and `keep_rates`. A trial reaching max_t stops (it is done). The state is plain dicts and tuples (`save` writes it as JSON, `restore` reads it back), but a
-resumed sweep does not get it back: in Ray 2.60 `TuneController.__getstate__` leaves the scheduler out of its
+step, up to max_t; one bracket). The first time a trial reports at or past a rung it has not been recorded at,
+its objective vector (smoothed over the reports of its last doubling of steps) and its learning curve's forecast
+(`pareto_rank.trend_forecast`) are recorded there, and it continues or stops by `pareto_rank.keeps_at_rung`
+among the trials recorded at that rung so far: a trial whose forecast no peer dominates continues; of the
+others, ASHA's top ceil(n / reduction_factor) by non-dominated front, then crowding distance. Each decision
+keeps at least ceil(n / reduction_factor) of the n recorded so far, more where the front (or the trend) protects
+more: on a clean-vs-PGD trade-off at reduction factor 2 the simulator (benchmarks/asha_compare.py) measured a
+mean keep rate of about 0.8 per rung, and a first rung that keeps nearly every trial still rising fast.
+Decisions are taken as trials arrive, so, as in Ray's ASHA, a rung can end a little under 1/reduction_factor.
+The keep rate each rung really had is in `debug_string` and `keep_rates`. A trial reaching max_t stops (it is
+done). The state is plain dicts and tuples (`save` writes it as JSON, `restore` reads it back), but a resumed
+sweep does not get it back: in Ray 2.60 `TuneController.__getstate__` leaves the scheduler out of its
 experiment checkpoint and `Tuner.restore` rebuilds it from the copy pickled when the experiment started, so
 after `rft sweep --resume` the rungs start empty and trials resumed past a rung are judged only against trials
 recorded after the resume. Ray's own ASHA has the same limitation.
@@ -65,7 +66,7 @@ class ParetoAshaScheduler(FIFOScheduler):
 
     @property
     def rungs(self) -> list[tuple[float, dict[str, Vector]]]:
-        """(milestone, {trial id: recorded maximised vector}) per rung, ascending."""
+        """(milestone, {trial id: recorded maximised vector, smoothed}) per rung, ascending."""
         return [(m, {t: entry[0] for t, entry in r.items()}) for m, r in reversed(self._rungs)]
 
     def keep_rates(self) -> list[tuple[float, int, int]]:
@@ -121,13 +122,14 @@ class ParetoAshaScheduler(FIFOScheduler):
     def keep_rate_summary(self) -> str:
         """Per rung, the trials judged there and the share that continued (the real keep rate), next to the
         nominal 1/reduction_factor: one line for the sweep's console."""
-        rates = ", ".join(f"{self._time_attr} {m:g} kept {kept} of {judged}" + (f" ({kept / judged:.2f})" if judged else "")
-                          for m, judged, kept in self.keep_rates())
+        rates = ", ".join(f"{self._time_attr} {m:g} kept {kept} of {judged}"
+                          + (f" ({kept / judged:.2f})" if judged else "") for m, judged, kept in self.keep_rates())
         return (f"keep rate per rung (nominal 1/{self._reduction_factor:g} = {1 / self._reduction_factor:.2f}, more "
                 f"where trials are protected): {rates or 'no rung reached yet'}")
 
     def debug_string(self) -> str:
-        return f"Using Pareto ASHA on {', '.join(self._metrics)}: num_stopped={self._num_stopped}; {self.keep_rate_summary()}"
+        return (f"Using Pareto ASHA on {', '.join(self._metrics)}: num_stopped={self._num_stopped}; "
+                f"{self.keep_rate_summary()}")
 
     def save(self, checkpoint_path: str) -> None:
         """The rungs' records as JSON (-inf, a missing objective, as JSON's Infinity): no pickle to load back."""
