@@ -84,8 +84,9 @@ def main() -> None:
     parser.add_argument("--rf", type=float, default=2.0)
     args = parser.parse_args()
     print("== early stopping vs running everything, simulated learning curves (benchmarks/scheduler_sim.py)")
-    print("command: benchmarks/asha_compare.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()))
+    options = (f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+               for k, v in vars(args).items())
+    print("command: benchmarks/asha_compare.py " + " ".join(options))
     for scenario in args.scenarios:
         started = time.perf_counter()
         per_seed = [one_seed(scenario, seed, args) for seed in args.seeds]

@@ -19,8 +19,8 @@ def survives_rung(points: list[Vector], candidate: int, reduction_factor: float)
     for index, front in enumerate(non_dominated_sort(points)):
         for i, distance in zip(front, crowding_distance([points[i] for i in front])):
             front_of[i], crowding[i] = index, distance
-    ahead = sum(1 for j in range(n) if j != candidate and (
-        front_of[j] < front_of[candidate] or (front_of[j] == front_of[candidate] and crowding[j] > crowding[candidate])))
+    ahead = sum(1 for j in range(n) if j != candidate and (front_of[j] < front_of[candidate] or (
+        front_of[j] == front_of[candidate] and crowding[j] > crowding[candidate])))
     return ahead < promotion_slots(n, reduction_factor)
 
 

@@ -11,8 +11,8 @@ same measurement of the same trial at the same step, as if the reference run wer
 
 Scenarios:
 - `late_bloom`: a clean-vs-PGD trade-off over x (high lr: more accurate, less robust); low-lr trials learn
-  slowly (time constant up to 0.03 + `slowest` of the budget) and high-lr ones show an early PGD bump that fades (robustness
-  peaking early), so at early rungs the future robust end of the front looks dominated;
+  slowly (time constant up to 0.03 + `slowest` of the budget) and high-lr ones show an early PGD bump that
+  fades (robustness peaking early), so at early rungs the future robust end of the front looks dominated;
 - `tradeoff`: the same final values, every trial learning fast (no late bloomers);
 - `aligned`: both objectives rise with x (the front is one or a few trials).
 
@@ -259,6 +259,7 @@ def random_search_at(setting: Setting, reference: list[GroupRun], compute: float
     for g, ref in enumerate(reference):
         count = max(1, round(compute * setting.trials))
         chosen = np.random.default_rng([setting.seed, 13, g]).choice(setting.trials, size=count, replace=False)
-        run = GroupRun({int(j): ref.last_step[int(j)] for j in chosen}, {int(j): ref.last_result[int(j)] for j in chosen})
+        run = GroupRun({int(j): ref.last_step[int(j)] for j in chosen},
+                       {int(j): ref.last_result[int(j)] for j in chosen})
         runs.append(run)
     return compare(setting, reference, runs, grace, rf)

@@ -50,7 +50,8 @@ class ParetoAshaScheduler(FIFOScheduler):
             raise ValueError(f"modes must be 'max' or 'min', got {list(modes)}")
         if not (grace_period > 0 and max_t >= grace_period and reduction_factor > 1 and optimism >= 0):
             raise ValueError(f"need 0 < grace_period <= max_t and reduction_factor > 1, got grace_period "
-                             f"{grace_period}, max_t {max_t}, reduction_factor {reduction_factor}; and optimism >= 0, got {optimism}")
+                             f"{grace_period}, max_t {max_t}, reduction_factor {reduction_factor}; and optimism "
+                             f">= 0, got {optimism}")
         super().__init__()
         self._metrics, self._modes = list(metrics), list(modes)
         self._time_attr, self._max_t = time_attr, max_t
