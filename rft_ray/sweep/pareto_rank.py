@@ -24,8 +24,8 @@ rule 2 keeps the candidate exactly when fewer than ceil(n / r) of its peers are 
 ceil(n / r), ties to the candidate); Ray's ASHA instead stops a candidate below the (1 - 1/r) percentile,
 linearly interpolated, of its peers' values (peers [1, 3], r = 2, candidate 1.5: Ray stops it, here one peer is
 better and ceil(3 / 2) = 2, so it continues). The rule that preceded this one (issue 17: keep any trial fewer
-than 1/r of its peers dominate) kept 0.8 to 0.97 of each rung's trials at r = 2 on a trade-off and still cut
-late bloomers; benchmarks/RESULTS.md measures both.
+than 1/r of its peers dominate) kept 0.75 to 0.87 of each rung's trials at r = 2 in the simulator (up to all of a
+rung whose trials lie on a trade-off) and still cut late bloomers; benchmarks/RESULTS.md measures both.
 """
 from __future__ import annotations
 
