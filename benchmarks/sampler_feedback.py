@@ -50,9 +50,11 @@ def one_run(sampler_name: str, way: str, seed: int, args) -> tuple[float, float]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True, constant_liar=True)
-                   if sampler_name == "tpe" else
-                   optuna.samplers.GPSampler(seed=seed, n_startup_trials=10, warn_independent_sampling=False))
+        if sampler_name == "tpe":
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True,
+                                                 constant_liar=True)
+        else:
+            sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=10, warn_independent_sampling=False)
     study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
     setting = Setting(scenario="late_bloom", seed=seed, max_t=args.max_t)
     scheduler = ParetoAshaScheduler([CLEAN, PGD], ["max", "max"], time_attr="step", max_t=args.max_t,
@@ -94,6 +96,11 @@ def one_run(sampler_name: str, way: str, seed: int, args) -> tuple[float, float]
     return auc(finals), steps / (args.trials * args.max_t)
 
 
+def spread(values: list[float], digits: int) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samplers", nargs="+", default=["tpe", "gp"], choices=["tpe", "gp"])
@@ -104,16 +111,15 @@ def main() -> None:
     parser.add_argument("--rf", type=float, default=2.0)
     args = parser.parse_args()
     print("== stopped trials and the sampler: hypervolume of the finished trials' final points (reference (0, 0))")
-    print("command: benchmarks/sampler_feedback.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()))
+    options = (f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+               for k, v in vars(args).items())
+    print("command: benchmarks/sampler_feedback.py " + " ".join(options))
     print("| sampler | stopped trials told as | hypervolume | compute |\n| --- | --- | --- | --- |")
     for sampler_name in args.samplers:
         for way in WAYS:
             runs = [one_run(sampler_name, way, seed, args) for seed in args.seeds]
             hv, compute = [r[0] for r in runs], [r[1] for r in runs]
-            print(f"| {sampler_name} | {way} | {statistics.mean(hv):.4f} ± {statistics.stdev(hv) if len(hv) > 1 else 0:.4f}"
-                  f" | {statistics.mean(compute):.3f} ± {statistics.stdev(compute) if len(compute) > 1 else 0:.3f} |",
-                  flush=True)
+            print(f"| {sampler_name} | {way} | {spread(hv, 4)} | {spread(compute, 3)} |", flush=True)
 
 
 if __name__ == "__main__":
