@@ -1,119 +1,102 @@
-"""Benchmark: ASHA on accuracy vs Pareto ASHA on (accuracy, PGD accuracy), same budget (issue 17).
+"""Benchmark: what each early-stopping rule keeps of the run-everything fronts, and for what compute (issue 26).
 
-    flock /tmp/rft-heavy.lock .venv/bin/python benchmarks/asha_compare.py            # ~18 min on 2 cores
-    .venv/bin/python benchmarks/asha_compare.py --seeds 0 --trials 2 --steps 40      # a smoke run
+    flock /tmp/rft-heavy.lock .venv/bin/python benchmarks/asha_compare.py                 # ~5 min on 2 cores
+    .venv/bin/python benchmarks/asha_compare.py --seeds 0 --strategies 2 --scenarios aligned   # a smoke run
 
-Per seed, two real sweeps (Ray Tune + Ray Train) of one strategy (lora) on the
-embedded default (the package's CIFAR-10 ViT, source: embedded) fine-tuned on CIFAR-10 from ../shared/data,
-the same budget each: `--trials` trials of `--steps` optimizer steps, evaluated every `--every` steps,
-rungs at grace_period = `--every` steps and reduction factor 2. Both use Optuna's random sampler with the
-same seed, so both sweeps draw the same (lr, weight decay) settings in the same order and differ only in
-which trials their scheduler stops:
+All sides in one run, on the seeded learning-curve simulator (benchmarks/scheduler_sim.py: per scenario and seed,
+`--strategies` groups of `--trials` trials, 8 asynchronous workers per group, binomial measurement noise, one
+scheduler per group as `rft sweep` runs one Tune experiment per strategy; every scheduler sees the same
+measurement of the same trial at the same step):
 
-- asha: search.scheduler asha, objectives [test_clean_acc]: Ray's ASHA on clean accuracy;
-- pareto_asha: search.scheduler pareto_asha, objectives [test_clean_acc, pgd_adv_acc].
+- run everything: the reference; its fronts are the final (clean, PGD) points of all trials, group by group;
+- asha: Ray's ASHAScheduler on clean accuracy (`search.scheduler: asha`);
+- pareto_asha_before: Pareto ASHA before issue 26 (benchmarks/legacy_pareto_asha.py);
+- pareto_asha: Pareto ASHA now (rft_ray/sweep/pareto_asha.py, `search.scheduler: pareto_asha`);
+- random: random search at pareto_asha's compute (per group, that share of the trials, chosen at random and run
+  to the end).
 
-Printed per sweep: the hypervolume (analysis.frontier.hypervolume_auc, reference (0, 0), area of [0,1]^2
-dominated) of the final (test_clean_acc, pgd_adv_acc) points of the trials that ran their whole budget (the
-trials a sweep returns; stopped ones were cut before the end), the trials stopped early, and the optimizer
-steps trained in all (the compute each scheduler spent). Then the means over seeds and their ratio.
+Rungs: grace period `--grace`, reduction factor `--rf`, max_t `--max-t` optimizer steps. Per scheduler, mean and
+standard deviation over seeds of: recall (share of the reference fronts' trials it ran to max_t), hypervolume kept
+(per group, hypervolume of its finished trials' final points over the reference's, both from the group's nadir:
+the worst clean and worst PGD accuracy of all its final points; mean over groups), Kendall tau of the groups'
+(strategies') AUC ranking (hypervolume from (0, 0) of the finished trials' final points, the platform's
+`frontier_auc`) against the reference's, compute (optimizer steps trained over all trials x max_t) and keep rate
+(per rung but the last, the share of the trials reaching it that reached the next; mean over rungs and groups).
+The simulator's measurements stand for test-split numbers; selection there is on the same values (no separate
+validation split is simulated).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
+import sys
+import time
 from pathlib import Path
 
-from common import SHARED_DATA, cifar_available, header
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from legacy_pareto_asha import LegacyParetoAsha  # noqa: E402
+from scheduler_sim import CLEAN, PGD, SCENARIOS, Outcome, Setting, random_search_at, simulate  # noqa: E402
+
+FIELDS = ("recall", "hypervolume_kept", "kendall_tau", "compute", "keep_rate")
+SIDES = ("run_everything", "asha", "pareto_asha_before", "pareto_asha", "random")
 
 
-def experiment_data(scheduler: str, seed: int, args, storage: Path) -> dict:
-    objectives = [{"metric": "test_clean_acc", "mode": "max"}]
-    if scheduler == "pareto_asha":
-        objectives.append({"metric": "pgd_adv_acc", "mode": "max"})
+def schedulers(args) -> dict:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from rft_ray.sweep.pareto_asha import ParetoAshaScheduler
+
+    rungs = {"max_t": args.max_t, "grace_period": args.grace, "reduction_factor": args.rf}
     return {
-        "name": f"{scheduler}-seed{seed}",
-        "base": {
-            "model": {"name": "rft_vit_cifar_patch8_32", "source": "embedded"},
-            "dataset": {"name": "parquet", "label": "cifar10", "val_fraction": 0.0,
-                        "corruptions": ["gaussian_noise", "contrast"], "severity": 3,
-                        "options": {"train": str(SHARED_DATA / "cifar10" / "train.parquet"),
-                                    "test": str(SHARED_DATA / "cifar10" / "test.parquet")}},
-            "training": {"steps": args.steps, "batch_size": 32, "warmup_fraction": 0.1, "seed": 0},
-            "evaluation": {"schedule": [{"until": None, "every": args.every}], "train_examples": 100,
-                           "test_examples": 300, "ood_examples": 100, "batch_size": 100,
-                           "pgd": {"eps": "2/255", "alpha": "0.5/255", "steps": 5, "examples": 200}},
-        },
-        "strategies": ["lora"],
-        "search": {"mode": "optuna", "objectives": objectives, "num_samples": args.trials, "sampler": "random",
-                   "seed": seed, "space": {"lr": {"low": 1e-5, "high": 3e-2, "log": True},
-                                           "weight_decay": {"low": 1e-4, "high": 1e-1, "log": True}},
-                   "scheduler": scheduler,
-                   "asha": {"grace_period": args.every, "reduction_factor": 2, "max_t": args.steps}},
-        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": 2},
-        "tracking": {"enabled": False},
-        "storage": {"path": str(storage)},
-        "failure": {"max_failures": 1, "worker_max_failures": 1},
+        "asha": lambda: ASHAScheduler(time_attr="step", metric=CLEAN, mode="max", **rungs),
+        "pareto_asha_before": lambda: LegacyParetoAsha([CLEAN, PGD], ["max", "max"], **rungs),
+        "pareto_asha": lambda: ParetoAshaScheduler([CLEAN, PGD], ["max", "max"], time_attr="step", **rungs),
     }
 
 
-def one_sweep(scheduler: str, seed: int, args, storage: Path) -> dict:
-    from analysis.frontier import hypervolume_auc
-    from rft_ray.results.store import ResultStore
-    from rft_ray.specs import experiment_spec
-    from rft_ray.sweep.driver import run_sweep
+def one_seed(scenario: str, seed: int, args) -> dict[str, Outcome]:
+    setting = Setting(scenario=scenario, seed=seed, strategies=args.strategies, trials=args.trials,
+                      max_t=args.max_t, every=args.every)
+    everything, reference = simulate(setting, None, args.grace, args.rf)
+    out = {"run_everything": everything}
+    for name, make in schedulers(args).items():
+        out[name], _ = simulate(setting, make, args.grace, args.rf, reference)
+    out["random"] = random_search_at(setting, reference, out["pareto_asha"].compute, args.grace, args.rf)
+    return out
 
-    experiment = experiment_spec(experiment_data(scheduler, seed, args, storage))
-    result = run_sweep(experiment, analyze=False)
-    [group] = result.groups
-    rows = ResultStore(experiment.store_root).read().to_pylist()
-    last_step: dict[str, int] = {}
-    for row in rows:
-        last_step[row["run_id"]] = max(last_step.get(row["run_id"], 0), row["step"])
-    completed = {t.run_id for t in group.trials if t.status == "completed"}
-    finals = [(r["test_clean_acc"], r["pgd_adv_acc"]) for r in rows
-              if r["run_id"] in completed and r["step"] == r["total_steps"]]
-    return {"hypervolume": hypervolume_auc(finals), "completed": len(completed),
-            "stopped": sum(t.status == "stopped early" for t in group.trials),
-            "errors": sum(t.status == "error" for t in group.trials),
-            "steps_trained": sum(last_step.values()), "finals": sorted(finals)}
+
+def summary(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--strategies", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--max-t", type=int, default=800)
     parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--grace", type=int, default=50)
+    parser.add_argument("--rf", type=float, default=2.0)
     args = parser.parse_args()
-    if not cifar_available():
-        raise SystemExit(f"CIFAR-10 Parquet files not found under {SHARED_DATA / 'cifar10'}")
-    header("ASHA (clean accuracy) vs Pareto ASHA (clean, PGD accuracy): hypervolume of the final points",
-           "benchmarks/asha_compare.py " + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                                                   for k, v in vars(args).items()))
-    # Each sweep starts and stops its own Ray (as `rft sweep` does): in one long session, trials Tune stopped
-    # left their Train placement groups reserved here, and the next sweep's workers waited for CPUs.
-    found: dict[str, list[float]] = {"asha": [], "pareto_asha": []}
-    steps: dict[str, list[int]] = {"asha": [], "pareto_asha": []}
-    with tempfile.TemporaryDirectory(prefix="asha-compare-") as root:
-        for seed in args.seeds:
-            for scheduler in ("asha", "pareto_asha"):
-                out = one_sweep(scheduler, seed, args, Path(root) / f"{scheduler}-{seed}")
-                found[scheduler].append(out["hypervolume"])
-                steps[scheduler].append(out["steps_trained"])
-                finals = ", ".join(f"({a:.3f}, {p:.3f})" for a, p in out["finals"])
-                print(f"seed {seed} {scheduler:11s}: hypervolume {out['hypervolume']:.4f}; "
-                      f"{out['completed']} completed, {out['stopped']} stopped early, {out['errors']} errors; "
-                      f"{out['steps_trained']} optimizer steps trained; final (clean, PGD): {finals}", flush=True)
-    mean = {k: statistics.mean(v) for k, v in found.items()}
-    print()
-    for k in ("asha", "pareto_asha"):
-        print(f"{k:11s}: mean hypervolume {mean[k]:.4f} over seeds {args.seeds} "
-              f"(per seed {', '.join(f'{v:.4f}' for v in found[k])}); mean optimizer steps trained "
-              f"{statistics.mean(steps[k]):.0f} of a budget of {args.trials * args.steps}")
-    ratio = mean["pareto_asha"] / mean["asha"] if mean["asha"] > 0 else float("inf")
-    print(f"ratio pareto_asha / asha of the mean hypervolumes: {ratio:.3f}")
+    print("== early stopping vs running everything, simulated learning curves (benchmarks/scheduler_sim.py)")
+    options = (f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+               for k, v in vars(args).items())
+    print("command: benchmarks/asha_compare.py " + " ".join(options))
+    for scenario in args.scenarios:
+        started = time.perf_counter()
+        per_seed = [one_seed(scenario, seed, args) for seed in args.seeds]
+        print(f"\n{scenario}: {len(args.seeds)} seeds x {args.strategies} strategies x {args.trials} trials "
+              f"(mean ± sd over seeds; {time.perf_counter() - started:.0f} s)")
+        print(f"| scheduler | {' | '.join(FIELDS)} |")
+        print(f"| --- |{' --- |' * len(FIELDS)}")
+        for side in SIDES:
+            cells = [summary([getattr(seed[side], field) for seed in per_seed]) for field in FIELDS]
+            print(f"| {side} | {' | '.join(cells)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Pareto ASHA (`search.scheduler: pareto_asha`): the ranking functions, the scheduler's decisions on synthetic
-trials fed straight to `on_trial_result`, its config, its Optuna bookkeeping, and one real small sweep."""
+trials fed straight to `on_trial_result`, its config, its Optuna bookkeeping, and one real small sweep (what it
+keeps of whole fronts against running everything: tests/test_scheduler_sim.py)."""
 import math
 import pickle
 import random
@@ -12,10 +13,12 @@ from rft_ray.sweep.pareto_asha import ParetoAshaScheduler, rung_milestones
 from rft_ray.sweep.pareto_rank import (
     crowding_distance,
     dominates,
+    keeps_at_rung,
     non_dominated_sort,
     promotion_slots,
+    protected,
     signed_vector,
-    survives_rung,
+    trend_forecast,
 )
 
 CONTINUE, STOP = "CONTINUE", "STOP"
@@ -171,13 +174,12 @@ def _random_rung(rng, n, dims):
     return out
 
 
-def test_property_no_trial_stops_where_fewer_than_1_over_r_of_its_peers_dominate_it():
-    """Random rungs (seeded): every trial whose vector fewer than 1/rf of its recorded peers dominate continues
-    (in particular every trial on the known front of the final values is never stopped at any rung where few
-    peers beat its value there), every trial in the top ceil(n/rf) by front then crowding continues, and the
-    rule is not vacuous: trials are stopped."""
+def test_property_undominated_trials_and_the_top_ceil_n_over_r_continue_and_the_rest_stop():
+    """Random rungs (seeded), one report per trial (so each forecast is its current value): every trial no peer
+    dominates continues; so does every trial with fewer than ceil(n/rf) peers ahead of it (undominated first, then
+    front, then crowding); every other trial stops; and the rule is not vacuous: trials are stopped."""
     rng = random.Random(2024)
-    stopped = protected = 0
+    stopped = protected_count = 0
     for _ in range(400):
         dims, rf = rng.choice([2, 3]), rng.choice([2, 3, 4])
         sched = scheduler(metrics=[f"m{i}" for i in range(dims)], modes=[rng.choice(["max", "min"])] * dims, rf=rf)
@@ -188,21 +190,68 @@ def test_property_no_trial_stops_where_fewer_than_1_over_r_of_its_peers_dominate
             decision = report(sched, f"t{i}", 10, **{f"m{j}": v for j, v in enumerate(values)})
             recorded.append(signed_vector(values, modes))
             me, n = recorded[-1], len(recorded)
-            dominators = sum(dominates(p, me) for p in recorded[:-1])
-            if dominators < (n - 1) / rf:
-                protected += 1
+            undominated = [not any(dominates(p, q) for k, p in enumerate(recorded) if k != j)
+                           for j, q in enumerate(recorded)]
+            if undominated[-1]:
+                protected_count += 1
                 assert decision == CONTINUE, (recorded, rf)
+                continue
             fronts = non_dominated_sort(recorded)
             [mine] = [f for f in fronts if n - 1 in f]
             crowd = dict(zip(mine, crowding_distance([recorded[i] for i in mine])))
-            ahead = sum(len(f) for f in fronts[:fronts.index(mine)]) + sum(
-                1 for j in mine if j != n - 1 and crowd[j] > crowd[n - 1])
-            if ahead < math.ceil(n / rf):
-                assert decision == CONTINUE, (recorded, rf)
-            if decision == STOP:
-                stopped += 1
-                assert survives_rung(recorded, n - 1, rf) is False
-    assert stopped > 200 and protected > 1000, (stopped, protected)
+            front_of = {i: k for k, f in enumerate(fronts) for i in f}
+            ahead = sum(1 for j in range(n - 1) if undominated[j] or front_of[j] < front_of[n - 1] or (
+                front_of[j] == front_of[n - 1] and crowd[j] > crowd[n - 1]))
+            assert decision == (CONTINUE if ahead < math.ceil(n / rf) else STOP), (recorded, rf, ahead)
+            stopped += decision == STOP
+            assert keeps_at_rung(recorded, recorded, n - 1, rf) is (decision == CONTINUE)
+    assert stopped > 200 and protected_count > 1000, (stopped, protected_count)
+
+
+def test_trend_forecast_extrapolates_a_rise_in_log_step_and_never_lowers():
+    def forecast(history, horizon=800, optimism=1.0):
+        return trend_forecast(history, horizon, optimism)[1]
+    rising = [(25, (0.20, 0.05)), (50, (0.30, 0.10))]  # +0.10 and +0.05 per doubling
+    assert forecast(rising) == pytest.approx((0.30 + 4 * 0.10, 0.10 + 4 * 0.05))
+    assert forecast(rising, optimism=0.5) == pytest.approx((0.30 + 2 * 0.10, 0.10 + 2 * 0.05))
+    assert trend_forecast(rising, 800, 1.0)[0] == (0.30, 0.10)  # two reports: the value now is the last one
+    falling = [(25, (0.5, 0.4)), (50, (0.6, 0.3))]  # robustness peaking early: its forecast stays where it is
+    assert forecast(falling) == pytest.approx((0.6 + 4 * 0.1, 0.3))
+    assert trend_forecast([(50, (0.3, 0.1))], 800, 1.0) == ((0.3, 0.1), (0.3, 0.1))  # one report: no trend
+    old = [(10, (0.0, 0.0)), (40, (0.2, 0.1)), (50, (0.2, 0.1))]  # only the last doubling (>= 25) counts: flat
+    assert forecast(old) == pytest.approx((0.2, 0.1))
+    missing = [(25, (-math.inf, 0.1)), (50, (-math.inf, 0.2))]
+    assert forecast(missing) == pytest.approx((-math.inf, 0.2 + 4 * 0.1))
+    assert forecast(rising, horizon=50) == pytest.approx((0.30, 0.10))  # at the budget: nothing left to extrapolate
+    # Three reports on a flat curve, the last one noisy: the value now is the line through all three.
+    now, ahead = trend_forecast([(50, (0.50, 0.30)), (75, (0.50, 0.30)), (100, (0.56, 0.24))], 800, 1.0)
+    assert 0.50 < now[0] < 0.56 and 0.24 < now[1] < 0.30
+    assert ahead[1] == pytest.approx(now[1])  # PGD falling: no rise added
+    assert protected([(0.5, 0.5), (0.3, 0.1)], [(0.5, 0.5), (0.9, 0.3)]) == [True, True]
+    assert protected([(0.5, 0.5), (0.3, 0.1)], [(0.5, 0.5), (0.4, 0.2)]) == [True, False]
+
+
+def test_a_late_bloomer_survives_where_its_flat_twin_stops():
+    """Three fast trials already high at the step-50 rung, then a trial low in both objectives there: if it is
+    still rising steeply (a low learning rate) its forecast is not dominated and it continues; the same values
+    with a flat curve stop: dominated by all three, it is not among the top ceil(4/2) = 2."""
+    def run(late_curve):
+        sched = scheduler(grace=50, rf=2, max_t=800)
+        for name, (acc, pgd) in {"f1": (0.80, 0.20), "f2": (0.75, 0.25), "f3": (0.70, 0.30)}.items():
+            report(sched, name, 25, acc=acc, pgd=pgd)
+            assert report(sched, name, 50, acc=acc, pgd=pgd) == CONTINUE
+        decision = None
+        for step, (acc, pgd) in late_curve:
+            decision = report(sched, "late", step, acc=acc, pgd=pgd)
+        return decision, sched
+    rising, sched = run([(25, (0.15, 0.03)), (50, (0.30, 0.10))])
+    assert rising == CONTINUE
+    assert "step 50 kept 4 of 4 (1.00)" in sched.debug_string()
+    flat, sched = run([(25, (0.30, 0.10)), (50, (0.30, 0.10))])
+    assert flat == STOP
+    assert "step 50 kept 3 of 4 (0.75)" in sched.debug_string() and "nominal 1/2 = 0.50" in sched.debug_string()
+    assert [(m, judged, kept) for m, judged, kept in sched.keep_rates()] == [(50, 4, 3), (100, 0, 0), (200, 0, 0),
+                                                                              (400, 0, 0)]
 
 
 def test_known_front_trials_are_never_stopped():
@@ -246,6 +295,8 @@ def test_scheduler_refuses_a_metric_from_tune_and_bad_arguments():
         ParetoAshaScheduler(["a", "b"], ["max"])
     with pytest.raises(ValueError, match="reduction_factor"):
         ParetoAshaScheduler(["a", "b"], ["max", "max"], reduction_factor=1)
+    with pytest.raises(ValueError, match="optimism >= 0, got -1"):
+        ParetoAshaScheduler(["a", "b"], ["max", "max"], optimism=-1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,7 +370,7 @@ def test_multi_objective_study_gets_pruned_trials_with_the_values_they_stopped_w
 
 
 @pytest.mark.slow
-def test_pareto_asha_stops_a_dominated_trial_in_a_real_sweep(tmp_path):
+def test_pareto_asha_stops_a_dominated_trial_in_a_real_sweep(tmp_path, capsys):
     """Two trials one after the other, two objectives (train loss down, train accuracy up): the second trial's
     learning rate (1e-5) is far too small, so at the step-20 rung its loss is higher and its accuracy no
     better than the first trial's there: dominated, it stops at step 20 of 40, and Optuna has it PRUNED."""
@@ -347,6 +398,7 @@ def test_pareto_asha_stops_a_dominated_trial_in_a_real_sweep(tmp_path):
     by_lr = {t.lr: t for t in group.trials}
     assert by_lr[1e-2].status == "completed" and by_lr[1e-2].step == 40
     assert by_lr[1e-5].status == "stopped early" and by_lr[1e-5].step == 20
+    assert "pareto_asha keep rate per rung (nominal 1/2 = 0.50" in capsys.readouterr().out  # the console line
     [summary] = optuna.get_all_study_summaries(experiment.optuna_storage_url())
     study = optuna.load_study(study_name=summary.study_name, storage=experiment.optuna_storage_url())
     states = {t.params["lr"]: t.state for t in study.trials}

@@ -135,12 +135,24 @@ class ExperimentSpec:
             if self.search.mode == "grid":
                 check(entry.points_to_evaluate is None, f"strategies[{i}].points_to_evaluate",
                       "only used in optuna mode")
-        if self.search.scheduler != "none" and self.search.asha.max_t is None:
-            steps = training.get("steps") if isinstance(training, dict) else None
+        if self.search.scheduler != "none":
+            self._check_rungs(training.get("steps") if isinstance(training, dict) else None)
+        self._groups = self._build_groups()
+
+    def _check_rungs(self, steps) -> None:
+        """max_t defaults to the trials' step budget and must equal it when it is known: a larger one is never
+        reached (every trial would end "stopped early" and count as pruned in Optuna), a smaller one cuts every
+        trial before its budget (none would complete)."""
+        asha = self.search.asha
+        if asha.max_t is None:
             check(steps is not None, "search.asha.max_t",
                   "ASHA needs the trials' step budget: set base.training.steps or search.asha.max_t")
-            self.search.asha.max_t = int(steps)
-        self._groups = self._build_groups()
+            asha.max_t = int(steps)
+        elif isinstance(steps, int) and asha.max_t != steps:
+            raise SpecError(
+                  f"is {asha.max_t} but base.training.steps is {steps}: the rungs' max_t must be the trials' step "
+                  f"budget (a larger one is never reached, so every trial would count as stopped early; a smaller "
+                  f"one stops every trial before its budget); set it to {steps} or remove it", "search.asha.max_t")
 
     # -- groups ---------------------------------------------------------------------------------------
 

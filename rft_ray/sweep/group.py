@@ -48,15 +48,18 @@ def run_group(experiment: ExperimentSpec, group: Group, resources: dict[str, Any
     path = folder.uri("tune", group.name)
     space = param_space(experiment, group, resources)
     trainable = tune.with_resources(trial_driver, resources["driver_resources"])
+    scheduler = None
     if tune.Tuner.can_restore(path):
         say(f"rft sweep: {group.name}: restoring the interrupted search from {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, param_space=space, resume_unfinished=True,
                                    resume_errored=True)
     else:
+        config = tune_config(experiment, group, resources, sweep_started)
+        scheduler = config.scheduler  # Tune drives this very object in this process: its rungs are read below
         tuner = tune.Tuner(
             trainable,
             param_space=space,
-            tune_config=tune_config(experiment, group, resources, sweep_started),
+            tune_config=config,
             run_config=tune.RunConfig(
                 name=group.name,
                 storage_path=tune_root,
@@ -66,6 +69,8 @@ def run_group(experiment: ExperimentSpec, group: Group, resources: dict[str, Any
             ),
         )
     tuner.fit()
+    if hasattr(scheduler, "keep_rate_summary"):  # Pareto ASHA: what it really kept (issue 26)
+        say(f"rft sweep: {group.name}: pareto_asha {scheduler.keep_rate_summary()}")
     trials = trial_summaries(path, group, experiment.search.objectives)
     _set_aside_orphans(folder, experiment, group, trials)
     finished = len(trials) >= _expected_trials(experiment, group) and all(

@@ -4,24 +4,28 @@ Vectors are "higher is better" in every coordinate: `signed_vector` flips minimi
 missing or NaN value into -inf, the worst value there is, so a trial that failed to report an objective is
 dominated by every peer that is at least as good elsewhere and never outranks one on that objective.
 
-The rung rule (`survives_rung`), with n trials recorded at the rung (the candidate included) and
-reduction factor r, keeps the candidate if either holds:
+The rung rule (`keeps_at_rung`) judges each trial on two vectors recorded when it reached the rung: its value
+there (`current`: smoothed over the last doubling of steps once three reports are there) and its learning
+curve's trend carried to the trials' step budget (`forecast`, see `trend_forecast`: linear in log(step) over the
+last doubling of steps, rises only, times an optimism factor).
+With n trials recorded at the rung (the candidate included) and reduction factor r, the candidate continues if
 
-1. it is among the top ceil(n / r) of the recorded trials ordered by non-dominated front, then crowding
-   distance (descending) within the front; ties go to the candidate, as ASHA keeps a trial equal to its cutoff;
-2. fewer than 1/r of its peers (the n - 1 others) dominate it.
+1. it is *protected*: no peer's current vector dominates its forecast (it could still end on the front, even if
+   it learns late: robustness often peaks early and accuracy rises late, so a low learning rate looks dominated
+   at the first rungs), or
+2. fewer than ceil(n / r) peers rank ahead of it, protected trials first, then by non-dominated front of the
+   current vectors, then crowding distance (descending); ties go to the candidate, as ASHA keeps a trial equal
+   to its cutoff.
 
-Rule 2 is the guarantee: no trial, in particular none whose final result ends on the Pareto front, is cut at
-a rung where fewer than 1/r of its peers beat it on every objective at once; rule 1 alone could cut it when
-the first front holds more than ceil(n / r) trials. Every trial rule 1 keeps has at most ceil(n / r) - 1
-dominators (they all sit in earlier fronts, ahead of it), so rule 2 adds trials only; the front-then-crowding
-order decides among the trials with exactly ceil((n - 1) / r) dominators, where ceil(n / r) is larger. With one
-objective it keeps the candidate exactly when fewer than ceil(n / r) of its peers are strictly better (the top
-ceil(n / r), ties to the candidate). That is close to Ray's ASHA but not the same: Ray stops a candidate below
-the (1 - 1/r) percentile, linearly interpolated, of the values its peers recorded at the rung before it; with
-peers [1, 3] and r = 2 a candidate at 1.5 is below their interpolated median 2, so Ray stops it, while here one
-peer is better and ceil(3 / 2) = 2, so it continues. With several objectives rule 1 keeps ceil(n / r) as well
-and rule 2 more when the objectives disagree: the price of never cutting a trial for one objective alone.
+So the rung keeps ceil(n / r) trials, or more when more than that are protected: a trial whose forecast is
+dominated is cut by rule 2 alone, as in ASHA. A trial with a flat curve (or a single report) has its current
+value as its forecast, so a trial on the front of what has been recorded is never cut. With one objective,
+rule 2 keeps the candidate exactly when fewer than ceil(n / r) of its peers are strictly better (the top
+ceil(n / r), ties to the candidate); Ray's ASHA instead stops a candidate below the (1 - 1/r) percentile,
+linearly interpolated, of its peers' values (peers [1, 3], r = 2, candidate 1.5: Ray stops it, here one peer is
+better and ceil(3 / 2) = 2, so it continues). The rule that preceded this one (issue 17: keep any trial fewer
+than 1/r of its peers dominate) kept 0.75 to 0.87 of each rung's trials at r = 2 in the simulator (up to all of a
+rung whose trials lie on a trade-off) and still cut late bloomers; benchmarks/RESULTS.md measures both.
 """
 from __future__ import annotations
 
@@ -108,18 +112,62 @@ def promotion_slots(n: int, reduction_factor: float) -> int:
     return max(1, math.ceil(n / reduction_factor - 1e-9))
 
 
-def survives_rung(points: Sequence[Vector], candidate: int, reduction_factor: float) -> bool:
-    """Whether `points[candidate]` continues past a rung where `points` are recorded (see the module's rule)."""
-    n = len(points)
-    me = points[candidate]
-    dominators = sum(1 for j, p in enumerate(points) if j != candidate and dominates(p, me))
-    if dominators * reduction_factor < n - 1:  # rule 2: fewer than 1/r of the n - 1 peers dominate it
+def trend_forecast(history: Sequence[tuple[float, Vector]], horizon: float, optimism: float) -> tuple[Vector, Vector]:
+    """(value now, forecast at step `horizon`) of a trial from its reports `history` ((step, maximised vector),
+    ascending, the last one now), per objective, from the least-squares line of the value against log2(step)
+    over the reports of the last doubling of steps (step >= now / 2):
+
+    - value now: the line at now when it rests on three reports or more (one noisy evaluation then weighs a third
+      or less), else the last report;
+    - forecast: the value now plus the line's slope, if it rises, times the doublings left to `horizon` and
+      `optimism`. A falling curve, a missing (-inf) value or fewer than two reports: the value now (a forecast
+      never lowers a trial, so a trial is never cut for its trend alone)."""
+    now, last = history[-1]
+    window = [(math.log2(step), vector) for step, vector in history if step >= now / 2 and step > 0]
+    doublings = math.log2(horizon / now) if horizon > now > 0 else 0.0
+    if len(window) < 2:
+        return last, last
+    xs = [x for x, _ in window]
+    mean_x = sum(xs) / len(xs)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if spread <= 0:
+        return last, last
+    value, forecast = [], []
+    for m, reported in enumerate(last):
+        ys = [vector[m] for _, vector in window]
+        if not all(math.isfinite(y) for y in ys):
+            value.append(reported)
+            forecast.append(reported)
+            continue
+        mean_y = sum(ys) / len(ys)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
+        fitted = mean_y + slope * (math.log2(now) - mean_x) if len(window) >= 3 else reported
+        value.append(fitted)
+        forecast.append(fitted + optimism * max(0.0, slope) * doublings)
+    return tuple(value), tuple(forecast)
+
+
+def protected(currents: Sequence[Vector], forecasts: Sequence[Vector]) -> list[bool]:
+    """Per trial of a rung: no other trial's current vector dominates its forecast."""
+    return [not any(dominates(p, forecasts[i]) for j, p in enumerate(currents) if j != i)
+            for i in range(len(currents))]
+
+
+def keeps_at_rung(currents: Sequence[Vector], forecasts: Sequence[Vector], candidate: int,
+                  reduction_factor: float) -> bool:
+    """Whether trial `candidate` continues past a rung where `currents` (and their `forecasts`) are recorded."""
+    n = len(currents)
+    shielded = protected(currents, forecasts)
+    if shielded[candidate]:
         return True
     front_of = [0] * n
     crowding = [0.0] * n
-    for index, front in enumerate(non_dominated_sort(points)):
-        for i, distance in zip(front, crowding_distance([points[i] for i in front])):
+    for index, front in enumerate(non_dominated_sort(currents)):
+        for i, distance in zip(front, crowding_distance([currents[i] for i in front])):
             front_of[i], crowding[i] = index, distance
-    ahead = sum(1 for j in range(n) if j != candidate and (
-        front_of[j] < front_of[candidate] or (front_of[j] == front_of[candidate] and crowding[j] > crowding[candidate])))
+
+    def rank(i: int) -> tuple:
+        return (not shielded[i], front_of[i], -crowding[i])
+
+    ahead = sum(1 for j in range(n) if j != candidate and rank(j) < rank(candidate))
     return ahead < promotion_slots(n, reduction_factor)
