@@ -140,7 +140,7 @@ def _sync_run(client, experiment: ExperimentSpec, experiment_id: str, parent: st
     for i, record in enumerate(records):
         if record.step in logged:
             continue
-        metrics = loggable(numeric_metrics(trial_metrics(records[: i + 1], objectives)))
+        metrics = loggable(numeric_metrics(trial_metrics(records[: i + 1], objectives, experiment.search.select_on)))
         when = measured_ms(record.measured_at)
         client.log_batch(child, metrics=[Metric(k, float(v), when, int(record.step)) for k, v in metrics.items()])
         report.points_logged += 1
