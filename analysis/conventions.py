@@ -7,10 +7,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rft_ray.results.record import OOD_IMAGES_PREFIX
+from rft_ray.results.record import OOD_IMAGES_PREFIX, VALIDATION_COUNTS
 
 # The record's count of images behind each metric (rft_ray.results.record.EvalRecord).
-COUNT_COLUMNS = {"train_clean_acc": "train_images", "test_clean_acc": "test_images", "pgd_adv_acc": "pgd_images"}
+COUNT_COLUMNS = {"train_clean_acc": "train_images", "test_clean_acc": "test_images", "pgd_adv_acc": "pgd_images",
+                 **VALIDATION_COUNTS}
 
 _AUC = {
     "hypervolume": "hypervolume: area of [0,1]^2 dominated by the Pareto frontier of the "
@@ -81,4 +82,5 @@ def sample_sizes(table: pa.Table) -> str:
                                         for d in domains))
     if not parts:
         return "not recorded (results written before the counts were stored)"
-    return "; ".join(parts) + " images (seeded, class-stratified subsets; PGD's a subset of the test images)"
+    return "; ".join(parts) + " images (seeded, class-stratified subsets; PGD's a subset of the test images, validation PGD's "
+                                "a subset of the validation images)"

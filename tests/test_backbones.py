@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from rft_ray.config import ModelSpec, SpecError
-from rft_ray.models.backbones import BackboneError, create_classifier, read_weight_file
+from rft_ray.models.backbones import BackboneError, create_classifier, embedded_weights_path, read_weight_file
 
 
 def source_model():
@@ -106,3 +106,51 @@ def test_hub_weights_without_a_network_get_a_clear_error():
     assert result.returncode != 0
     assert "could not download pretrained weights for 'vit_tiny_patch16_224.augreg_in21k'" in result.stderr
     assert "model.source: file" in result.stderr
+
+
+def _timm_fresh_head(seed: int, classes: int, width: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """What timm's default ViT init (init_weights_vit_timm) draws for a new classifier from `seed`."""
+    from timm.layers import trunc_normal_
+
+    torch.manual_seed(seed)
+    return trunc_normal_(torch.empty(classes, width), std=0.02), torch.zeros(classes)
+
+
+def test_embedded_model_on_a_ten_class_task_starts_from_a_fresh_seeded_head_not_the_files():
+    """The embedded file's CIFAR-10 classifier has the same shape as any 10-class task's head: it is not loaded."""
+    stored = read_weight_file(embedded_weights_path())
+    model = create_classifier(ModelSpec(source="embedded"), num_classes=10, seed=5)
+    weight, bias = _timm_fresh_head(5, 10)
+    assert model.head_init == "fresh"
+    assert not torch.allclose(model.backbone.head.weight, stored["head.weight"])
+    assert torch.equal(model.backbone.head.weight, weight) and torch.equal(model.backbone.head.bias, bias)
+    assert torch.equal(model.backbone.blocks[0].attn.qkv.weight, stored["blocks.0.attn.qkv.weight"])  # backbone loaded
+    other = create_classifier(ModelSpec(source="embedded"), num_classes=10, seed=6)
+    assert not torch.equal(other.backbone.head.weight, weight)  # the run's seed draws it
+
+
+def test_keep_head_loads_the_pretrained_classifier_on_the_same_label_set():
+    stored = read_weight_file(embedded_weights_path())
+    model = create_classifier(ModelSpec(source="embedded", keep_head=True), num_classes=10, seed=5)
+    assert model.head_init == "pretrained"
+    assert torch.equal(model.backbone.head.weight, stored["head.weight"])
+    assert torch.equal(model.backbone.head.bias, stored["head.bias"])
+
+
+def test_keep_head_with_another_class_count_is_refused_naming_both_counts():
+    with pytest.raises(BackboneError, match="has 10 classes and this task 7: a head is kept only on the same label set"):
+        create_classifier(ModelSpec(source="embedded", keep_head=True), num_classes=7)
+
+
+def test_keep_head_needs_a_file_with_a_classifier(tmp_path):
+    path = tmp_path / "w.safetensors"
+    state = {k: v.contiguous() for k, v in source_model().backbone.state_dict().items() if not k.startswith("head.")}
+    save_file(state, str(path))
+    assert create_classifier(ModelSpec(source="file", weights=str(path)), 4).head_init == "fresh"
+    with pytest.raises(BackboneError, match="has no classifier"):
+        create_classifier(ModelSpec(source="file", weights=str(path), keep_head=True), 10)
+
+
+def test_keep_head_with_random_weights_is_a_spec_error():
+    with pytest.raises(SpecError, match="keep_head"):
+        ModelSpec(source="random", keep_head=True)

@@ -72,3 +72,43 @@ def test_corrupt_file_is_named(tmp_path):
     (tmp_path / "r1.parquet").write_bytes(b"PAR1 garbage")
     with pytest.raises(StoreError, match="r1.parquet is not readable Parquet"):
         ResultStore(tmp_path).read()
+
+
+VALIDATION = dict(val_clean_acc=0.45, val_pgd_adv_acc=0.15, val_ood_accuracy=0.25, val_images=300,
+                  val_pgd_images=100, val_ood_images=450)
+
+
+def test_validation_metrics_round_trip_and_reach_tune_and_mlflow(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_run("r1", [record(step=0, **VALIDATION)])
+    [back] = store.read_run("r1")
+    assert {name: getattr(back, name) for name in VALIDATION} == VALIDATION
+    assert isinstance(back.val_images, int) and pq.read_schema(tmp_path / "r1.parquet").field("val_images").type == "int64"
+    logged = back.metrics()
+    assert (logged["val_clean_acc"], logged["val_pgd_adv_acc"], logged["val_ood_accuracy"]) == (0.45, 0.15, 0.25)
+    assert "val_images" not in logged  # counts are bookkeeping, as test_images
+
+
+def test_results_without_validation_read_as_none_beside_results_with_it(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_run("old", [record("old")])
+    table = pq.read_table(tmp_path / "old.parquet")
+    pq.write_table(table.drop_columns([n for n in table.column_names if n.startswith("val_")]),
+                   tmp_path / "old.parquet")  # as written before the validation fields existed
+    store.write_run("new", [record("new", **VALIDATION)])
+    [old] = store.read_run("old")
+    assert all(getattr(old, name) is None for name in VALIDATION)
+    assert not any(key.startswith("val_") for key in old.metrics())  # not measured: not logged as a number
+    table = store.read()
+    assert table.column("val_clean_acc").to_pylist() == [0.45, None]
+    assert table.column("val_pgd_images").to_pylist() == [100, None]
+
+
+def test_which_head_a_run_started_from_is_in_its_files_metadata(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_run("r1", [record()], ["a", "b"], head_init="fresh")
+    store.write_run("r2", [record("r2")], None, head_init="pretrained")
+    store.write_run("r3", [record("r3")])  # as written before it was kept
+    assert (store.head_init("r1"), store.class_names("r1")) == ("fresh", ["a", "b"])
+    assert (store.head_init("r2"), store.class_names("r2")) == ("pretrained", None)
+    assert store.head_init("r3") is None and store.head_init("absent") is None

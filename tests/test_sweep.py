@@ -379,7 +379,7 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
             "lora", "digits", "rft_vit_cifar_patch8_32", "0"}
         assert int(tags["trainable_params"]) > 0 and child.info.status == "FINISHED"
         assert float(params["lr"]) == next(t.lr for t in group.trials if t.run_id == tags["run_id"])
-        assert "weight_decay" in params and params["strategy.r"] == "8"
+        assert "weight_decay" in params and params["strategy.r"] == "8" and params["head_init"] == "fresh"
         records = ResultStore(experiment.store_root).read_run(tags["run_id"])
         for key in ("test_clean_acc", "pgd_adv_acc", "best/pgd_adv_acc", "ood_acc/contrast"):
             history = client.get_metric_history(child.info.run_id, key)

@@ -28,9 +28,15 @@ class ModelSpec:
     mean: list[float] | None = described("normalisation mean inside the model (default: the model's pretrained config)", None)
     std: list[float] | None = described("normalisation std inside the model (default: the model's pretrained config)", None,
                                         bounds="(0, inf)")
+    keep_head: bool = described(
+        "load the pretrained weights' classifier into the run's head (only to continue on the same label set; "
+        "refused when its class count differs); by default every run starts from a fresh, seeded head", False)
 
     def __post_init__(self):
         check(bool(self.name.strip()), "name", "must be a timm model name, got an empty string")
+        check(not (self.keep_head and self.source == "random"), "keep_head",
+              "source 'random' has no pretrained classifier to keep; use source embedded, hub or file, or "
+              "keep_head: false")
         check(self.source != "file" or bool(self.weights), "weights",
               "source is 'file', so a weight file path is required (.safetensors or .pth)")
         check(self.source == "file" or self.weights is None, "weights",

@@ -2,7 +2,8 @@
 
 A trial used to decode (and resize) its dataset itself; with many trials per node that is the same work
 over and over. The first trial on a node now decodes the splits a run uses (train after the validation
-split and `train_limit`, test, natural OOD domains and own OOD sets) into `.npy` files; every later trial
+split and `train_limit`, the validation split, which every evaluation point measures
+(`evaluation.validation`), test, natural OOD domains and own OOD sets) into `.npy` files; every later trial
 memory-maps them, so concurrent trials also share one copy in the page cache.
 
 - Where: `$RFT_DATA_CACHE` (a folder; `off` disables the cache), else `~/.cache/rft-ray`; entries under
@@ -16,7 +17,7 @@ memory-maps them, so concurrent trials also share one copy in the page cache.
   (atomic); a lock file makes a second trial that misses at the same time wait for the first instead of
   decoding too; a reader only ever sees complete entries.
 - Splits larger than `$RFT_DATA_CACHE_MAX_BYTES` in total (default 8 GiB) are not cached (decoded lazily,
-  as without the cache). The validation split, which no run reads, stays lazy.
+  as without the cache).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from rft_ray.results.files import filesystem_for, is_uri
 CACHE_ENV = "RFT_DATA_CACHE"
 MAX_BYTES_ENV = "RFT_DATA_CACHE_MAX_BYTES"
 DEFAULT_MAX_BYTES = 8 << 30
-FORMAT = 1
+FORMAT = 2  # 2: the validation split is decoded too (1 left it lazy)
 _DATASETS_DIR = Path(__file__).resolve().parent  # every module here (registry, loaders) keys the cache
 
 
@@ -80,19 +81,6 @@ class TensorImageSet(ImageSet):
     def materialize(self) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = self.pixels if self.index is None else self.pixels[torch.from_numpy(self.index)]
         return pixels, torch.as_tensor(self.labels, dtype=torch.long)
-
-
-class DeferredImageSet(ImageSet):
-    """A split whose labels are known but whose images are only read (by `load`) when first asked for."""
-
-    def __init__(self, labels: np.ndarray, size: int, load: Callable[[], ImageSet]):
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.size, self._load, self._images = size, load, None
-
-    def image(self, index: int) -> torch.Tensor:
-        if self._images is None:
-            self._images = self._load()
-        return self._images.image(index)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -200,13 +188,11 @@ def _read_split(folder: Path, stem: str, size: int) -> TensorImageSet:
     return TensorImageSet(torch.from_numpy(pixels), labels, size)
 
 
-def _read_entry(folder: Path, size: int, load_uncached: Callable[[], Splits]) -> Splits:
+def _read_entry(folder: Path, size: int) -> Splits:
     meta = json.loads((folder / "meta.json").read_text())
     files = meta["splits"]
-    train, test = _read_split(folder, files["train"], size), _read_split(folder, files["test"], size)
+    train, val, test = (_read_split(folder, files[name], size) for name in ("train", "val", "test"))
     ood = {name: _read_split(folder, files[f"ood/{name}"], size) for name in meta["ood"]}
-    val_labels = np.load(folder / "val.labels.npy")
-    val = DeferredImageSet(val_labels, size, lambda: load_uncached()[1])
     return train, val, test, ood, list(meta["class_names"])
 
 
@@ -218,26 +204,25 @@ def cached_splits(spec, image_size: int, load_uncached: Callable[[], Splits]) ->
     base = cache_root() / "data"
     folder = base / key
     if (folder / "meta.json").is_file():
-        return _read_entry(folder, image_size, load_uncached)
+        return _read_entry(folder, image_size)
     base.mkdir(parents=True, exist_ok=True)
     with open(base / f"{key}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per entry; the others wait, then read
         try:
             if (folder / "meta.json").is_file():
-                return _read_entry(folder, image_size, load_uncached)
+                return _read_entry(folder, image_size)
             splits = load_uncached()
             train, val, test, ood, class_names = splits
-            decoded = [train, test, *ood.values()]
+            decoded = [train, val, test, *ood.values()]
             if sum(len(s) * 3 * image_size * image_size for s in decoded) > max_bytes():
                 return splits
             temporary = base / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             temporary.mkdir()
             try:
-                names = ["train", "test", *(f"ood/{name}" for name in ood)]
+                names = ["train", "val", "test", *(f"ood/{name}" for name in ood)]
                 files = _split_files(names)
                 for name, images in zip(names, decoded):
                     _write_split(temporary, files[name], images)
-                np.save(temporary / "val.labels.npy", np.asarray(val.labels, dtype=np.int64))
                 (temporary / "meta.json").write_text(json.dumps({
                     "format": FORMAT, "dataset": spec.name, "image_size": image_size, "class_names": class_names,
                     "ood": list(ood), "splits": files, "sizes": {n: len(s) for n, s in zip(names, decoded)}}))
@@ -245,9 +230,8 @@ def cached_splits(spec, image_size: int, load_uncached: Callable[[], Splits]) ->
             except BaseException:
                 shutil.rmtree(temporary, ignore_errors=True)
                 if (folder / "meta.json").is_file():  # another node process sharing the folder won the race
-                    return _read_entry(folder, image_size, load_uncached)
+                    return _read_entry(folder, image_size)
                 raise
-            cached_train, _, cached_test, cached_ood, _ = _read_entry(folder, image_size, load_uncached)
-            return cached_train, val, cached_test, cached_ood, class_names
+            return _read_entry(folder, image_size)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

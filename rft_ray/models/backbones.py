@@ -11,7 +11,7 @@ from pathlib import Path
 import timm
 import torch
 from timm.models import register_model
-from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn, init_weights_vit_timm
 from torch import nn
 
 from rft_ray.config import ModelSpec, SpecError
@@ -45,6 +45,7 @@ class ImageClassifier(nn.Module):
     """A timm model behind an input normalisation: forward takes images in [0, 1]."""
 
     class_names: list[str] | None = None  # what each output means, in order (set by a run and by load_finetuned)
+    head_init: str = "fresh"  # "fresh" (seeded new classifier) or "pretrained" (model.keep_head); create_classifier
 
     def __init__(self, backbone: nn.Module, mean, std, image_size: int, name: str):
         super().__init__()
@@ -131,7 +132,9 @@ def _mismatch(origin: str, model_name: str, pairs: list[tuple[str, tuple, tuple]
                          f"{more}; was it saved from another architecture? (set model.name to it)")
 
 
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], origin: str, keep_head: bool = False) -> None:
+    """Load pretrained weights into `model`, except its classifier unless `keep_head` (then the file's classifier
+    must have the model's class count)."""
     head = model.get_classifier()
     state = {k: v for k, v in state.items()}
     own = model.state_dict()
@@ -144,22 +147,51 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -
             raise (_mismatch(origin, name, wrong) if wrong else
                    BackboneError(f"weight file {origin} does not fit model {name!r}: {err}")) from err
     head_keys = {f"head.{n}" for n, _ in head.named_parameters()}
-    for key in list(state):
-        if key in head_keys and state[key].shape != own[key].shape:
-            del state[key]  # another task's head: the new one stays freshly initialised
+    if keep_head:
+        _check_kept_head(state, own, head_keys, origin)
+    else:  # another task's classifier: never loaded, the run's head stays its own fresh one
+        state = {k: v for k, v in state.items() if k not in head_keys}
     wrong = _wrong_shapes(state, own)
     if wrong:
         raise _mismatch(origin, name, wrong)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in head_keys]
+    missing = [k for k in missing if k not in head_keys or keep_head]
     if missing or unexpected:
         raise BackboneError(
             f"weight file {origin} does not fit model {name!r}: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]} (is model.name the architecture they were saved from?)")
 
 
+def _check_kept_head(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], head_keys: set[str],
+                     origin: str) -> None:
+    absent = sorted(head_keys - set(state))
+    if absent:
+        raise BackboneError(f"model.keep_head is true, but weight file {origin} has no classifier ({absent[0]} is "
+                            "missing); set keep_head: false to start from a fresh head")
+    weight = next((k for k in sorted(head_keys) if k.endswith("weight")), sorted(head_keys)[0])
+    if state[weight].shape != own[weight].shape:
+        raise BackboneError(f"model.keep_head is true, but the classifier in {origin} has {state[weight].shape[0]} "
+                            f"classes and this task {own[weight].shape[0]}: a head is kept only on the same label set "
+                            "(set keep_head: false for a fresh head)")
+
+
+def fresh_head_(model: nn.Module, seed: int) -> None:
+    """Initialise the model's classifier in place as timm initialises a new VisionTransformer's (its default
+    weight_init '': `init_weights_vit_timm`, weights truncated normal with std 0.02, biases zero), drawn from
+    `seed` alone: the same seed gives the same head whatever the backbone's weights or how they were loaded.
+    The global random state is left as it was."""
+    heads = model.get_classifier()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for module in (heads if isinstance(heads, tuple) else (heads,)):
+            for part in module.modules():
+                init_weights_vit_timm(part)
+
+
 def create_classifier(spec: ModelSpec, num_classes: int, seed: int = 0) -> ImageClassifier:
-    """Build the backbone with a freshly initialised, seeded `num_classes` head."""
+    """Build the backbone with a freshly initialised `num_classes` head seeded by `seed` (`fresh_head_`): a
+    pretrained classifier is never loaded, even one of the same class count, unless `spec.keep_head` (then it
+    must have `num_classes` classes). The result's `head_init` says which: "fresh" or "pretrained"."""
     name = spec.name
     if spec.source == "embedded" and name != EMBEDDED_MODEL:
         raise SpecError(f"the embedded checkpoint is a {EMBEDDED_MODEL}, but model.name is {name!r}; "
@@ -170,13 +202,22 @@ def create_classifier(spec: ModelSpec, num_classes: int, seed: int = 0) -> Image
     torch.manual_seed(seed)  # head (and random-init) weights are part of the run's seeded state
     if spec.source == "hub":
         backbone = _create(name, pretrained=True, num_classes=num_classes, **kwargs)
+        pretrained_classes = (getattr(backbone, "pretrained_cfg", None) or {}).get("num_classes")
+        if spec.keep_head and pretrained_classes != num_classes:  # timm dropped the hub classifier
+            raise BackboneError(f"model.keep_head is true, but {name!r}'s pretrained classifier has "
+                                f"{pretrained_classes} classes and this task {num_classes}: a head is kept only on "
+                                "the same label set (set keep_head: false for a fresh head)")
     else:
         backbone = _create(name, pretrained=False, num_classes=num_classes, **kwargs)
         if spec.source in ("embedded", "file"):
             path = embedded_weights_path() if spec.source == "embedded" else Path(spec.weights)
-            _load_state(backbone, read_weight_file(path), str(path))
+            _load_state(backbone, read_weight_file(path), str(path), keep_head=spec.keep_head)
+    if not spec.keep_head:
+        fresh_head_(backbone, seed)  # also for hub weights whose classifier happened to have num_classes outputs
     cfg = getattr(backbone, "pretrained_cfg", {}) or {}
     mean = tuple(spec.mean or cfg.get("mean") or HALF)
     std = tuple(spec.std or cfg.get("std") or HALF)
     image_size = spec.image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
-    return ImageClassifier(backbone, mean, std, image_size, name)
+    model = ImageClassifier(backbone, mean, std, image_size, name)
+    model.head_init = "pretrained" if spec.keep_head else "fresh"
+    return model

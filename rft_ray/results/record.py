@@ -48,6 +48,15 @@ class EvalRecord:
     train_images: int | None = None  # train_clean_acc
     test_images: int | None = None  # test_clean_acc
     pgd_images: int | None = None  # pgd_adv_acc and every pgd_adv_acc/<radius>
+    # The same measurements on the held-out validation split (`dataset.val_fraction`, sized by
+    # `evaluation.validation`): what selections read, so that test numbers are only reported. None where
+    # validation was not measured (off, no validation split, no OOD validation) and in files written before.
+    val_clean_acc: float | None = None
+    val_pgd_adv_acc: float | None = None  # at evaluation.pgd.eps
+    val_ood_accuracy: float | None = None  # pooled like test_ood_accuracy, over the OOD domains' validation parts
+    val_images: int | None = None  # val_clean_acc
+    val_pgd_images: int | None = None  # val_pgd_adv_acc
+    val_ood_images: int | None = None  # val_ood_accuracy, every domain together
     # When the point was measured (Unix seconds): MLflow's time of its metrics, also when back-filled later.
     measured_at: float | None = None
     # Rows of WiSE-FT interpolations only (`rft interpolate`; kept apart in the store's `interpolated` sub-store,
@@ -86,10 +95,11 @@ class EvalRecord:
         return {key: getattr(self, key) for key in PAPER_JSON_KEYS}
 
     def metrics(self) -> dict[str, float]:
-        """The numeric per-step metrics (what Tune and MLflow log)."""
+        """The numeric per-step metrics (what Tune and MLflow log); the validation metrics where measured."""
         keys = ("train_loss", "train_clean_acc", "test_clean_acc", "pgd_adv_acc", "test_ood_accuracy",
                 "epoch", "examples_seen", "wall_seconds", "eval_seconds")
         out = {key: float(getattr(self, key)) for key in keys}
+        out.update({key: float(getattr(self, key)) for key in VALIDATION_METRICS if getattr(self, key) is not None})
         out.update({OOD_PREFIX + domain: acc for domain, acc in self.ood_acc.items()})
         out.update({PGD_PREFIX + radius: acc for radius, acc in self.pgd_extra.items()})
         return out
@@ -98,6 +108,10 @@ class EvalRecord:
         return asdict(self)
 
 
+# The validation metrics and the counts of images behind them (None when not measured).
+VALIDATION_METRICS = ("val_clean_acc", "val_pgd_adv_acc", "val_ood_accuracy")
+VALIDATION_COUNTS = {"val_clean_acc": "val_images", "val_pgd_adv_acc": "val_pgd_images",
+                     "val_ood_accuracy": "val_ood_images"}
 _DICT_FIELDS = {"ood_acc", "pgd_extra", "ood_images"}
 _ARROW_TYPES = {str: ("string", pa.string()), int: ("integer", pa.int64()), float: ("number", pa.float64())}
 

@@ -26,6 +26,7 @@ from rft_ray.results.lease import Lease
 from rft_ray.results.record import REQUIRED_COLUMNS, EvalRecord, arrow_schema
 
 CLASS_NAMES_KEY = "rft.class_names"  # a run file's schema metadata: its class names, a JSON list
+HEAD_INIT_KEY = "rft.head_init"  # and which head the run started from: "fresh" or "pretrained" (model.keep_head)
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
 # Kept weights of evaluation points (`output.keep_checkpoints`): <root>/checkpoints/<run_id>/step-<step>.safetensors
 CHECKPOINTS_DIR = "checkpoints"
@@ -155,16 +156,19 @@ class ResultStore:
         except OSError as err:
             raise StoreError(f"result store {self.root!r} is not writable ({shown}: {err})") from err
 
-    def write_run(self, run_id: str, records: Iterable[EvalRecord], class_names: list[str] | None = None) -> None:
-        """Replace the run's file with `records`; `class_names` (the model's outputs, in order) go into the file's
-        metadata (`class_names` reads them back)."""
+    def write_run(self, run_id: str, records: Iterable[EvalRecord], class_names: list[str] | None = None,
+                  head_init: str | None = None) -> None:
+        """Replace the run's file with `records`; `class_names` (the model's outputs, in order) and `head_init`
+        (which head the run started from) go into the file's metadata (`class_names`, `head_init` read them)."""
         rows = [record.to_row() for record in records]
         if any(row["run_id"] != run_id for row in rows):
             raise StoreError(f"records written under run id {run_id!r} carry another run id")
         columns = dict.fromkeys(key for row in rows for key in row)
         table = pa.Table.from_pylist(rows, schema=arrow_schema(columns)) if rows else pa.table({})
-        if class_names is not None:
-            table = table.replace_schema_metadata({CLASS_NAMES_KEY: json.dumps(list(class_names))})
+        metadata = {CLASS_NAMES_KEY: json.dumps(list(class_names)) if class_names is not None else None,
+                    HEAD_INIT_KEY: head_init}
+        if any(value is not None for value in metadata.values()):
+            table = table.replace_schema_metadata({k: v for k, v in metadata.items() if v is not None})
         final = self.run_path(run_id)
         try:
             self.fs.create_dir(self.path, recursive=True)
@@ -181,16 +185,25 @@ class ResultStore:
     def class_names(self, run_id: str) -> list[str] | None:
         """The run's class names in the order of its model's outputs, from its file's metadata; None for a run
         without a file, or written before they were kept."""
+        value = self._metadata(run_id).get(CLASS_NAMES_KEY.encode())
+        return list(json.loads(value)) if value else None
+
+    def head_init(self, run_id: str) -> str | None:
+        """Which head the run started from, from its file's metadata: "fresh" (a new, seeded classifier) or
+        "pretrained" (`model.keep_head`); None for a run without a file, or written before it was kept (those
+        loaded a pretrained classifier whenever its class count matched the task's)."""
+        value = self._metadata(run_id).get(HEAD_INIT_KEY.encode())
+        return value.decode() if value else None
+
+    def _metadata(self, run_id: str) -> dict[bytes, bytes]:
         path = self.run_path(run_id)
         try:
             with self.fs.open_input_file(path) as handle:
-                metadata = pq.read_schema(handle).metadata or {}
+                return pq.read_schema(handle).metadata or {}
         except FileNotFoundError:
-            return None
+            return {}
         except (OSError, pa.ArrowInvalid) as err:
             raise StoreError(f"result file {path} is not readable Parquet: {err}") from err
-        value = metadata.get(CLASS_NAMES_KEY.encode())
-        return list(json.loads(value)) if value else None
 
     def run_ids(self) -> list[str]:
         try:

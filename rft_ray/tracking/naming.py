@@ -37,7 +37,8 @@ def child_tags(group: Group, trial_id: str, parent_run_id: str,
 
 
 def child_params(group: Group, lr: Any, weight_decay: Any) -> dict[str, Any]:
-    """The trial's hyperparameters and the group's strategy options, resolved with their defaults."""
+    """The trial's hyperparameters, which head it starts from (`head_init`: fresh, or pretrained with
+    model.keep_head) and the group's strategy options, resolved with their defaults."""
     from rft_ray.config import to_plain
     from rft_ray.models.strategies import strategy_config
 
@@ -46,7 +47,9 @@ def child_params(group: Group, lr: Any, weight_decay: Any) -> dict[str, Any]:
         resolved = to_plain(strategy_config(group.strategy, options))
     except Exception:  # noqa: BLE001 - validated already; params are informative only
         resolved = options
-    return {"lr": lr, "weight_decay": weight_decay, **{f"strategy.{k}": v for k, v in (resolved or {}).items()}}
+    head = "pretrained" if (group.run.get("model") or {}).get("keep_head") else "fresh"  # create_classifier's rule
+    return {"lr": lr, "weight_decay": weight_decay, "head_init": head,
+            **{f"strategy.{k}": v for k, v in (resolved or {}).items()}}
 
 
 def child_filter(parent_run_id: str, *, trial_id: str | None = None, run_id: str | None = None) -> str:

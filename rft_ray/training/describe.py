@@ -1,6 +1,6 @@
 """What a run loaded, in a few lines before its first step (`rft run` prints them; a loop plugin, so a sweep's
 trials could too): the data, its classes, images per split and how they were resized, the validation split,
-the OOD domains, the PGD settings, the strategy and its trainable parameters, and the training length, with a
+the OOD domains, the PGD settings, the head it starts from, the strategy and its trainable parameters, and the training length, with a
 warning when the spec gave neither steps nor epochs.
 
 How images are resized (`rft_ray.data.base.to_tensor`): every image, whatever its size or shape, is converted
@@ -50,6 +50,7 @@ def describe(context: Any) -> list[str]:
                  + "".join(f", {eps_label(r)}" for r in pgd.extra_eps)
                  + f", {pgd.steps} steps of {eps_label(pgd.alpha)}, {pgd.verdict}, on "
                  f"{_subset(pgd.examples, tested)} of those test images")
+    lines.append(head_line(spec, getattr(context.model, "head_init", "fresh"), bundle.num_classes))
     count = count_parameters(context.model)
     options = ", ".join(f"{k} {v}" for k, v in spec.strategy.options.items())
     lines.append(f"strategy: {spec.strategy.name}" + (f" ({options})" if options else "")
@@ -63,6 +64,15 @@ def describe(context: Any) -> list[str]:
         lines.append(f"warning: the spec gives neither training.steps nor training.epochs, so the run trains 1 epoch "
                      f"= {context.total_steps} steps (set --steps or --epochs)")
     return lines
+
+
+def head_line(spec: Any, head_init: str, classes: int) -> str:
+    """Which classifier the run starts from (rft_ray.models.backbones.create_classifier)."""
+    if head_init == "pretrained":
+        return (f"head: the pretrained classifier of the {spec.model.source} weights, kept (model.keep_head; same "
+                f"{classes} classes)")
+    return (f"head: new, {classes} outputs, initialised as timm initialises a ViT's (truncated normal, std 0.02; "
+            f"bias 0) from training.seed {spec.training.seed}; no pretrained classifier is loaded")
 
 
 class RunSummary:

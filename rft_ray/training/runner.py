@@ -29,23 +29,26 @@ from rft_ray.training.weights import CheckpointKeeper
 
 class StoreObserver:
     """Writes the run's records to the result store (and optionally the paper's JSON) at every point, with the
-    run's class names in the file's metadata, after `guard` (a lease's `check`) says this process still holds the
+    run's class names and head (`head_init`) in the file's metadata, after `guard` (a lease's `check`) says this process still holds the
     run."""
 
     def __init__(self, store: ResultStore, run_id: str, json_path: Path | None = None,
                  guard: Callable[[], None] | None = None):
         self.store, self.run_id, self.json_path, self.guard = store, run_id, json_path, guard
         self.class_names: list[str] | None = None
+        self.head_init: str | None = None
 
     def on_run_start(self, context) -> None:
         self.class_names = list(context.class_names)
+        self.head_init = getattr(context.model, "head_init", None)
 
     def records_changed(self, records: list[EvalRecord], checkpoint_dir: Path | None) -> None:
         if self.guard is not None:
             self.guard()
         if self.class_names is None:  # a restored run's records come before on_run_start: keep what the file has
             self.class_names = self.store.class_names(self.run_id)
-        self.store.write_run(self.run_id, records, self.class_names)
+            self.head_init = self.store.head_init(self.run_id)
+        self.store.write_run(self.run_id, records, self.class_names, self.head_init)
         if self.json_path is not None:
             write_paper_json(self.json_path, records)
 

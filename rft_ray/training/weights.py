@@ -130,6 +130,7 @@ def weights_content(model, spec: RunSpec, record: EvalRecord, class_names: list[
                 "test_clean_acc": repr(float(record.test_clean_acc)), "pgd_adv_acc": repr(float(record.pgd_adv_acc))}
     if class_names:
         metadata["class_names"] = json.dumps(list(class_names))
+    metadata["head_init"] = getattr(model, "head_init", "fresh")  # which head the run started from
     return tensors, metadata
 
 
