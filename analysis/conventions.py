@@ -82,5 +82,5 @@ def sample_sizes(table: pa.Table) -> str:
                                         for d in domains))
     if not parts:
         return "not recorded (results written before the counts were stored)"
-    return "; ".join(parts) + " images (seeded, class-stratified subsets; PGD's a subset of the test images, validation PGD's "
-                                "a subset of the validation images)"
+    return "; ".join(parts) + (" images (seeded, class-stratified subsets; PGD's a subset of the test images, "
+                               "validation PGD's a subset of the validation images)")
