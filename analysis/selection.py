@@ -57,6 +57,8 @@ def selection_view(table: pa.Table, select_on: str, axis: str = "pgd", what: str
     `option` the setting in the error of a table without validation metrics."""
     if check_select_on(select_on, option) == "test":
         return table
+    if axis.startswith("ood:"):
+        selection_column(OOD_PREFIX + axis[len("ood:"):], "validation")  # SelectionError: test-only domain
     acc, rob = float_column(table.column("test_clean_acc")), float_column(table.column("pgd_adv_acc"))
     out = _with(_with(table, REPORTED_ACC, acc), REPORTED_ROB, rob)
     columns = [VALIDATION_COLUMNS["test_clean_acc"],

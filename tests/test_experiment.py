@@ -229,7 +229,7 @@ def test_objectives_on_validation_without_validation_metrics_fail_naming_what_is
     from dataclasses import replace
 
     records = [replace(r, val_clean_acc=None, val_pgd_adv_acc=None) for r in _records(tmp_path)]
-    with pytest.raises(ValueError, match=r"run r \(step 0\) has no validation metrics \(val_clean_acc.*"
+    with pytest.raises(ValueError, match=r"run r \(step 0\): no validation metrics \(val_clean_acc.*"
                                          r"search.select_on: test"):
         trial_metrics(records, [{"metric": "test_clean_acc"}], "validation")
 
@@ -254,3 +254,19 @@ def test_a_sweep_without_steps_or_epochs_warns_with_each_datasets_step_count(cap
     assert capsys.readouterr().err == ("rft sweep: warning: the spec gives neither training.steps nor training.epochs, "
                                        "so each trial trains 1 epoch = 75 steps on digits (set base.training.steps or "
                                        "epochs)\n")
+
+
+def test_select_on_test_warns_and_objectives_without_a_validation_counterpart_are_refused():
+    from rft_ray.config.search import OptimisticSelectionWarning
+
+    with pytest.warns(OptimisticSelectionWarning, match="search.select_on is test: .* optimistic"):
+        on_test = spec(search={"select_on": "test", "objectives": [{"metric": "pgd_adv_acc"}]})
+    assert on_test.search.keys() == ["pgd_adv_acc"] and on_test.search.reported_keys() == ["pgd_adv_acc"]
+    with pytest.raises(SpecError, match=r"search.objectives\[0\].metric: ood_acc/fog is measured on test images only"):
+        spec(search={"objectives": [{"metric": "ood_acc/fog"}]})
+    assert spec(search={"select_on": "test", "objectives": [{"metric": "ood_acc/fog"}]}).search.keys() == [
+        "ood_acc/fog"]
+    with pytest.raises(SpecError, match=r"name the quantity by its test column \(test_clean_acc\)"):
+        spec(search={"objectives": [{"metric": "val_clean_acc"}]})
+    with pytest.raises(SpecError, match=r"search.select_on: must be one of 'validation', 'test'"):
+        spec(search={"select_on": "val"})

@@ -159,9 +159,9 @@ def test_the_sweep_summary_is_the_analysis_summary_in_registry_order(tmp_path):
     for run, strategy in (("a", "ia3"), ("b", "lora")):
         store.write_run(run, [EvalRecord(run_id=run, strategy=strategy, step=s, test_clean_acc=0.5 + s / 100,
                                          pgd_adv_acc=0.2, **common) for s in (0, 40)])
-    rows = summarize_store(str(tmp_path / "store"))
+    rows = summarize_store(str(tmp_path / "store"), select_on="test")
     assert [r["strategy"] for r in rows] == ["lora", "ia3"]
-    assert [r["strategy"] for r in sweep_summary(store.read())] == ["ia3", "lora"]
+    assert [r["strategy"] for r in sweep_summary(store.read(), select_on="test")] == ["ia3", "lora"]
     assert rows[0]["final_acc"] == pytest.approx(0.9) and rows[0]["frontier_auc"] == pytest.approx(0.9 * 0.2)
 
 

@@ -63,6 +63,8 @@ def cmd_best(args: argparse.Namespace) -> int:
         print(f"rft best: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps(result, indent=1, allow_nan=False) if args.json else best_text(result))
+    if args.select_on == "test":
+        print(f"rft best: warning: {optimistic_warning('--select-on')}", file=sys.stderr)
     return 0
 
 
@@ -108,8 +110,6 @@ def best_points(location: str, min_acc: float | None = None, *, strategy: str | 
     min_acc = check_min_acc(min_acc)
     check_axis(robustness)
     check_select_on(select_on, "--select-on")
-    if select_on == "test":
-        warn(optimistic_warning("--select-on"))
     root = store_root(location)
     store = ResultStore(root)
     table = store.read()

@@ -116,7 +116,7 @@ def optimistic_warning(where: str) -> str:
 def missing_validation(what: str, columns: tuple[str, ...] | list[str], option: str) -> SelectionError:
     """The error of a selection on validation whose rows carry no validation metrics: never a silent fallback."""
     return SelectionError(
-        f"{what} has no validation metrics ({', '.join(columns)} missing or empty): its rows were written before "
+        f"{what}: no validation metrics ({', '.join(columns)} missing or empty): its rows were written before "
         "validation was measured, or with evaluation.validation off. Selection reads validation by default; run "
         f"again with validation on, or choose on test with {option} test (optimistic: the test images then "
         "choose the point)")

@@ -166,7 +166,8 @@ def _log_group_metrics(client, parent: str, experiment: ExperimentSpec, store: R
 
     table = store.read()
     have = client.get_run(parent).data.metrics
-    missing = {k: v for k, v in group_metrics(sweep_summary(table, min_acc=experiment.search.min_acc),
+    missing = {k: v for k, v in group_metrics(sweep_summary(table, min_acc=experiment.search.min_acc,
+                                                          select_on=experiment.search.select_on),
                                                       experiment.groups).items() if k not in have}
     if missing:
         times = [t for t in table.column("measured_at").to_pylist() if t is not None] \
