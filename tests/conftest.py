@@ -21,7 +21,8 @@ def tiny_run(tmp_path: Path, **overrides) -> dict:
         "dataset": {"name": "digits", "corruptions": ["contrast", "gaussian_noise"]},
         "training": {"steps": 60, "batch_size": 16, "lr": 3e-3, "seed": 0},
         "evaluation": {"schedule": [{"until": None, "every": 20}], "train_examples": 40, "test_examples": 40,
-                       "ood_examples": 20, "batch_size": 64, "pgd": {"eps": "4/255", "alpha": "1/255", "steps": 3}},
+                       "ood_examples": 20, "batch_size": 64, "pgd": {"eps": "4/255", "alpha": "1/255", "steps": 3},
+                       "validation": {"examples": 40, "pgd_examples": 20}},
         "output": {"results": str(tmp_path / "store"), "checkpoints": str(tmp_path / "ckpt")},
     }
     from rft_ray.config import apply_overrides

@@ -54,8 +54,13 @@ def test_run_follows_schedule_and_writes_store_and_json(tmp_path):
         # how many images each metric was measured on (pgd.examples is null: the whole test subset)
         assert (row["train_images"], row["test_images"], row["pgd_images"]) == (40, 40, 40)
         assert row["ood_images/contrast"] == row["ood_images/gaussian_noise"] == 20
+        # validation at every point: a 40-image subset of the held-out split, PGD on 20 of them, no OOD unless asked
+        assert (row["val_images"], row["val_pgd_images"]) == (40, 20)
+        assert 0 <= row["val_pgd_adv_acc"] <= row["val_clean_acc"] <= 1
+        assert row["val_ood_accuracy"] is None and row["val_ood_images"] is None
     assert math.isnan(rows[0]["train_loss"]) and rows[-1]["train_loss"] > 0
     assert rows[-1]["test_clean_acc"] > rows[0]["test_clean_acc"]  # it learns
+    assert rows[-1]["val_clean_acc"] > rows[0]["val_clean_acc"]  # and validation sees it
     assert rows[-1]["examples_seen"] == 60 * 16
     paper = json.loads((tmp_path / "run.json").read_text())
     assert [p["step"] for p in paper] == steps

@@ -47,13 +47,14 @@ def resolve_attack_device(choice: str) -> torch.device:
 
 @functools.lru_cache(maxsize=2)
 def _eval_sets(spec_json: str, image_size: int) -> EvalSets:
-    """The run's evaluation subsets as its training drew them (OOD domains left out: not attacked); cached, as
+    """The run's evaluation subsets as its training drew them (OOD domains and validation left out: not
+    attacked); cached, as
     a run's points share them."""
     from rft_ray.data import create_bundle
 
     spec = RunSpec.from_dict(json.loads(spec_json))
     bundle = create_bundle(spec.dataset, image_size, cache=True)
-    return EvalSets.from_bundle(dataclasses.replace(bundle, ood={}), spec)
+    return EvalSets.from_bundle(dataclasses.replace(bundle, ood={}, val_ood={}), spec, validation=False)
 
 
 def eval_sets_of(spec: RunSpec) -> EvalSets:

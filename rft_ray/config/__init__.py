@@ -31,11 +31,12 @@ from rft_ray.config.run import (
     ScheduleSegment,
     StrategySpec,
     TrainingSpec,
+    ValidationSpec,
 )
 
 __all__ = [
     "SpecError", "apply_overrides", "build", "build_options", "check", "described", "load_spec", "load_yaml",
     "parse_sets", "plain_data", "to_plain", "OOD_PREFIX", "PGD_PREFIX", "eps_label", "parse_eps_label",
     "same_radius", "Registry", "DatasetSpec", "EvaluationSpec", "ModelSpec", "OutputSpec", "PGDSpec", "RunSpec",
-    "ScheduleSegment", "StrategySpec", "TrainingSpec",
+    "ScheduleSegment", "StrategySpec", "TrainingSpec", "ValidationSpec",
 ]

@@ -209,6 +209,26 @@ class ScheduleSegment:
 
 
 @dataclass
+class ValidationSpec:
+    enabled: bool = described(
+        "measure the validation split (dataset.val_fraction) at every evaluation point, as the test subset is: "
+        "val_clean_acc, val_pgd_adv_acc (and val_ood_accuracy with ood); what a sweep's selections read, so that "
+        "test numbers are only reported", True)
+    examples: int | None = described(
+        "size of the fixed, seeded, class-stratified validation subset for val_clean_acc (null: the whole "
+        "validation split)", 500, bounds="[1, inf)")
+    pgd_examples: int | None = described(
+        "attack a seeded, class-stratified subset of N images of the validation subset, with evaluation.pgd's "
+        "settings at its eps (not extra_eps), for val_pgd_adv_acc (null: all of it)", 200, bounds="[1, inf)")
+    ood: bool = described(
+        "also measure val_ood_accuracy: the corruptions applied to the validation subset, and for the dataset's "
+        "own and your own OOD domains a seeded, class-stratified part of each domain that the test OOD subset "
+        "does not use (a domain with none left is left out)", False)
+    ood_examples: int | None = described("images per OOD domain for val_ood_accuracy (null: all there are)", 200,
+                                         bounds="[1, inf)")
+
+
+@dataclass
 class EvaluationSpec:
     schedule: Union[Literal["default", "paper_code"], list[ScheduleSegment]] = described(
         "when to evaluate: 'default' (every 50 to 700, every 1000 to 3000, every 6000 after), 'paper_code' "
@@ -227,6 +247,8 @@ class EvaluationSpec:
     ood_pooling: Literal["equal", "by_size"] = described(
         "test_ood_accuracy: the mean of the domains' accuracies (equal), or weighted by each whole domain's number "
         "of images (by_size: the accuracy over the union of the domains, as the paper's code measures it)", "equal")
+    validation: ValidationSpec = described("the validation metrics measured at every evaluation point",
+                                           factory=ValidationSpec)
 
     def __post_init__(self):
         if isinstance(self.schedule, list):

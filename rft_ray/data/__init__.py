@@ -58,7 +58,10 @@ def create_bundle(spec: DatasetSpec, image_size: int, cache: bool = False) -> Da
     ood = {name: images for name, images in natural_ood.items() if name not in spec.ood} if entry.natural_ood else {
         name: TransformedImageSet(test, fn) for name, fn in corruptions.items()}
     ood.update({name: natural_ood[name] for name in spec.ood})
-    return DataBundle(train=train, val=val, test=test, ood=ood, class_names=list(class_names), image_size=image_size)
+    # The same corruptions on the validation split: OOD validation without touching a test image.
+    val_ood = {} if entry.natural_ood else {name: TransformedImageSet(val, fn) for name, fn in corruptions.items()}
+    return DataBundle(train=train, val=val, test=test, ood=ood, class_names=list(class_names), image_size=image_size,
+                      val_ood=val_ood)
 
 
 def _splits(spec: DatasetSpec, entry, options, image_size: int):

@@ -129,7 +129,9 @@ class TransformedImageSet(ImageSet):
 
 @dataclass
 class DataBundle:
-    """What every dataset yields. `ood` maps a domain name to its images (labels in the same class space)."""
+    """What every dataset yields. `ood` maps a domain name to its images (labels in the same class space);
+    `val_ood` the corrupted validation split for each corruption domain of `ood` (the dataset's own and the
+    run's own OOD domains have no validation counterpart: the evaluator holds out a part of each)."""
 
     train: ImageSet
     val: ImageSet
@@ -137,6 +139,7 @@ class DataBundle:
     ood: dict[str, ImageSet]
     class_names: list[str]
     image_size: int
+    val_ood: dict[str, ImageSet] = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

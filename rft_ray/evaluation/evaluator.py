@@ -1,12 +1,15 @@
 """One evaluation point: clean accuracy on fixed train and test subsets, PGD on a subset of the test subset,
-and accuracy on every OOD domain. Every subset is seeded by `dataset.split_seed` and class-stratified (each
-class in proportion to its share), drawn once per run; the PGD images are a stratified subset of the test
-subset, so clean and robust accuracy describe the same classes whatever order a split is stored in."""
+and accuracy on every OOD domain; and the same on the validation split (`evaluation.validation`): clean
+accuracy on a validation subset, PGD on a part of it, and optionally OOD validation. Every subset is seeded
+by `dataset.split_seed` and class-stratified (each class in proportion to its share), drawn once per run; the
+PGD images are a stratified subset of the test (validation) subset, so clean and robust accuracy describe the
+same classes whatever order a split is stored in. Selections read the validation metrics; test is reported."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,15 +26,27 @@ from rft_ray.evaluation.robustness import (
 
 
 @dataclass
+class ValidationSets:
+    """The validation split's subsets (`evaluation.validation`), drawn like the test ones."""
+
+    clean: EvalSet
+    pgd_index: torch.Tensor  # positions in `clean` of the images PGD attacks
+    ood: dict[str, EvalSet]  # empty unless validation.ood
+    ood_sizes: dict[str, int]  # images each domain's validation part was drawn from (`ood_pooling: by_size`)
+
+
+@dataclass
 class EvalSets:
     train: EvalSet
     test: EvalSet
     pgd_index: torch.Tensor  # positions in `test` of the images PGD attacks
     ood: dict[str, EvalSet]
     ood_sizes: dict[str, int]  # images in each whole OOD domain (the weights of `ood_pooling: by_size`)
+    validation: ValidationSets | None = None  # None: validation off, or an empty validation split
 
     @classmethod
-    def from_bundle(cls, bundle: DataBundle, spec: RunSpec) -> "EvalSets":
+    def from_bundle(cls, bundle: DataBundle, spec: RunSpec, validation: bool = True) -> "EvalSets":
+        """The run's subsets; `validation` False leaves the validation ones out (`rft attack` reads test only)."""
         e, seed = spec.evaluation, spec.dataset.split_seed
 
         def fixed(images: ImageSet, count: int | None, salt: str) -> EvalSet:
@@ -39,9 +54,40 @@ class EvalSets:
 
         test = fixed(bundle.test, e.test_examples, "eval/test")
         pgd_index = torch.as_tensor(stratified_indices(test.labels.numpy(), e.pgd.examples, seed, "eval/pgd"))
+        measured = validation and e.validation.enabled and len(bundle.val) > 0
         return cls(train=fixed(bundle.train, e.train_examples, "eval/train"), test=test, pgd_index=pgd_index,
                    ood={name: fixed(images, e.ood_examples, f"eval/ood/{name}") for name, images in bundle.ood.items()},
-                   ood_sizes={name: len(images) for name, images in bundle.ood.items()})
+                   ood_sizes={name: len(images) for name, images in bundle.ood.items()},
+                   validation=validation_sets(bundle, spec) if measured else None)
+
+
+def validation_ood_pools(bundle: DataBundle, spec: RunSpec) -> dict[str, ImageSet]:
+    """Where each OOD domain's validation images come from: a corruption's, the corrupted validation split; the
+    dataset's own or the run's own domain's, the images of the domain that its test subset does not use (none
+    when the test subset is the whole domain: then the domain has no validation part and is left out)."""
+    e, seed = spec.evaluation, spec.dataset.split_seed
+    pools = {}
+    for name, images in bundle.ood.items():
+        if name in bundle.val_ood:
+            pools[name] = bundle.val_ood[name]
+            continue
+        tested = stratified_indices(images.labels, e.ood_examples, seed, f"eval/ood/{name}")
+        rest = np.setdiff1d(np.arange(len(images)), tested)
+        if len(rest):
+            pools[name] = images.subset(rest)
+    return pools
+
+
+def validation_sets(bundle: DataBundle, spec: RunSpec) -> ValidationSets:
+    v, seed = spec.evaluation.validation, spec.dataset.split_seed
+    clean = EvalSet(*stratified_subset(bundle.val, v.examples, seed, "val/clean").materialize())
+    pgd_index = torch.as_tensor(stratified_indices(clean.labels.numpy(), v.pgd_examples, seed, "val/pgd"))
+    pools = validation_ood_pools(bundle, spec) if v.ood else {}
+    return ValidationSets(clean=clean, pgd_index=pgd_index,
+                          ood={name: EvalSet(*stratified_subset(images, v.ood_examples, seed,
+                                                                f"val/ood/{name}").materialize())
+                               for name, images in pools.items()},
+                          ood_sizes={name: len(images) for name, images in pools.items()})
 
 
 def pooled_ood_accuracy(correct: dict[str, torch.Tensor], sizes: dict[str, int], pooling: str) -> float:
@@ -88,10 +134,34 @@ def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.devi
         phase("OOD")
         ood_ok = {name: clean_correct(model, s.images, s.labels, e.batch_size, device, dtype)
                   for name, s in sets.ood.items()}
+        validated = _validate(model, sets.validation, spec, pgd, pgd_batch, device, dtype, phase) \
+            if sets.validation is not None else {}
     finally:
         model.train(was_training)
     return dict(train_clean_acc=accuracy(train_ok), test_clean_acc=accuracy(test_ok), pgd_adv_acc=accuracy(robust),
                 test_ood_accuracy=pooled_ood_accuracy(ood_ok, sets.ood_sizes, e.ood_pooling),
                 ood_acc={k: accuracy(v) for k, v in ood_ok.items()}, pgd_extra=extra,
                 train_images=len(train_ok), test_images=len(test_ok), pgd_images=len(robust),
-                ood_images={k: len(v) for k, v in ood_ok.items()})
+                ood_images={k: len(v) for k, v in ood_ok.items()}, **validated)
+
+
+def _validate(model: nn.Module, sets: ValidationSets, spec: RunSpec, pgd: PGDConfig, pgd_batch: int,
+              device: torch.device, dtype: torch.dtype | None, phase) -> dict:
+    """The validation metrics and their image counts (EvalRecord's val_* fields): clean, PGD at the main radius
+    (same settings and seed as the test attack), and the pooled OOD validation accuracy when asked."""
+    e = spec.evaluation
+    phase("validation")
+    clean_ok = clean_correct(model, sets.clean.images, sets.clean.labels, e.batch_size, device, dtype)
+    attacked = sets.clean.take(sets.pgd_index)
+    phase(f"validation PGD-{e.pgd.steps} on {len(attacked)} images")
+    robust = pgd_robust(model, attacked.images, attacked.labels, pgd, pgd_batch, device,
+                        seed=spec.dataset.split_seed, clean_ok=clean_ok[sets.pgd_index])
+    out = dict(val_clean_acc=accuracy(clean_ok), val_pgd_adv_acc=accuracy(robust), val_images=len(clean_ok),
+               val_pgd_images=len(robust))
+    if e.validation.ood and sets.ood:
+        phase("validation OOD")
+        ood_ok = {name: clean_correct(model, s.images, s.labels, e.batch_size, device, dtype)
+                  for name, s in sets.ood.items()}
+        out.update(val_ood_accuracy=pooled_ood_accuracy(ood_ok, sets.ood_sizes, e.ood_pooling),
+                   val_ood_images=sum(len(ok) for ok in ood_ok.values()))
+    return out
