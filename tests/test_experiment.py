@@ -270,3 +270,17 @@ def test_select_on_test_warns_and_objectives_without_a_validation_counterpart_ar
         spec(search={"objectives": [{"metric": "val_clean_acc"}]})
     with pytest.raises(SpecError, match=r"search.select_on: must be one of 'validation', 'test'"):
         spec(search={"select_on": "val"})
+
+
+def test_selecting_on_validation_needs_runs_that_measure_it():
+    with pytest.raises(SpecError, match=r"base.evaluation.validation.enabled: is false, but search.select_on is "
+                                        r"validation.*search.select_on: test"):
+        spec(base={"training": {"steps": 40}, "evaluation": {"validation": {"enabled": False}}})
+    with pytest.raises(SpecError, match=r"dataset.val_fraction: is 0, so there is no validation split"):
+        spec(base={"training": {"steps": 40}, "dataset": {"val_fraction": 0}})
+    with pytest.raises(SpecError, match=r"base.evaluation.validation.ood: is false, but an objective reads "
+                                        r"test_ood_accuracy"):
+        spec(search={"objectives": [{"metric": "test_ood_accuracy"}]})
+    with pytest.warns(UserWarning, match="optimistic"):
+        spec(base={"training": {"steps": 40}, "evaluation": {"validation": {"enabled": False}}},
+             search={"select_on": "test"})

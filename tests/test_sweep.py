@@ -75,16 +75,33 @@ def _trial(i, status="completed", **objectives):
 
 
 def test_pareto_set_two_objectives_and_modes():
-    both = [Objective("test_clean_acc"), Objective("pgd_adv_acc")]
-    trials = [_trial(0, test_clean_acc=0.9, pgd_adv_acc=0.1), _trial(1, test_clean_acc=0.5, pgd_adv_acc=0.5),
-              _trial(2, test_clean_acc=0.4, pgd_adv_acc=0.4),  # dominated by 1
-              _trial(3, test_clean_acc=0.95, pgd_adv_acc=0.6, status="stopped early"),  # not completed: out
-              _trial(4, test_clean_acc=float("nan"), pgd_adv_acc=0.9),  # NaN: out
-              _trial(5, test_clean_acc=0.5, pgd_adv_acc=0.5)]  # tie with 1: both kept
+    from rft_ray.config.search import SearchSpec
+
+    both = SearchSpec(objectives=[Objective("test_clean_acc"), Objective("pgd_adv_acc")])  # on validation
+    trials = [_trial(0, val_clean_acc=0.9, val_pgd_adv_acc=0.1), _trial(1, val_clean_acc=0.5, val_pgd_adv_acc=0.5),
+              _trial(2, val_clean_acc=0.4, val_pgd_adv_acc=0.4),  # dominated by 1
+              _trial(3, val_clean_acc=0.95, val_pgd_adv_acc=0.6, status="stopped early"),  # not completed: out
+              _trial(4, val_clean_acc=float("nan"), val_pgd_adv_acc=0.9),  # NaN: out
+              _trial(5, val_clean_acc=0.5, val_pgd_adv_acc=0.5),  # tie with 1: both kept
+              _trial(6, test_clean_acc=0.99, pgd_adv_acc=0.99)]  # test values alone choose nothing
     assert [t.trial_id for t in pareto_set(trials, both)] == ["t0", "t1", "t5"]
-    loss = [Objective("train_loss", mode="min")]
+    loss = SearchSpec(objectives=[Objective("train_loss", mode="min")])
     assert [t.trial_id for t in pareto_set([_trial(0, train_loss=0.3), _trial(1, train_loss=0.2)], loss)] == ["t1"]
     assert pareto_set([], both) == []
+
+
+def test_the_summary_markdown_says_which_split_chose_and_shows_test_beside():
+    from rft_ray.config.search import SearchSpec
+    from rft_ray.sweep.report import summary_markdown
+    from rft_ray.sweep.results import GroupResult
+
+    search = SearchSpec(objectives=[Objective("test_clean_acc")])
+    chosen = _trial(0, val_clean_acc=0.81)
+    chosen.reported = {"val_clean_acc": 0.79}
+    text = summary_markdown([], [GroupResult("lora-digits", "lora", "digits", "done", [chosen], [chosen])], search)
+    assert "Pareto set of hyperparameters per group (selected on validation; test reported; objectives: " \
+           "val_clean_acc (test: test_clean_acc))" in text
+    assert "lr 0.001 wd 0.01 -> 0.810 (test 0.790)" in text
 
 
 @pytest.mark.parametrize("result, error, metric, expected", [
