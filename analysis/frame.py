@@ -78,10 +78,11 @@ class Frame:
         return [(r, np.array(sorted(idx, key=lambda i: self.step[i]))) for r, idx in sorted(out.items())]
 
 
-def prepare(table: pa.Table, strict: bool, required: Sequence[str] = REQUIRED_COLUMNS) -> Frame:
+def prepare(table: pa.Table, strict: bool, required: Sequence[str] = REQUIRED_COLUMNS,
+            extra: Sequence[str] = EXTRA_COLUMNS) -> Frame:
     """`clean_table` (warning about what it drops), then the columns."""
     clean, _ = clean_table(table, strict=strict, required=required, warn=True)
-    return Frame.of(clean)
+    return Frame.of(clean, extra)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -29,6 +29,11 @@ with its run id and optimizer step (and, in tables, the run's lr and weight deca
 
 Per trial (`trial_knees`): the points of one run. Per group (`group_knees`): the pooled points of every
 run of a strategy on a dataset (all steps, all hyperparameters), as the pooled AUC pools them.
+
+**Which split.** The knee and the floor point are selections: `group_knees` and `trial_knees` choose them on
+``select_on``'s points (`analysis.selection`; validation by default: ``(val_clean_acc, val_pgd_adv_acc)``, and
+the floor is a floor on ``val_clean_acc``) and report the chosen point's test values as ``test_clean_acc``,
+``pgd_adv_acc`` beside the values it was chosen on, ``val_clean_acc``, ``val_pgd_adv_acc``.
 """
 from __future__ import annotations
 
@@ -39,8 +44,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from analysis.frame import Frame, prepare
+from analysis.frame import EXTRA_COLUMNS, Frame, prepare
 from analysis.frontier import as_points, pareto_frontier
+from analysis.selection import REPORTED_ACC, REPORTED_ROB, REPORTED_COLUMNS, selection_view
 
 # Knee distances closer than this (in normalised units) are a tie: float noise of collinear points.
 TIE_TOLERANCE = 1e-9
@@ -120,11 +126,17 @@ def floor_index(acc, rob, step, run_id=None, *, min_acc: float) -> int | None:
 
 
 def _point(frame: Frame, i: int) -> dict[str, Any]:
+    """A chosen point: its run, step, hyperparameters and test values; chosen on a `selection_view` other than
+    test's, also the values it was chosen on (``val_clean_acc``, ``val_pgd_adv_acc``)."""
     extra = frame.extra
-    return {"run_id": str(frame.run_id[i]), "step": int(frame.step[i]),
-            "lr": _number(extra["lr"][i]) if "lr" in extra else None,
-            "weight_decay": _number(extra["weight_decay"][i]) if "weight_decay" in extra else None,
-            "test_clean_acc": float(frame.acc[i]), "pgd_adv_acc": float(frame.rob[i])}
+    point = {"run_id": str(frame.run_id[i]), "step": int(frame.step[i]),
+             "lr": _number(extra["lr"][i]) if "lr" in extra else None,
+             "weight_decay": _number(extra["weight_decay"][i]) if "weight_decay" in extra else None,
+             "test_clean_acc": float(frame.acc[i]), "pgd_adv_acc": float(frame.rob[i])}
+    if REPORTED_ACC in extra:  # chosen on validation (`analysis.selection.selection_view`)
+        point.update(test_clean_acc=float(extra[REPORTED_ACC][i]), pgd_adv_acc=float(extra[REPORTED_ROB][i]),
+                     val_clean_acc=float(frame.acc[i]), val_pgd_adv_acc=float(frame.rob[i]))
+    return point
 
 
 def _number(value: Any) -> float | None:
@@ -149,14 +161,23 @@ def selected_points(frame: Frame, rows: np.ndarray, min_acc: float | None) -> di
     return out
 
 
+def selection_frame(table: pa.Table, select_on: str, strict: bool, axis: str = "pgd",
+                    option: str = "--select-on") -> Frame:
+    """The `Frame` selections read: acc/rob on `select_on`'s split, the test values in extra (`_point`)."""
+    return prepare(selection_view(table, select_on, axis, option=option), strict,
+                   extra=EXTRA_COLUMNS + REPORTED_COLUMNS)
+
+
 def group_knees(
     table: pa.Table, min_acc: float | None = None, *, strict: bool = False,
-    strategy_order: Sequence[str] | None = None,
+    strategy_order: Sequence[str] | None = None, select_on: str = "validation", axis: str = "pgd",
 ) -> list[dict[str, Any]]:
     """Per strategy x dataset, over the pooled points of its runs: strategy, dataset, n_runs, n_points,
-    front_points, knee, min_acc, at_floor (points: `POINT_KEYS`; the knee also its ``knee_distance``)."""
+    front_points, knee, min_acc, at_floor (points: `POINT_KEYS`, and the values they were chosen on; the knee
+    also its ``knee_distance``), chosen on `select_on`'s split (module docstring; `axis` the robustness axis
+    `analysis.axis.select_axis` put in pgd_adv_acc)."""
     floor = check_min_acc(min_acc)
-    frame = prepare(table, strict)
+    frame = selection_frame(table, select_on, strict, axis)
     return [{"strategy": strategy, "dataset": dataset, "n_runs": len(frame.runs(rows)),
              **selected_points(frame, rows, floor)}
             for (strategy, dataset), rows in frame.groups(strategy_order=strategy_order)]
@@ -164,12 +185,12 @@ def group_knees(
 
 def trial_knees(
     table: pa.Table, min_acc: float | None = None, *, strict: bool = False,
-    strategy_order: Sequence[str] | None = None,
+    strategy_order: Sequence[str] | None = None, select_on: str = "validation", axis: str = "pgd",
 ) -> list[dict[str, Any]]:
     """Per run (grouped as `group_knees`, runs by id): strategy, dataset, run_id, and the fields of
-    `selected_points`."""
+    `selected_points`, chosen on `select_on`'s split."""
     floor = check_min_acc(min_acc)
-    frame = prepare(table, strict)
+    frame = selection_frame(table, select_on, strict, axis)
     return [{"strategy": strategy, "dataset": dataset, "run_id": run_id, **selected_points(frame, idx, floor)}
             for (strategy, dataset), rows in frame.groups(strategy_order=strategy_order)
             for run_id, idx in frame.runs(rows)]

@@ -124,6 +124,7 @@ def analyze(
     masking_threshold: float = DEFAULT_MASKING_THRESHOLD,
     curve_step: int | None = None,
     axis: str = "pgd",
+    select_on: str = "validation",
 ) -> AnalysisResult:
     """Analyse a result store (local path, URI, or a table) into `out_dir`; see module docstring.
 
@@ -132,7 +133,8 @@ def analyze(
     "most robust point at the floor" (`analysis.knee`); None: no floor. `masking_threshold`: the gap PGD -
     stronger attack above which a point is flagged; `curve_step`: the step of the robustness curves (None:
     each run's final step); both `analysis.robustness`. `axis`: the frontier's robustness axis, pgd, ood or ood:<domain>
-    (`analysis.axis`)."""
+    (`analysis.axis`). `select_on`: the split the knee section chooses on (`analysis.selection`); the frontiers,
+    AUC and RQ tables are the paper's, on test points."""
     _check_arguments(kind, pooling, step_budget, tol, provenance)
     check_axis(axis)
     min_acc = check_min_acc(min_acc)
@@ -180,7 +182,7 @@ def analyze(
         "rq1_trials": rq1_trials(table, tol, strategy_order=strategy_order),
         "rq3": rq3_table(table, strategy_order=strategy_order),
         "rq3_by_dataset": rq3_table(table, by=("strategy", "dataset"), strategy_order=strategy_order),
-        **_knees(table, min_acc, step_budget, strategy_order),
+        **_knees(table, min_acc, step_budget, strategy_order, select_on, axis),
         **robustness,
         "figures": {k: os.path.relpath(v, out) for k, v in figure_files.items()},
     })
@@ -188,15 +190,25 @@ def analyze(
 
 
 def _knees(table: pa.Table, min_acc: float | None, step_budget: int | None,
-           strategy_order: Sequence[str] | None) -> dict[str, Any]:
+           strategy_order: Sequence[str] | None, select_on: str, axis: str) -> dict[str, Any]:
     """The knee (and the most robust point at the accuracy floor) per group and per run, over the points the
-    AUC uses (step <= the step budget)."""
+    AUC uses (step <= the step budget), chosen on `select_on`'s split. Results without validation metrics
+    leave the section empty with the reason (`knee_unavailable`), which the report prints: the rest of the
+    report, on test points, stands."""
+    from rft_ray.config.metrics import SelectionError
+
     if step_budget is not None:
         import pyarrow.compute as pc
 
         table = table.filter(pc.less_equal(table.column("step"), step_budget))
-    return {"knees": group_knees(table, min_acc, strategy_order=strategy_order),
-            "knee_trials": trial_knees(table, min_acc, strategy_order=strategy_order), "min_acc": min_acc}
+    try:
+        return {"knees": group_knees(table, min_acc, strategy_order=strategy_order, select_on=select_on, axis=axis),
+                "knee_trials": trial_knees(table, min_acc, strategy_order=strategy_order, select_on=select_on,
+                                           axis=axis),
+                "min_acc": min_acc, "knee_select_on": select_on}
+    except SelectionError as err:
+        return {"knees": None, "knee_trials": None, "min_acc": min_acc, "knee_select_on": select_on,
+                "knee_unavailable": str(err)}
 
 
 def _slug(name: str) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 from analysis.models import model_note
 from analysis.report_format import Block, hyper, num
 from analysis.report_robustness import robustness_blocks
+from rft_ray.config.metrics import selection_label
 from rft_ray.results.record import eps_label
 
 
@@ -173,40 +174,52 @@ def _rq3_rows(rows: list[dict], with_dataset: bool) -> list[list[str]]:
 def _knee(data: dict[str, Any]) -> list[Block]:
     """Per group and per run: the frontier's knee, and with `rft analyze --min-acc` the most robust point at
     that clean-accuracy floor."""
-    if data.get("knees") is None:
-        return []
     floor = data.get("min_acc")
-    b: list[Block] = [("h2", "Knee of the frontier" + (f" and the most robust point at clean accuracy >= {floor:g}"
-                                                        if floor is not None else ""))]
+    title = "Knee of the frontier" + (f" and the most robust point at clean accuracy >= {floor:g}"
+                                      if floor is not None else "")
+    if data.get("knees") is None:
+        reason = data.get("knee_unavailable")
+        return [("h2", title), ("p", f"Not chosen: {reason}")] if reason else []
+    label = selection_label(data.get("knee_select_on", "test"))
+    validation = data.get("knee_select_on") == "validation"
+    b: list[Block] = [("h2", f"{title} ({label})")]
     b.append(("p", "Knee: the Pareto-front point farthest above the straight line joining the front's two extreme "
                    "points, both axes scaled to their range on the front (distance in those units; 0 for a front "
                    "of one or two points or a straight one; ties: earliest step, then run id). "
                    + ("At the floor: the highest PGD accuracy among points with clean accuracy >= the floor "
                       "(ties: higher clean accuracy, earliest step). " if floor is not None else
                       "No accuracy floor was set (rft analyze --min-acc F adds the most robust point at it). ")
-                   + "Per group the points of all its runs are pooled; points with step <= the step budget."))
-    header = ["strategy", "dataset", "points", "front points", "knee run", "step", "clean acc", "PGD acc", "lr", "wd",
-              "distance"]
-    floor_header = ["at floor: run", "step", "clean acc", "PGD acc", "lr", "wd"] if floor is not None else []
+                   + "Per group the points of all its runs are pooled; points with step <= the step budget. "
+                   + ("Chosen on the validation points (val acc, val PGD: the front, the knee and the floor read "
+                      "them); test acc and test PGD are the chosen point's test values, reported only."
+                      if validation else "Chosen on the test points: optimistic, the test images chose the point.")))
+    values = ["val acc", "val PGD", "test acc", "test PGD"] if validation else ["test acc", "test PGD"]
+    header = ["strategy", "dataset", "points", "front points", "knee run", "step", *values, "lr", "wd", "distance"]
+    floor_header = ["at floor: run", "step", *values, "lr", "wd"] if floor is not None else []
     b.append(("table", header + floor_header,
-              [_knee_row(r, [r["strategy"], r["dataset"]], floor) for r in data["knees"]]))
+              [_knee_row(r, [r["strategy"], r["dataset"]], floor, validation) for r in data["knees"]]))
     b.append(("p", "Per run:"))
     b.append(("table", ["strategy", "dataset", "run"] + header[2:] + floor_header,
-              [_knee_row(r, [r["strategy"], r["dataset"], r["run_id"]], floor) for r in data["knee_trials"]]))
+              [_knee_row(r, [r["strategy"], r["dataset"], r["run_id"]], floor, validation)
+               for r in data["knee_trials"]]))
     return b
 
 
-def _knee_row(r: dict[str, Any], keys: list[str], floor: float | None) -> list[str]:
+def _knee_row(r: dict[str, Any], keys: list[str], floor: float | None, validation: bool) -> list[str]:
+    def values(point: dict[str, Any]) -> list[str]:
+        chosen_on = [num(point["val_clean_acc"]), num(point["val_pgd_adv_acc"])] if validation else []
+        return chosen_on + [num(point["test_clean_acc"]), num(point["pgd_adv_acc"])]
+
+    width = 4 if validation else 2
     knee = r["knee"]
     cells = keys + [num(r["n_points"]), num(r["front_points"])]
-    cells += ["n/a"] * 7 if knee is None else [
-        knee["run_id"], num(knee["step"]), num(knee["test_clean_acc"]), num(knee["pgd_adv_acc"]),
-        hyper(knee["lr"]), hyper(knee["weight_decay"]), num(knee["knee_distance"])]
+    cells += ["n/a"] * (5 + width) if knee is None else [
+        knee["run_id"], num(knee["step"]), *values(knee), hyper(knee["lr"]), hyper(knee["weight_decay"]),
+        num(knee["knee_distance"])]
     if floor is not None:
         at = r["at_floor"]
-        cells += ["none reaches it"] + [""] * 5 if at is None else [
-            at["run_id"], num(at["step"]), num(at["test_clean_acc"]), num(at["pgd_adv_acc"]),
-            hyper(at["lr"]), hyper(at["weight_decay"])]
+        cells += ["none reaches it"] + [""] * (3 + width) if at is None else [
+            at["run_id"], num(at["step"]), *values(at), hyper(at["lr"]), hyper(at["weight_decay"])]
     return cells
 
 

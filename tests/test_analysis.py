@@ -500,7 +500,7 @@ def _summary_store_table(tmp_path) -> pa.Table:
 def test_sweep_summary_of_a_store(tmp_path):
     from analysis.summary import summary_table_markdown, sweep_summary
 
-    [row] = sweep_summary(_summary_store_table(tmp_path))
+    [row] = sweep_summary(_summary_store_table(tmp_path), select_on="test")
     assert (row["trials"], row["complete"]) == (3, 2)
     assert (row["final_acc"], row["final_acc_lr"]) == (0.8, 1e-3)  # among complete runs only
     assert (row["final_pgd"], row["final_pgd_lr"]) == (0.3, 3e-3)
@@ -519,9 +519,9 @@ def test_sweep_summary_of_a_store(tmp_path):
 def test_sweep_summary_order_and_shared_numbers(table):
     from analysis.summary import summary_table_markdown, sweep_summary
 
-    rows = sweep_summary(table, strategy_order=("lora", "full"))
+    rows = sweep_summary(table, strategy_order=("lora", "full"), select_on="test")
     assert [(r["dataset"], r["strategy"]) for r in rows] == [(d, s) for d in DATASETS for s in ("lora", "full", "linear")]
-    assert [r["strategy"] for r in sweep_summary(table)][:3] == ["full", "linear", "lora"]  # None: alphabetical
+    assert [r["strategy"] for r in sweep_summary(table, select_on="test")][:3] == ["full", "linear", "lora"]  # None: alphabetical
     by = _by(rows, "strategy", "dataset")
     full = by[("full", "cifar10")]
     assert (full["trials"], full["complete"], full["final_acc"], full["final_acc_lr"]) == (2, 2, 0.9, 1e-3)
@@ -531,7 +531,7 @@ def test_sweep_summary_order_and_shared_numbers(table):
     assert "| 0.900 | 0.200 | nan | 0.1450 |" in summary_table_markdown(rows)
     for r in auc_table(table):  # the frontier AUC is the pooled hypervolume AUC of the AUC table
         assert by[(r["strategy"], r["dataset"])]["frontier_auc"] == pytest.approx(r["auc"], abs=1e-12)
-    assert sweep_summary(table.slice(0, 0)) == []
+    assert sweep_summary(table.slice(0, 0), select_on="test") == []
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -53,16 +53,22 @@ def test_verbose_shows_captured_output_too_and_only_a_terminal_gets_a_live_line(
 
 
 def test_group_progress_counts_and_estimates_time_left():
-    progress = GroupProgress("lora-digits", 2, 7, trials=4)
+    progress = GroupProgress("lora-digits", 2, 7, trials=4, select_on="test")
     progress.started = 100.0
     trial = SimpleNamespace(trial_id="t1", status="TERMINATED", config={"lr": 1e-3, "weight_decay": 0.01},
-                            last_result={"test_clean_acc": 0.9, "pgd_adv_acc": 0.35, "step": 300, "total_steps": 300})
+                            last_result={"test_clean_acc": 0.9, "pgd_adv_acc": 0.35, "step": 300, "total_steps": 300,
+                                         "val_clean_acc": 0.8, "val_pgd_adv_acc": 0.3})
     progress.on_trial_result(0, [], trial, trial.last_result)
     progress.on_trial_complete(0, [], trial)
     running = [SimpleNamespace(status="RUNNING"), SimpleNamespace(status="PENDING")]
     line = progress.describe(running, now=160.0)
     assert line == ("[2/7] lora-digits: 1/4 done (0 failed), 1 running, 2 queued; best acc 0.900, best PGD 0.350; "
                     "1m00s, ~3m00s left")
+    # Selecting on validation (the default), the running best is validation's: the test best would be a peek.
+    on_validation = GroupProgress("lora-digits", 2, 7, trials=4)
+    on_validation.started = 100.0
+    on_validation.on_trial_result(0, [], trial, trial.last_result)
+    assert "best val acc 0.800, best val PGD 0.300;" in on_validation.describe(running, now=160.0)
 
 
 def test_a_sweep_prints_a_short_plain_console_and_names_its_log(tmp_path):

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from rft_ray.config import SpecError, parse_sets
-from rft_ray.config.experiment import startup_trials
+from rft_ray.config.experiment import Objective, startup_trials
 from rft_ray.specs import experiment_spec, load_experiment, run_spec
 from rft_ray.sweep.trial import trial_run_spec
-from rft_ray.tracking.metrics import objective_value, trial_metrics
+from rft_ray.tracking.metrics import objective_values, trial_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {
@@ -113,7 +113,9 @@ def test_multi_objective_defaults_to_gp_and_keys():
     e = spec(search={"objectives": [{"metric": "test_clean_acc"}, {"metric": "pgd_adv_acc", "reduce": "best"},
                                     {"metric": "pareto_auc"}], "num_samples": 12})
     assert e.search.multi_objective and e.search.sampler_name() == "gp"
-    assert [o.key for o in e.search.objectives] == ["test_clean_acc", "best/pgd_adv_acc", "pareto_auc"]
+    # Selection reads validation by default; the test values of the chosen points are reported under these keys.
+    assert e.search.keys() == ["val_clean_acc", "best/val_pgd_adv_acc", "val_pareto_auc"]
+    assert e.search.reported_keys() == ["test_clean_acc", "test_at/best/val_pgd_adv_acc", "pareto_auc"]
     assert startup_trials(e.search) == 4
 
 
@@ -181,9 +183,15 @@ def _records(tmp_path):
     common = dict(run_id="r", strategy="lora", dataset="digits", model="m", lr=1e-3, weight_decay=0.0, seed=0,
                   total_steps=40, epoch=0.0, examples_seen=0, pgd_eps=0.01, test_ood_accuracy=0.5,
                   trainable_params=10, total_params=100, wall_seconds=1.0, eval_seconds=0.1, train_clean_acc=0.5)
-    points = [(0, float("nan"), 0.2, 0.15), (20, 1.0, 0.8, 0.3), (40, 0.5, 0.7, 0.4)]
+    # (step, train loss, test acc, test PGD, val acc, val PGD): validation ranks the points differently from test.
+    points = [(0, float("nan"), 0.2, 0.15, 0.25, 0.1), (20, 1.0, 0.8, 0.3, 0.6, 0.35), (40, 0.5, 0.7, 0.4, 0.75, 0.3)]
     return [EvalRecord(step=s, train_loss=loss, test_clean_acc=acc, pgd_adv_acc=pgd, ood_acc={"contrast": acc / 2},
-                       **common) for s, loss, acc, pgd in points]
+                       val_clean_acc=vacc, val_pgd_adv_acc=vpgd, **common) for s, loss, acc, pgd, vacc, vpgd in points]
+
+
+def objective_value(records, objective, select_on="test"):
+    values = objective_values(records, objective, select_on)
+    return values[Objective(**objective).key_on(select_on)]
 
 
 def test_objectives_from_records(tmp_path):
@@ -196,9 +204,38 @@ def test_objectives_from_records(tmp_path):
     assert math.isclose(objective_value(records, {"metric": "pareto_auc"}), 0.31)
     with pytest.raises(ValueError, match="OOD domains: contrast"):
         objective_value(records, {"metric": "ood_acc/fog"})
-    metrics = trial_metrics(records, [{"metric": "pgd_adv_acc", "reduce": "best", "mode": "max"}])
+    metrics = trial_metrics(records, [{"metric": "pgd_adv_acc", "reduce": "best", "mode": "max"}], "test")
     assert metrics["step"] == 40 and metrics["total_steps"] == 40 and metrics["best/pgd_adv_acc"] == 0.4
     assert metrics["ood_acc/contrast"] == 0.35 and metrics["trainable_params"] == 10
+
+
+def test_objectives_on_validation_choose_on_validation_and_report_test_at_the_chosen_point(tmp_path):
+    records = _records(tmp_path)
+    best_acc = objective_values(records, {"metric": "test_clean_acc", "reduce": "best", "mode": "max"}, "validation")
+    # Validation's best clean accuracy is step 40's 0.75; test's best (0.8, step 20) is not what gets reported.
+    assert best_acc == {"best/val_clean_acc": 0.75, "test_at/best/val_clean_acc": 0.7}
+    assert objective_values(records, {"metric": "pgd_adv_acc"}, "validation") == {"val_pgd_adv_acc": 0.3,
+                                                                                  "pgd_adv_acc": 0.4}
+    # Training metrics are the same under either split, with no test value beside them.
+    assert objective_values(records, {"metric": "train_loss", "reduce": "best", "mode": "min"}, "validation") == {
+        "best/train_loss": 0.5}
+    auc = objective_values(records, {"metric": "pareto_auc"}, "validation")
+    # Validation staircase under {(0.6, 0.35), (0.75, 0.3)}: 0.6 * 0.35 + 0.15 * 0.3; test's stays 0.31.
+    assert math.isclose(auc["val_pareto_auc"], 0.255) and math.isclose(auc["pareto_auc"], 0.31)
+    metrics = trial_metrics(records, [{"metric": "test_clean_acc"}], "validation")
+    assert metrics["val_clean_acc"] == 0.75 and metrics["test_clean_acc"] == 0.7
+    # The trial's knee is chosen on its validation points (a two-point front: the earlier, step 20) and its
+    # test values reported: (0.8, 0.3), not test's own knee.
+    assert (metrics["knee_step"], metrics["knee_val_clean_acc"], metrics["knee_clean_acc"]) == (20, 0.6, 0.8)
+
+
+def test_objectives_on_validation_without_validation_metrics_fail_naming_what_is_missing(tmp_path):
+    from dataclasses import replace
+
+    records = [replace(r, val_clean_acc=None, val_pgd_adv_acc=None) for r in _records(tmp_path)]
+    with pytest.raises(ValueError, match=r"run r \(step 0\): no validation metrics \(val_clean_acc.*"
+                                         r"search.select_on: test"):
+        trial_metrics(records, [{"metric": "test_clean_acc"}], "validation")
 
 
 def test_trial_run_spec_sets_lr_wd_and_run_id(tmp_path):
@@ -221,3 +258,33 @@ def test_a_sweep_without_steps_or_epochs_warns_with_each_datasets_step_count(cap
     assert capsys.readouterr().err == ("rft sweep: warning: the spec gives neither training.steps nor training.epochs, "
                                        "so each trial trains 1 epoch = 75 steps on digits (set base.training.steps or "
                                        "epochs)\n")
+
+
+def test_select_on_test_warns_and_objectives_without_a_validation_counterpart_are_refused():
+    from rft_ray.config.search import OptimisticSelectionWarning
+
+    with pytest.warns(OptimisticSelectionWarning, match="search.select_on is test: .* optimistic"):
+        on_test = spec(search={"select_on": "test", "objectives": [{"metric": "pgd_adv_acc"}]})
+    assert on_test.search.keys() == ["pgd_adv_acc"] and on_test.search.reported_keys() == ["pgd_adv_acc"]
+    with pytest.raises(SpecError, match=r"search.objectives\[0\].metric: ood_acc/fog is measured on test images only"):
+        spec(search={"objectives": [{"metric": "ood_acc/fog"}]})
+    assert spec(search={"select_on": "test", "objectives": [{"metric": "ood_acc/fog"}]}).search.keys() == [
+        "ood_acc/fog"]
+    with pytest.raises(SpecError, match=r"name the quantity by its test column \(test_clean_acc\)"):
+        spec(search={"objectives": [{"metric": "val_clean_acc"}]})
+    with pytest.raises(SpecError, match=r"search.select_on: must be one of 'validation', 'test'"):
+        spec(search={"select_on": "val"})
+
+
+def test_selecting_on_validation_needs_runs_that_measure_it():
+    with pytest.raises(SpecError, match=r"base.evaluation.validation.enabled: is false, but search.select_on is "
+                                        r"validation.*search.select_on: test"):
+        spec(base={"training": {"steps": 40}, "evaluation": {"validation": {"enabled": False}}})
+    with pytest.raises(SpecError, match=r"dataset.val_fraction: is 0, so there is no validation split"):
+        spec(base={"training": {"steps": 40}, "dataset": {"val_fraction": 0}})
+    with pytest.raises(SpecError, match=r"base.evaluation.validation.ood: is false, but an objective reads "
+                                        r"test_ood_accuracy"):
+        spec(search={"objectives": [{"metric": "test_ood_accuracy"}]})
+    with pytest.warns(UserWarning, match="optimistic"):
+        spec(base={"training": {"steps": 40}, "evaluation": {"validation": {"enabled": False}}},
+             search={"select_on": "test"})

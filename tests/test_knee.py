@@ -136,7 +136,7 @@ def write_store(root) -> ResultStore:
 
 def test_per_run_and_pooled_per_group(tmp_path):
     table = write_store(tmp_path / "store").read()
-    trials = {r["run_id"]: r for r in trial_knees(table, min_acc=0.9, strategy_order=("full", "lora"))}
+    trials = {r["run_id"]: r for r in trial_knees(table, min_acc=0.9, strategy_order=("full", "lora"), select_on="test")}
     own = trials["lora-digits-a"]["knee"]
     assert (own["step"], own["test_clean_acc"]) == (20, 0.8)
     assert own["knee_distance"] == pytest.approx((0.5 / 0.6 + 0.5 / 0.6 - 1) / math.sqrt(2))
@@ -146,7 +146,7 @@ def test_per_run_and_pooled_per_group(tmp_path):
                                                    "weight_decay": 0.0, "test_clean_acc": 0.9, "pgd_adv_acc": 0.1}
     assert trials["full-digits-c"]["at_floor"]["step"] == 40
 
-    groups = group_knees(table, min_acc=0.9, strategy_order=("full", "lora"))
+    groups = group_knees(table, min_acc=0.9, strategy_order=("full", "lora"), select_on="test")
     assert [(g["strategy"], g["n_runs"], g["n_points"], g["front_points"]) for g in groups] == [
         ("full", 1, 2, 2), ("lora", 2, 6, 3)]
     lora = groups[1]
@@ -156,8 +156,8 @@ def test_per_run_and_pooled_per_group(tmp_path):
     assert lora["knee"]["knee_distance"] == pytest.approx((0.5 / 0.65 + 0.15 / 0.25 - 1) / math.sqrt(2))
     assert {k: lora["at_floor"][k] for k in ("run_id", "step", "lr", "weight_decay", "pgd_adv_acc")} == {
         "run_id": "lora-digits-b", "step": 20, "lr": 3e-3, "weight_decay": 0.01, "pgd_adv_acc": 0.45}
-    assert group_knees(table, min_acc=0.99)[1]["at_floor"] is None
-    assert group_knees(table)[1]["at_floor"] is None and group_knees(table)[1]["min_acc"] is None
+    assert group_knees(table, min_acc=0.99, select_on="test")[1]["at_floor"] is None
+    assert group_knees(table, select_on="test")[1]["at_floor"] is None and group_knees(table, select_on="test")[1]["min_acc"] is None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -173,14 +173,14 @@ def test_the_sweep_summary_carries_each_groups_knee_and_floor_point(tmp_path):
     from rft_ray.sweep.report import summarize_store
 
     table = write_store(tmp_path / "store").read()
-    full, lora = sweep_summary(table)
+    full, lora = sweep_summary(table, select_on="test")
     assert (lora["knee_run_id"], lora["knee_step"], lora["knee_clean_acc"], lora["knee_pgd_acc"],
             lora["knee_lr"], lora["knee_wd"]) == ("lora-digits-a", 20, 0.8, 0.6, 1e-3, 0.0)
     assert "floor_run_id" not in lora  # no floor asked
     assert json.loads(json.dumps(lora)) == lora  # summary.json
     assert summary_table_markdown([full, lora]).count("\n") == 3  # the summary table itself is unchanged
 
-    floored = sweep_summary(table, min_acc=0.93)
+    floored = sweep_summary(table, min_acc=0.93, select_on="test")
     lora_floor = (floored[1]["floor_run_id"], floored[1]["floor_step"], floored[1]["floor_pgd_acc"])
     assert lora_floor == ("lora-digits-b", 20, 0.45)
     assert floored[0]["floor_run_id"] is None and floored[0]["floor_min_acc"] == 0.93  # full reaches 0.92 only
@@ -189,7 +189,7 @@ def test_the_sweep_summary_carries_each_groups_knee_and_floor_point(tmp_path):
     assert lines[2].startswith("| digits | full | 0.400 | 0.400 | full-digits-c | 0 | 0.0001 | 0.05 |")
     assert "no point reaches it" in lines[2]
     assert lines[3].endswith("| 0.950 | 0.450 | lora-digits-b | 20 | 0.003 | 0.01 |")
-    assert "knee: clean acc" in knee_table_markdown(summarize_store(str(tmp_path / "store")))
+    assert "knee: clean acc" in knee_table_markdown(summarize_store(str(tmp_path / "store"), select_on="test"))
 
 
 def test_search_min_acc_reaches_the_sweep_summary_mlflow_and_the_report(tmp_path):
@@ -202,7 +202,7 @@ def test_search_min_acc_reaches_the_sweep_summary_mlflow_and_the_report(tmp_path
     from rft_ray.tracking.metrics import group_metrics
 
     experiment = experiment_spec({"name": "floor", "base": {"training": {"steps": 40}},
-                                  "search": {"num_samples": 2, "min_acc": 0.93},
+                                  "search": {"num_samples": 2, "min_acc": 0.93, "select_on": "test"},
                                   "storage": {"path": str(tmp_path / "sweep")}})
     assert experiment.search.min_acc == 0.93
     write_store(experiment.store_root)
@@ -217,7 +217,7 @@ def test_search_min_acc_reaches_the_sweep_summary_mlflow_and_the_report(tmp_path
     assert (metrics["lora-digits/floor_clean_acc"], metrics["lora-digits/floor_pgd_acc"],
             metrics["lora-digits/floor_step"]) == (0.95, 0.45, 20.0)
     assert not any(k.startswith("full-digits/floor_") for k in metrics)  # full never reaches 0.93
-    assert not any("/floor_" in k for k in group_metrics(sweep_summary(write_store(tmp_path / "s").read())))
+    assert not any("/floor_" in k for k in group_metrics(sweep_summary(write_store(tmp_path / "s").read(), select_on="test")))
 
     folder, _ = write_analysis(experiment, tmp_path / "analysis", None, 1.0)
     assert folder == str(tmp_path / "analysis")
@@ -241,14 +241,14 @@ def test_mlflow_group_metrics_and_trial_metrics_carry_the_knee(tmp_path):
     from rft_ray.tracking.metrics import group_metrics, trial_metrics
 
     store = write_store(tmp_path / "store")
-    metrics = group_metrics(sweep_summary(store.read()))
+    metrics = group_metrics(sweep_summary(store.read(), select_on="test"))
     assert metrics["lora-digits/knee_clean_acc"] == 0.8 and metrics["lora-digits/knee_pgd_acc"] == 0.6
     assert metrics["lora-digits/knee_step"] == 20 and metrics["full-digits/knee_clean_acc"] == 0.4
     records = store.read_run("lora-digits-a")
     # At each evaluation point a trial reports the knee of its points so far; at its end, its own knee.
-    assert trial_metrics(records[:1], [])["knee_step"] == 0
-    assert trial_metrics(records[:2], [])["knee_step"] == 0  # a two-point front: the earlier point
-    final = trial_metrics(records, [])
+    assert trial_metrics(records[:1], [], "test")["knee_step"] == 0
+    assert trial_metrics(records[:2], [], "test")["knee_step"] == 0  # a two-point front: the earlier point
+    final = trial_metrics(records, [], "test")
     assert (final["knee_step"], final["knee_clean_acc"], final["knee_pgd_acc"]) == (20, 0.8, 0.6)
 
 
@@ -261,7 +261,8 @@ def test_the_backfilled_parent_and_trial_runs_carry_the_knee(tmp_path):
     from rft_ray.tracking.backfill import sync_mlflow
 
     experiment = experiment_spec({"name": "knees", "base": {"training": {"steps": 40}},
-                                  "search": {"num_samples": 2, "objectives": [{"metric": "test_clean_acc"}]},
+                                  "search": {"num_samples": 2, "objectives": [{"metric": "test_clean_acc"}],
+                                             "select_on": "test"},
                                   "storage": {"path": str(tmp_path / "sweep")}})
     store = ResultStore(experiment.store_root)
     _, lr, wd, points = RUNS["lora-digits-a"]
@@ -287,20 +288,20 @@ def test_the_report_has_a_knee_section_with_the_floor_from_analyze(tmp_path):
     from rft_ray.cli.analyze import main as analyze_main
 
     write_store(tmp_path / "store")
-    data = analyze(str(tmp_path / "store"), tmp_path / "out", figures=False, min_acc=0.9).data
+    data = analyze(str(tmp_path / "store"), tmp_path / "out", figures=False, min_acc=0.9, select_on="test").data
     assert data["min_acc"] == 0.9 and [g["strategy"] for g in data["knees"]] == ["full", "lora"]
     assert data["knees"][1]["at_floor"]["run_id"] == "lora-digits-b" and len(data["knee_trials"]) == 3
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Knee of the frontier and the most robust point at clean accuracy >= 0.9" in report
     assert "| lora | digits | 6 | 3 | lora-digits-a | 20 | 0.8000 | 0.6000 | 0.001 | 0 |" in report
-    plain = analyze(str(tmp_path / "store"), tmp_path / "plain", figures=False).data
+    plain = analyze(str(tmp_path / "store"), tmp_path / "plain", figures=False, select_on="test").data
     assert plain["min_acc"] is None and plain["knees"][1]["at_floor"] is None
     assert "No accuracy floor was set" in (tmp_path / "plain" / "report.md").read_text()
-    budget = analyze(str(tmp_path / "store"), tmp_path / "budget", figures=False, step_budget=0).data
+    budget = analyze(str(tmp_path / "store"), tmp_path / "budget", figures=False, step_budget=0, select_on="test").data
     assert {g["knee"]["step"] for g in budget["knees"]} == {0}  # only the points the AUC uses
 
     assert analyze_main([str(tmp_path / "store"), "--out", str(tmp_path / "o"), "--no-figures",
-                         "--min-acc", "0.95"]) == 0
+                         "--min-acc", "0.95", "--select-on", "test"]) == 0
     assert json.loads((tmp_path / "o" / "analysis.json").read_text())["min_acc"] == 0.95
     assert analyze_main([str(tmp_path / "store"), "--out", str(tmp_path / "o"), "--min-acc", "1.5"]) == 2
 
@@ -319,9 +320,10 @@ def test_rft_best_prints_each_group_with_its_checkpoint(tmp_path, capsys):
     open(kept, "wb").close()
     assert store.checkpoints("lora-digits-b") == {20: kept}
 
-    assert main(["best", str(tmp_path / "sweep" / "store"), "--min-acc", "0.9"]) == 0
+    assert main(["best", "--select-on", "test", str(tmp_path / "sweep" / "store"), "--min-acc", "0.9"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"store {tmp_path / 'sweep' / 'store'}; clean-accuracy floor 0.9; PGD eps 1/255"
+    assert out[0] == (f"store {tmp_path / 'sweep' / 'store'}; clean-accuracy floor 0.9; PGD eps 1/255; selected on "
+                      "test (optimistic: the test images chose the point; no held-out number)")
     lora = out.index("lora on digits (2 runs, 6 evaluation points, 3 on the Pareto front):")
     assert out[lora + 1] == ("  knee: run lora-digits-a step 20: clean acc 0.8000, PGD acc 0.6000; lr 0.001, "
                              "weight decay 0")
@@ -332,12 +334,12 @@ def test_rft_best_prints_each_group_with_its_checkpoint(tmp_path, capsys):
 
     # A sweep folder (sweep.json and store/) reads its store; --json; filters; a floor no point reaches.
     (tmp_path / "sweep" / "sweep.json").write_text("{}")
-    assert main(["best", str(tmp_path / "sweep"), "--min-acc", "0.99", "--strategy", "lora", "--json"]) == 0
+    assert main(["best", "--select-on", "test", str(tmp_path / "sweep"), "--min-acc", "0.99", "--strategy", "lora", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["store"] == f"{tmp_path / 'sweep'}/store" and result["min_acc"] == 0.99
     [group] = result["groups"]
     assert group["at_floor"] is None and group["knee"]["checkpoint"] is None and group["knee"]["step"] == 20
-    assert main(["best", str(tmp_path / "sweep"), "--min-acc", "0.99", "--dataset", "digits"]) == 0
+    assert main(["best", "--select-on", "test", str(tmp_path / "sweep"), "--min-acc", "0.99", "--dataset", "digits"]) == 0
     text = capsys.readouterr().out
     assert text.count("most robust at clean acc >= 0.99: no point reaches clean accuracy 0.99") == 2
 
@@ -352,24 +354,24 @@ def test_rft_best_analyses_one_pgd_radius(tmp_path, capsys):
     store.write_run("lora-digits-w", [EvalRecord(run_id="lora-digits-w", strategy="lora", dataset="digits", lr=1e-2,
                                                  weight_decay=0.0, step=s, test_clean_acc=a, pgd_adv_acc=p, **wide)
                                       for s, a, p in [(0, 0.2, 0.1), (40, 0.99, 0.9)]])
-    assert main(["best", str(tmp_path / "store")]) == 2
+    assert main(["best", "--select-on", "test", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rft best: error: ") and "2 radii (1/255, 8/255)" in err and "--eps" in err, err
 
-    assert main(["best", str(tmp_path / "store"), "--eps", "1/255", "--min-acc", "0.9", "--json"]) == 0
+    assert main(["best", "--select-on", "test", str(tmp_path / "store"), "--eps", "1/255", "--min-acc", "0.9", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     lora = result["groups"][1]
     assert result["pgd_eps"] == [round(1 / 255, 9)] and lora["n_runs"] == 2
     assert (lora["knee"]["run_id"], lora["at_floor"]["run_id"]) == ("lora-digits-a", "lora-digits-b")
-    assert main(["best", str(tmp_path / "store"), "--eps", "8/255"]) == 0
+    assert main(["best", "--select-on", "test", str(tmp_path / "store"), "--eps", "8/255"]) == 0
     out = capsys.readouterr().out
     assert "PGD eps 8/255" in out.splitlines()[0] and "run lora-digits-w step 40" in out and "full" not in out
-    assert main(["best", str(tmp_path / "store"), "--eps", "2/255"]) == 2
+    assert main(["best", "--select-on", "test", str(tmp_path / "store"), "--eps", "2/255"]) == 2
     assert "no results at PGD eps 2/255; the results hold 1/255, 8/255" in capsys.readouterr().err
-    assert main(["best", str(tmp_path / "store"), "--eps", "two"]) == 2
+    assert main(["best", "--select-on", "test", str(tmp_path / "store"), "--eps", "two"]) == 2
     assert "--eps takes a number or a fraction" in capsys.readouterr().err
     # A filter that leaves one radius needs no --eps.
-    assert main(["best", str(tmp_path / "store"), "--strategy", "full"]) == 0
+    assert main(["best", "--select-on", "test", str(tmp_path / "store"), "--strategy", "full"]) == 0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -390,3 +392,78 @@ def test_rft_best_refuses_bad_input_with_exit_2(tmp_path, capsys, argv, message)
     assert main(["best"] + [a.format(**paths) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rft best: error: ") and err.count("\n") == 1 and re.search(message, err), err
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chosen on validation (the default), test reported
+
+
+def write_validated_store(root) -> ResultStore:
+    """RUNS with validation metrics that rank the points differently from test: validation's clean accuracy is
+    test's mirrored around 0.65, so the accurate extreme of validation's front is another point than test's."""
+    store = ResultStore(root)
+    for run, (strategy, lr, wd, points) in RUNS.items():
+        store.write_run(run, [EvalRecord(run_id=run, strategy=strategy, dataset="digits", lr=lr, weight_decay=wd,
+                                         step=s, test_clean_acc=a, pgd_adv_acc=p, val_clean_acc=round(1.3 - a, 6),
+                                         val_pgd_adv_acc=p, **COMMON) for s, a, p in points])
+    return store
+
+
+def test_the_knee_and_floor_are_chosen_on_validation_and_report_test(tmp_path):
+    table = write_validated_store(tmp_path / "store").read()
+    lora = group_knees(table, min_acc=0.9, strategy_order=("full", "lora"))[1]
+    # Validation points of lora: (1.0, 0.7) dominates every other, so it is the knee; test's knee was step 20.
+    assert {k: lora["knee"][k] for k in ("run_id", "step", "val_clean_acc", "val_pgd_adv_acc", "test_clean_acc",
+                                         "pgd_adv_acc")} == {"run_id": "lora-digits-a", "step": 0, "val_clean_acc": 1.0,
+                                                             "val_pgd_adv_acc": 0.7, "test_clean_acc": 0.3,
+                                                             "pgd_adv_acc": 0.7}
+    # The floor is on validation's clean accuracy: >= 0.9 leaves (1.0, 0.7) only (test's floor point differed).
+    assert (lora["at_floor"]["step"], lora["at_floor"]["val_clean_acc"]) == (0, 1.0)
+    on_test = group_knees(table, min_acc=0.9, strategy_order=("full", "lora"), select_on="test")[1]
+    assert on_test["knee"]["step"] == 20 and "val_clean_acc" not in on_test["knee"]
+
+
+def test_the_summary_chooses_best_final_on_validation_and_says_so(tmp_path):
+    from analysis.summary import knee_table_markdown, summary_table_markdown, sweep_summary
+
+    rows = sweep_summary(write_validated_store(tmp_path / "store").read(), strategy_order=("full", "lora"))
+    full, lora = rows
+    # Final points of lora: a (test 0.9, val 0.4) and b (test 0.95, val 0.35): validation picks a.
+    assert (lora["final_acc"], lora["final_acc_val"], lora["final_acc_lr"]) == (0.9, pytest.approx(0.4), 1e-3)
+    assert lora["select_on"] == "validation" and lora["peak_acc"] == 0.95  # peaks describe the test points
+    assert "best final test acc (val acc it was chosen on)" in summary_table_markdown(rows)
+    assert "0.900 (0.400)" in summary_table_markdown(rows)
+    assert "knee: val clean acc | val PGD acc | test clean acc | test PGD acc" in knee_table_markdown(rows)
+
+
+def test_rft_best_chooses_on_validation_by_default_and_refuses_results_without_it(tmp_path, capsys):
+    from rft_ray.cli import main
+
+    write_validated_store(tmp_path / "store")
+    assert main(["best", str(tmp_path / "store"), "--strategy", "lora"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("; selected on validation; test reported")
+    assert out[2] == ("  knee: run lora-digits-a step 0: val clean acc 1.0000, val PGD acc 0.7000; test clean acc "
+                      "0.3000, PGD acc 0.7000; lr 0.001, weight decay 0")
+    write_store(tmp_path / "old")  # written before validation was measured
+    assert main(["best", str(tmp_path / "old")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rft best: error: ") and "no validation metrics (val_clean_acc, val_pgd_adv_acc" in err
+    assert "--select-on test" in err
+    assert main(["best", str(tmp_path / "old"), "--select-on", "test"]) == 0
+    assert "rft best: warning: --select-on is test" in capsys.readouterr().err
+    # Per-domain OOD is measured on test only: no validation counterpart to choose on.
+    assert main(["best", str(tmp_path / "store"), "--robustness", "ood:contrast"]) == 2
+    assert "measured on test images only" in capsys.readouterr().err
+
+
+def test_the_report_says_why_it_has_no_knee_without_validation(tmp_path):
+    from analysis.report import analyze
+
+    write_store(tmp_path / "store")
+    data = analyze(str(tmp_path / "store"), tmp_path / "out", figures=False).data
+    assert data["knees"] is None and "no validation metrics" in data["knee_unavailable"]
+    assert "Not chosen: " in (tmp_path / "out" / "report.md").read_text()
+    validated = analyze(str(write_validated_store(tmp_path / "v").root), tmp_path / "vout", figures=False).data
+    assert validated["knees"][1]["knee"]["val_clean_acc"] == 1.0
+    assert "(selected on validation; test reported)" in (tmp_path / "vout" / "report.md").read_text()

@@ -34,10 +34,10 @@ def test_a_store_of_two_models_is_grouped_by_model_everywhere(tmp_path):
     from rft_ray.tracking.metrics import group_metrics
 
     table = write_store(tmp_path / "store").read()
-    knees = group_knees(table)
+    knees = group_knees(table, select_on="test")
     assert [(g["dataset"], g["n_runs"], g["knee"]["run_id"]) for g in knees] == [
         ("mydata/vit_b", 1, "full-mydata-vit_b"), ("mydata/vit_s", 1, "full-mydata-vit_s")]
-    summary = sweep_summary(table)
+    summary = sweep_summary(table, select_on="test")
     assert [(r["dataset"], r["final_acc"]) for r in summary] == [("mydata/vit_b", 0.95), ("mydata/vit_s", 0.6)]
     metrics = group_metrics(summary)
     assert metrics["full-mydata_vit_s/best_final_acc"] == 0.6 and metrics["full-mydata_vit_b/best_final_acc"] == 0.95
@@ -48,7 +48,7 @@ def test_a_store_of_two_models_is_grouped_by_model_everywhere(tmp_path):
     assert "Models: vit_b, vit_s. The results hold runs of 2 models, which are never pooled" in report
     # One model: the dataset keeps its name, and the report names the model.
     single = write_store(tmp_path / "one", {"full-mydata-vit_s": RUNS["full-mydata-vit_s"]})
-    assert [g["dataset"] for g in group_knees(single.read())] == ["mydata"]
+    assert [g["dataset"] for g in group_knees(single.read(), select_on="test")] == ["mydata"]
     analyze(tmp_path / "one", tmp_path / "out1", figures=False)
     assert "Model: vit_s." in (tmp_path / "out1" / "report.md").read_text()
 
@@ -57,20 +57,21 @@ def test_rft_best_picks_a_model_and_a_robustness_axis(tmp_path, capsys):
     from rft_ray.cli import main
 
     write_store(tmp_path / "store")
-    assert main(["best", str(tmp_path / "store"), "--json"]) == 0
+    assert main(["best", "--select-on", "test", str(tmp_path / "store"), "--json"]) == 0
     groups = json.loads(capsys.readouterr().out)["groups"]
     assert [g["dataset"] for g in groups] == ["mydata/vit_b", "mydata/vit_s"]
-    assert main(["best", str(tmp_path / "store"), "--model", "vit_b", "--json"]) == 0
+    assert main(["best", "--select-on", "test", str(tmp_path / "store"), "--model", "vit_b", "--json"]) == 0
     [group] = json.loads(capsys.readouterr().out)["groups"]
     assert group["dataset"] == "mydata" and group["knee"]["step"] == 20  # PGD: (0.9, 0.40) is the knee
 
     # On the pooled OOD axis vit_b's (0.95, 0.8) at step 40 dominates its other points: knee and floor point.
-    assert main(["best", str(tmp_path / "store"), "--model", "vit_b", "--robustness", "ood", "--min-acc", "0.9"]) == 0
+    assert main(["best", "--select-on", "test", str(tmp_path / "store"), "--model", "vit_b", "--robustness", "ood", "--min-acc", "0.9"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].endswith("; robustness: OOD accuracy (pooled over the OOD domains)")
+    assert out[0].endswith("; robustness: OOD accuracy (pooled over the OOD domains); selected on test (optimistic: "
+                           "the test images chose the point; no held-out number)")
     assert out[2].startswith("  knee: run full-mydata-vit_b step 40: clean acc 0.9500, ood acc 0.8000")
     assert "step 40: clean acc 0.9500, ood acc 0.8000" in out[4]  # the most robust at the floor, on OOD
-    assert main(["best", str(tmp_path / "store"), "--model", "vit_b", "--robustness", "ood:sketch", "--json"]) == 0
+    assert main(["best", "--select-on", "test", str(tmp_path / "store"), "--model", "vit_b", "--robustness", "ood:sketch", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["robustness"] == "ood:sketch" and result["groups"][0]["knee"]["pgd_adv_acc"] == 0.6
 
@@ -78,7 +79,7 @@ def test_rft_best_picks_a_model_and_a_robustness_axis(tmp_path, capsys):
                           (["--robustness", "fgsm"], "choose pgd .*, ood .* or ood:<domain>"),
                           (["--robustness", "ood", "--eps", "1/255"], "--eps chooses a PGD radius"),
                           (["--model", "vit_l"], "--model 'vit_l': the store has no rows of that model")):
-        assert main(["best", str(tmp_path / "store"), *argv]) == 2
+        assert main(["best", "--select-on", "test", str(tmp_path / "store"), *argv]) == 2
         import re
 
         assert re.search(message, capsys.readouterr().err)
@@ -89,7 +90,7 @@ def test_rft_analyze_on_the_ood_axis_says_so(tmp_path):
 
     write_store(tmp_path / "store", {"full-mydata-vit_b": RUNS["full-mydata-vit_b"]})
     assert analyze_main([str(tmp_path / "store"), "--out", str(tmp_path / "o"), "--no-figures",
-                         "--robustness", "ood:sketch"]) == 0
+                         "--robustness", "ood:sketch", "--select-on", "test"]) == 0
     data = json.loads((tmp_path / "o" / "analysis.json").read_text())
     assert data["conventions"]["robustness_column"] == "ood_acc/sketch" and data["conventions"]["pgd_eps"] == []
     assert data["knees"][0]["knee"]["pgd_adv_acc"] == pytest.approx(0.6)

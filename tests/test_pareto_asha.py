@@ -343,7 +343,12 @@ def test_scheduler_choice_and_the_deprecated_asha_enabled():
     assert not pareto.search.asha.enabled  # the deprecated spelling of asha alone
     sched = early_stopping(pareto.search)
     assert isinstance(sched, ParetoAshaScheduler)
-    assert sched._metrics == ["test_clean_acc", "pgd_adv_acc", "train_loss"] and sched._modes == ["max", "max", "min"]
+    # The rungs rank trials on validation (search.select_on's default); training metrics are the same either way.
+    assert sched._metrics == ["val_clean_acc", "val_pgd_adv_acc", "train_loss"] and sched._modes == ["max", "max", "min"]
+    assert early_stopping(new.search).metric == "val_clean_acc"  # ASHA's one objective, on validation too
+    with pytest.warns(UserWarning, match="optimistic"):
+        on_test = _experiment({**pareto.to_dict()["search"], "select_on": "test"})
+    assert early_stopping(on_test.search)._metrics == ["test_clean_acc", "pgd_adv_acc", "train_loss"]
     assert [m for m, _ in sched.rungs] == [10, 20, 40]
     assert _experiment(pareto.to_dict()["search"]).fingerprint() == pareto.fingerprint()  # resolved spec rebuilds
 

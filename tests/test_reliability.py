@@ -40,7 +40,7 @@ def record(run_id: str, step: int, total: int = 60, **kw) -> EvalRecord:
                 step=step, total_steps=total, epoch=step / 100, examples_seen=step * 16, train_loss=0.5,
                 train_clean_acc=0.5, test_clean_acc=0.4 + step / 1000, pgd_adv_acc=0.2, pgd_eps=1 / 255,
                 test_ood_accuracy=0.3, trainable_params=10, total_params=100, wall_seconds=1.0, eval_seconds=0.5,
-                ood_acc={"contrast": 0.3})
+                ood_acc={"contrast": 0.3}, val_clean_acc=0.35 + step / 1000, val_pgd_adv_acc=0.25)
     base.update(kw)
     return EvalRecord(**base)
 
@@ -688,7 +688,7 @@ def _mlflow_steps(uri: str, name: str) -> dict[str, dict]:
             out["parent"] = {"status": run.info.status}
             continue
         histories = {key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-                     for key in ("test_clean_acc", "best/pgd_adv_acc", "ood_acc/contrast")}
+                     for key in ("test_clean_acc", "best/val_pgd_adv_acc", "ood_acc/contrast")}
         out[run.data.tags["run_id"]] = {"status": run.info.status, "steps": histories, "params": run.data.params,
                                         "tags": run.data.tags}
     return out
@@ -720,7 +720,7 @@ def test_sync_mlflow_backfills_the_store_into_mlflow_once(tmp_path, capsys):
     assert runs["lora-digits-a1"]["steps"]["test_clean_acc"] == [0, 20, 40, 60]  # each point once
     assert runs["lora-digits-a1"]["status"] == "FINISHED"
     b2 = runs["lora-digits-b2"]
-    assert b2["steps"] == {"test_clean_acc": [0, 20], "best/pgd_adv_acc": [0, 20], "ood_acc/contrast": [0, 20]}
+    assert b2["steps"] == {"test_clean_acc": [0, 20], "best/val_pgd_adv_acc": [0, 20], "ood_acc/contrast": [0, 20]}
     assert b2["status"] == "FAILED" and b2["tags"]["outcome"] == "error" and "nan" in b2["tags"]["error"]
     assert float(b2["params"]["lr"]) == 3e-3 and b2["params"]["strategy.r"] == "8"
     assert b2["tags"]["strategy"] == "lora" and b2["tags"]["trainable_params"] == "10"

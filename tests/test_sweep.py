@@ -75,16 +75,33 @@ def _trial(i, status="completed", **objectives):
 
 
 def test_pareto_set_two_objectives_and_modes():
-    both = [Objective("test_clean_acc"), Objective("pgd_adv_acc")]
-    trials = [_trial(0, test_clean_acc=0.9, pgd_adv_acc=0.1), _trial(1, test_clean_acc=0.5, pgd_adv_acc=0.5),
-              _trial(2, test_clean_acc=0.4, pgd_adv_acc=0.4),  # dominated by 1
-              _trial(3, test_clean_acc=0.95, pgd_adv_acc=0.6, status="stopped early"),  # not completed: out
-              _trial(4, test_clean_acc=float("nan"), pgd_adv_acc=0.9),  # NaN: out
-              _trial(5, test_clean_acc=0.5, pgd_adv_acc=0.5)]  # tie with 1: both kept
+    from rft_ray.config.search import SearchSpec
+
+    both = SearchSpec(objectives=[Objective("test_clean_acc"), Objective("pgd_adv_acc")])  # on validation
+    trials = [_trial(0, val_clean_acc=0.9, val_pgd_adv_acc=0.1), _trial(1, val_clean_acc=0.5, val_pgd_adv_acc=0.5),
+              _trial(2, val_clean_acc=0.4, val_pgd_adv_acc=0.4),  # dominated by 1
+              _trial(3, val_clean_acc=0.95, val_pgd_adv_acc=0.6, status="stopped early"),  # not completed: out
+              _trial(4, val_clean_acc=float("nan"), val_pgd_adv_acc=0.9),  # NaN: out
+              _trial(5, val_clean_acc=0.5, val_pgd_adv_acc=0.5),  # tie with 1: both kept
+              _trial(6, test_clean_acc=0.99, pgd_adv_acc=0.99)]  # test values alone choose nothing
     assert [t.trial_id for t in pareto_set(trials, both)] == ["t0", "t1", "t5"]
-    loss = [Objective("train_loss", mode="min")]
+    loss = SearchSpec(objectives=[Objective("train_loss", mode="min")])
     assert [t.trial_id for t in pareto_set([_trial(0, train_loss=0.3), _trial(1, train_loss=0.2)], loss)] == ["t1"]
     assert pareto_set([], both) == []
+
+
+def test_the_summary_markdown_says_which_split_chose_and_shows_test_beside():
+    from rft_ray.config.search import SearchSpec
+    from rft_ray.sweep.report import summary_markdown
+    from rft_ray.sweep.results import GroupResult
+
+    search = SearchSpec(objectives=[Objective("test_clean_acc")])
+    chosen = _trial(0, val_clean_acc=0.81)
+    chosen.reported = {"val_clean_acc": 0.79}
+    text = summary_markdown([], [GroupResult("lora-digits", "lora", "digits", "done", [chosen], [chosen])], search)
+    assert "Pareto set of hyperparameters per group (selected on validation; test reported; objectives: " \
+           "val_clean_acc (test: test_clean_acc))" in text
+    assert "lr 0.001 wd 0.01 -> 0.810 (test 0.790)" in text
 
 
 @pytest.mark.parametrize("result, error, metric, expected", [
@@ -159,9 +176,9 @@ def test_the_sweep_summary_is_the_analysis_summary_in_registry_order(tmp_path):
     for run, strategy in (("a", "ia3"), ("b", "lora")):
         store.write_run(run, [EvalRecord(run_id=run, strategy=strategy, step=s, test_clean_acc=0.5 + s / 100,
                                          pgd_adv_acc=0.2, **common) for s in (0, 40)])
-    rows = summarize_store(str(tmp_path / "store"))
+    rows = summarize_store(str(tmp_path / "store"), select_on="test")
     assert [r["strategy"] for r in rows] == ["lora", "ia3"]
-    assert [r["strategy"] for r in sweep_summary(store.read())] == ["ia3", "lora"]
+    assert [r["strategy"] for r in sweep_summary(store.read(), select_on="test")] == ["ia3", "lora"]
     assert rows[0]["final_acc"] == pytest.approx(0.9) and rows[0]["frontier_auc"] == pytest.approx(0.9 * 0.2)
 
 
@@ -341,15 +358,19 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
                 for path in Path(experiment.storage_root, "tune", "lora-digits").glob("*/result.json")}
     assert sorted(reported.values()) == [[0, 20, 40, 60]] * 3, reported
 
-    # Each trial's objectives are its run's final clean accuracy and best PGD accuracy in the store, and the
-    # Pareto set is exactly the trials no other trial dominates on those two points.
-    keys = ["test_clean_acc", "best/pgd_adv_acc"]
+    # Each trial's objectives are its run's final clean accuracy and best PGD accuracy on validation in the store
+    # (search.select_on's default), the test values at those points reported beside them, and the Pareto set is
+    # exactly the trials no other trial dominates on the validation points.
+    keys = ["val_clean_acc", "best/val_pgd_adv_acc"]
     rows = ResultStore(experiment.store_root).read().to_pylist()
     points = {}
     for t in group.trials:
         mine = sorted((r for r in rows if r["run_id"] == t.run_id), key=lambda r: r["step"])
-        points[t.trial_id] = (mine[-1]["test_clean_acc"], max(r["pgd_adv_acc"] for r in mine))
+        best = max(mine, key=lambda r: (r["val_pgd_adv_acc"], -r["step"]))  # the earliest best validation point
+        points[t.trial_id] = (mine[-1]["val_clean_acc"], best["val_pgd_adv_acc"])
         assert tuple(t.objectives[k] for k in keys) == pytest.approx(points[t.trial_id])
+        assert (t.reported["val_clean_acc"], t.reported["best/val_pgd_adv_acc"]) == pytest.approx(
+            (mine[-1]["test_clean_acc"], best["pgd_adv_acc"]))
     front = {i for i, p in points.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())}
     assert {t.trial_id for t in group.pareto} == front, (points, [t.trial_id for t in group.pareto])
     assert "Pareto set" in result.summary_markdown and result.summary[0]["trials"] == 3
@@ -381,7 +402,8 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
         assert float(params["lr"]) == next(t.lr for t in group.trials if t.run_id == tags["run_id"])
         assert "weight_decay" in params and params["strategy.r"] == "8" and params["head_init"] == "fresh"
         records = ResultStore(experiment.store_root).read_run(tags["run_id"])
-        for key in ("test_clean_acc", "pgd_adv_acc", "best/pgd_adv_acc", "ood_acc/contrast"):
+        for key in ("test_clean_acc", "pgd_adv_acc", "val_clean_acc", "best/val_pgd_adv_acc",
+                    "test_at/best/val_pgd_adv_acc", "ood_acc/contrast"):
             history = client.get_metric_history(child.info.run_id, key)
             assert sorted(m.step for m in history) == [0, 20, 40, 60]  # the optimizer step, once each
             # at the time each point was measured (the killed worker's restart re-measured its step 40)
@@ -401,7 +423,10 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
     parent_data = parents[0].data
     assert parent_data.metrics["lora-digits/frontier_auc"] == pytest.approx(result.summary[0]["frontier_auc"])
     assert {"lora-digits/best_final_acc", "lora-digits/best_final_pgd_acc", "lora-digits/peak_pgd_acc",
-            "lora-digits/pgd_drop"} <= set(parent_data.metrics)
+            "lora-digits/pgd_drop", "lora-digits/best_final_val_acc", "lora-digits/knee_val_clean_acc"
+            } <= set(parent_data.metrics)
+    assert result.summary[0]["select_on"] == "validation" and "selected on validation; test reported" in (
+        result.summary_markdown)
     assert parent_data.tags["spec_fingerprint"] == experiment.fingerprint()
 
 

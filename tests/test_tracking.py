@@ -98,7 +98,8 @@ def _record(run_id: str, step: int, measured_at: float | None, **kw) -> EvalReco
                 step=step, total_steps=60, epoch=0.0, examples_seen=0, train_loss=0.1, train_clean_acc=0.5,
                 test_clean_acc=0.3 + step / 200, pgd_adv_acc=0.4 - step / 400, pgd_eps=1 / 255,
                 test_ood_accuracy=0.3, trainable_params=10, total_params=100, wall_seconds=1.0, eval_seconds=0.5,
-                measured_at=measured_at, ood_acc={"contrast": 0.3})
+                measured_at=measured_at, ood_acc={"contrast": 0.3},
+                val_clean_acc=0.32 + step / 200, val_pgd_adv_acc=0.38 - step / 400)  # what selections read
     base.update(kw)
     return EvalRecord(**base)
 

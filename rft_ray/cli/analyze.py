@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-acc", metavar="F", type=float, default=None,
                    help="clean-accuracy floor (fraction, e.g. 0.9): the knee section also gives the most robust "
                    "point with clean accuracy >= F per group and run (default: no floor)")
+    p.add_argument("--select-on", choices=("validation", "test"), default="validation",
+                   help="the split the knee section chooses its points on: validation (default; the chosen points' "
+                   "test values are reported beside) or test (optimistic); the frontiers, AUC and RQ tables are the "
+                   "paper's, on test points")
     p.add_argument("--masking-threshold", metavar="GAP", type=float, default=DEFAULT_MASKING_THRESHOLD,
                    help="flag a point for gradient masking when PGD accuracy exceeds a stronger attack's (rft attack) "
                    f"at the same eps by more than GAP (accuracy fraction, default {DEFAULT_MASKING_THRESHOLD:g})")
@@ -93,7 +97,7 @@ def _options(args: argparse.Namespace) -> dict:
                 provenance=provenance or None, tol=args.tol, strict=args.strict, figures=not args.no_figures,
                 eps=parse_eps(args.eps) if args.eps is not None else None, min_acc=args.min_acc,
                 masking_threshold=args.masking_threshold, curve_step=args.curve_step,
-                axis=_axis(args.robustness))
+                axis=_axis(args.robustness), select_on=args.select_on)
 
 
 def _axis(text: str) -> str:

@@ -1,6 +1,8 @@
 """`rft best STORE`: per strategy x dataset, the knee of the pooled frontier and, with --min-acc, the most robust
 point at that clean-accuracy floor (`analysis.knee`), each with its run, step, hyperparameters and kept
-checkpoint file (`ResultStore.checkpoints`).
+checkpoint file (`ResultStore.checkpoints`). The points are chosen on validation by default (`--select-on`,
+`analysis.selection`) and print their test values beside the values they were chosen on; results without
+validation metrics are an error saying so (or choose on test with --select-on test, warned as optimistic).
 
 STORE is a result store (the folder or URI holding <run_id>.parquet files) or a sweep's folder (holding
 sweep.json and store/). PGD accuracy at different radii is not one axis: like `rft analyze`, one radius is
@@ -20,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from rft_ray.config.metrics import parse_radius
+from rft_ray.config.metrics import SELECT_ON, check_select_on, optimistic_warning, parse_radius, selection_label
 
 EXIT_BAD_INPUT = 2
 NO_CHECKPOINT = "no checkpoint kept for this step"
@@ -44,6 +46,9 @@ def add_best_command(sub) -> None:
                       "dataset reads <dataset>/<model>)")
     best.add_argument("--robustness", metavar="AXIS", default="pgd", help="the frontier's robustness axis: pgd "
                       "(default), ood (the pooled OOD accuracy) or ood:<domain>")
+    best.add_argument("--select-on", choices=SELECT_ON, default="validation",
+                      help="the split the knee and the floor point are chosen on: validation (default; their test "
+                      "values are reported beside) or test (optimistic: the test images choose)")
     best.add_argument("--json", action="store_true", help="print the result as JSON")
     best.set_defaults(handler=cmd_best)
 
@@ -52,11 +57,14 @@ def cmd_best(args: argparse.Namespace) -> int:
     try:
         result = best_points(args.store, args.min_acc, strategy=args.strategy, dataset=args.dataset, model=args.model,
                              eps=None if args.eps is None else parse_radius(args.eps), robustness=args.robustness,
+                             select_on=args.select_on,
                              warn=lambda message: print(f"rft best: warning: {message}", file=sys.stderr))
     except (ValueError, OSError, pa.ArrowException) as err:  # StoreError is a ValueError
         print(f"rft best: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps(result, indent=1, allow_nan=False) if args.json else best_text(result))
+    if args.select_on == "test":
+        print(f"rft best: warning: {optimistic_warning('--select-on')}", file=sys.stderr)
     return 0
 
 
@@ -86,18 +94,22 @@ def store_root(location: str) -> str:
 
 def best_points(location: str, min_acc: float | None = None, *, strategy: str | None = None,
                 dataset: str | None = None, model: str | None = None, eps: float | None = None,
-                robustness: str = "pgd", warn=lambda message: None) -> dict[str, Any]:
+                robustness: str = "pgd", select_on: str = "validation", warn=lambda message: None) -> dict[str, Any]:
     """What `rft best` prints, as data: the store, the floor, the robustness axis (`analysis.axis`; its values in
-    the points' ``pgd_adv_acc``), the PGD radius (``pgd_eps``), and per group its knee and at_floor points with
+    the points' ``pgd_adv_acc``), the PGD radius (``pgd_eps``), the split the points were chosen on
+    (``select_on``, ``selection``: what the tables say), and per group its knee and at_floor points (test values
+    in ``test_clean_acc``/``pgd_adv_acc``; chosen on validation also ``val_clean_acc``/``val_pgd_adv_acc``) with
     their ``checkpoint`` (a path, or None when none was kept for that step)."""
     from analysis.axis import axis_label, check_axis, select_axis
     from analysis.knee import check_min_acc, group_knees
     from analysis.radius import eps_values
+    from analysis.selection import check_validation_axis
     from rft_ray.specs import strategy_names
     from rft_ray.results.store import ResultStore, StoreError
 
     min_acc = check_min_acc(min_acc)
     check_axis(robustness)
+    check_select_on(select_on, "--select-on")
     root = store_root(location)
     store = ResultStore(root)
     table = store.read()
@@ -108,6 +120,8 @@ def best_points(location: str, min_acc: float | None = None, *, strategy: str | 
     table = _only(table, "model", model)
     if table.num_rows == 0:
         raise StoreError(f"result store {root!r} has no rows of strategy {strategy!r} on dataset {dataset!r}")
+    if select_on == "validation":
+        check_validation_axis(table, robustness, eps)  # SelectionError: an axis or radius validation lacks
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table = select_axis(table, robustness, eps)  # TableError (a ValueError) naming the radii or the domains
@@ -115,7 +129,8 @@ def best_points(location: str, min_acc: float | None = None, *, strategy: str | 
         warn(str(w.message))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        groups = group_knees(table, min_acc, strategy_order=strategy_names())
+        groups = group_knees(table, min_acc, strategy_order=strategy_names(), select_on=select_on,
+                             axis="ood" if robustness == "ood" else "pgd")
     for w in caught:
         warn(str(w.message))
     if not groups:
@@ -126,7 +141,8 @@ def best_points(location: str, min_acc: float | None = None, *, strategy: str | 
             if group[key] is not None:
                 group[key]["checkpoint"] = _checkpoint(store, group[key]["run_id"], group[key]["step"])
     return {"store": root, "min_acc": min_acc, "robustness": robustness, "robustness_label": axis_label(robustness),
-            "pgd_eps": eps_values(table), "groups": groups}
+            "pgd_eps": eps_values(table), "select_on": select_on, "selection": selection_label(select_on),
+            "groups": groups}
 
 
 def _only(table: pa.Table, column: str, value: str | None) -> pa.Table:
@@ -157,17 +173,20 @@ def best_text(result: dict[str, Any]) -> str:
     label = result.get("robustness_label", "PGD accuracy")
     lines = [f"store {result['store']}" + (f"; clean-accuracy floor {floor:g}" if floor is not None else "")
              + "".join(f"; PGD eps {eps_label(v)}" for v in result.get("pgd_eps", []))
-             + (f"; robustness: {label}" if result.get("robustness", "pgd") != "pgd" else "")]
+             + (f"; robustness: {label}" if result.get("robustness", "pgd") != "pgd" else "")
+             + (f"; {result['selection']}" if "selection" in result else "")]
     short = "PGD acc" if result.get("robustness", "pgd") == "pgd" else result["robustness"].replace(":", " ") + " acc"
+    on = "val " if result.get("select_on") == "validation" else ""  # the floor is on the split that chooses
     for g in result["groups"]:
         lines.append(f"{g['strategy']} on {g['dataset']} ({g['n_runs']} runs, {g['n_points']} evaluation points, "
                      f"{g['front_points']} on the Pareto front):")
         lines += _point_lines("knee", g["knee"], short)
         if floor is not None:
             if g["at_floor"] is None:
-                lines.append(f"  most robust at clean acc >= {floor:g}: no point reaches clean accuracy {floor:g}")
+                lines.append(f"  most robust at {on}clean acc >= {floor:g}: no point reaches {on}clean accuracy "
+                             f"{floor:g}")
             else:
-                lines += _point_lines(f"most robust at clean acc >= {floor:g}", g["at_floor"], short)
+                lines += _point_lines(f"most robust at {on}clean acc >= {floor:g}", g["at_floor"], short)
     return "\n".join(lines)
 
 
@@ -176,7 +195,9 @@ def _point_lines(label: str, point: dict[str, Any] | None, robust: str = "PGD ac
 
     if point is None:
         return [f"  {label}: none (no evaluation points)"]
-    where = (f"  {label}: run {point['run_id']} step {point['step']}: clean acc {point['test_clean_acc']:.4f}, "
-             f"{robust} {point['pgd_adv_acc']:.4f}; lr {hyper(point['lr'])}, weight decay "
-             f"{hyper(point['weight_decay'])}")
+    chosen_on = (f"val clean acc {point['val_clean_acc']:.4f}, val {robust} {point['val_pgd_adv_acc']:.4f}; test "
+                 if "val_clean_acc" in point else "")
+    where = (f"  {label}: run {point['run_id']} step {point['step']}: {chosen_on}clean acc "
+             f"{point['test_clean_acc']:.4f}, {robust} {point['pgd_adv_acc']:.4f}; lr {hyper(point['lr'])}, "
+             f"weight decay {hyper(point['weight_decay'])}")
     return [where, f"    checkpoint: {point['checkpoint'] or NO_CHECKPOINT}"]

@@ -188,7 +188,7 @@ class ExperimentSpec:
                 run = apply_overrides(self.base, {"strategy": {"name": entry.name, "options": dict(entry.options)},
                                                   "dataset": {**section, "label": label}})
                 try:
-                    RunSpec.from_dict(run)
+                    self._check_validation(RunSpec.from_dict(run))
                 except SpecError as err:
                     raise relocate(err, i, path) from None
                 own = entry.points_to_evaluate is not None
@@ -205,6 +205,23 @@ class ExperimentSpec:
                     space=space, grid=entry.grid or self.search.grid,
                     points_to_evaluate=list(points), written_at=(i, path)))
         return groups
+
+    def _check_validation(self, run: RunSpec) -> None:
+        """Selecting on validation (search.select_on), every run must measure what the selections read: refused
+        up front, not after the trials ran with nothing to choose on."""
+        if self.search.select_on != "validation":
+            return
+        fix = "or choose on test with search.select_on: test (optimistic)"
+        check(run.evaluation.validation.enabled, "evaluation.validation.enabled",
+              f"is false, but search.select_on is validation: every selection reads the validation metrics; turn "
+              f"it on, {fix}")
+        check(run.dataset.val_fraction > 0, "dataset.val_fraction",
+              f"is 0, so there is no validation split, but search.select_on is validation; hold out a share "
+              f"(e.g. 0.1), {fix}")
+        if any(o.metric == "test_ood_accuracy" for o in self.search.objectives):
+            check(run.evaluation.validation.ood, "evaluation.validation.ood",
+                  f"is false, but an objective reads test_ood_accuracy, which selecting on validation reads as "
+                  f"val_ood_accuracy; set it true, {fix}")
 
     @property
     def groups(self) -> list["Group"]:

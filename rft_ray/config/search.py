@@ -7,14 +7,29 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from rft_ray.config.fields import check, described
-from rft_ray.config.metrics import OOD_PREFIX
+import warnings
 
-# Per-evaluation-point metrics a search may optimise (plus `ood_acc/<domain>` and `pareto_auc`).
+from rft_ray.config.fields import SpecError, check, described
+from rft_ray.config.metrics import (
+    OOD_PREFIX,
+    PARETO_AUC,
+    SELECT_ON,
+    VALIDATION_COLUMNS,
+    SelectionError,
+    optimistic_warning,
+    reported_column,
+    selection_column,
+)
+
+# Per-evaluation-point metrics a search may optimise (plus `ood_acc/<domain>` and `pareto_auc`), named by their
+# test column; search.select_on says which split the search reads (`rft_ray.config.metrics.selection_column`).
 OBJECTIVE_METRICS = ("test_clean_acc", "pgd_adv_acc", "test_ood_accuracy", "train_clean_acc", "train_loss")
-PARETO_AUC = "pareto_auc"
 SAMPLERS = ("auto", "tpe", "gp", "nsga2", "random")
 SCHEDULERS = ("none", "asha", "pareto_asha")
+
+
+class OptimisticSelectionWarning(UserWarning):
+    """A selection reads the test split (search.select_on: test, --select-on test)."""
 
 
 @dataclass
@@ -64,25 +79,41 @@ class Point:
 
 @dataclass
 class Objective:
-    metric: str = described("what to optimise: test_clean_acc, pgd_adv_acc, test_ood_accuracy, train_clean_acc, "
-                            "train_loss, ood_acc/<domain>, or pareto_auc (the hypervolume AUC of the trial's own "
-                            "(test_clean_acc, pgd_adv_acc) points)", "test_clean_acc")
+    metric: str = described("what to optimise, named by its test column: test_clean_acc, pgd_adv_acc, "
+                            "test_ood_accuracy, train_clean_acc, train_loss, ood_acc/<domain>, or pareto_auc (the "
+                            "hypervolume AUC of the trial's own (clean, PGD) points); search.select_on says which "
+                            "split is read (validation: val_clean_acc, val_pgd_adv_acc, val_ood_accuracy)",
+                            "test_clean_acc")
     mode: Literal["max", "min"] = described("maximise or minimise", "max")
     reduce: Literal["final", "best"] = described("the value at the trial's last step, or its best over all evaluation "
                                                  "points (pareto_auc is cumulative, so both are the same)", "final")
 
     def __post_init__(self):
+        validation = {v: t for t, v in VALIDATION_COLUMNS.items()}
+        check(self.metric not in validation, "metric",
+              f"name the quantity by its test column ({validation.get(self.metric)}) and the split with "
+              f"search.select_on (validation by default), got {self.metric!r}")
         ok = self.metric in OBJECTIVE_METRICS or self.metric == PARETO_AUC or (
             self.metric.startswith(OOD_PREFIX) and len(self.metric) > len(OOD_PREFIX))
         check(ok, "metric", f"must be one of {', '.join(OBJECTIVE_METRICS + (PARETO_AUC,))} or "
                             f"{OOD_PREFIX}<domain>, got {self.metric!r}")
 
-    @property
-    def key(self) -> str:
-        """The result key Tune, Optuna and ASHA read for this objective."""
+    def key_on(self, select_on: str) -> str:
+        """The result key Tune, Optuna and ASHA read for this objective when selecting on `select_on`."""
+        column = selection_column(self.metric, select_on)
         if self.metric == PARETO_AUC or self.reduce == "final":
-            return self.metric
-        return f"best/{self.metric}"
+            return column
+        return f"best/{column}"
+
+    def reported_key(self, select_on: str) -> str | None:
+        """The result key of the test value at the point the objective chose (None for training metrics):
+        `final` the test column itself; `best` the test value at the best selection point; on test, the key."""
+        column = reported_column(self.metric)
+        if column is None or select_on == "test":
+            return None if column is None else self.key_on(select_on)
+        if self.metric == PARETO_AUC or self.reduce == "final":
+            return column
+        return f"test_at/{self.key_on(select_on)}"
 
 
 @dataclass
@@ -131,12 +162,25 @@ class SearchSpec:
         "clean-accuracy floor, a fraction in [0, 1]: the sweep's summary, MLflow (<group>/floor_*) and analysis "
         "report add each group's most robust evaluation point with test_clean_acc >= min_acc (analysis/knee.py); "
         "it does not steer the search. Default: none", None, bounds="[0, 1]", note="a fraction: 0.9 = 90%")
+    select_on: Literal["validation", "test"] = described(
+        "which split every selection reads (objectives, ASHA and Pareto ASHA, the Pareto set, the summary's best "
+        "points, the knee and the floor point): validation (the held-out validation subset; the chosen point's "
+        "test metrics are reported beside it) or test (optimistic, warned; reproduces the paper's test-only "
+        "curves)", "validation")
 
     def __post_init__(self):
         check(1 <= len(self.objectives) <= 3, "objectives",
               f"give one objective, or two or three for a multi-objective search; got {len(self.objectives)}")
-        keys = [o.key for o in self.objectives]
+        check(self.select_on in SELECT_ON, "select_on", f"must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
+        for i, objective in enumerate(self.objectives):
+            try:
+                objective.key_on(self.select_on)
+            except SelectionError as err:
+                raise SpecError(str(err), f"objectives[{i}].metric") from None
+        keys = self.keys()
         check(len(set(keys)) == len(keys), "objectives", f"the same objective appears twice: {keys}")
+        if self.select_on == "test":
+            warnings.warn(optimistic_warning("search.select_on"), OptimisticSelectionWarning, stacklevel=1)
         if self.mode == "grid":
             check(self.grid is not None, "grid", "mode is grid, so a grid {lr: [...], weight_decay: [...]} is required")
             check(self.num_samples in (None, 1), "num_samples",
@@ -165,6 +209,14 @@ class SearchSpec:
               f"pareto_asha ranks trials over several objectives, but the search has {len(self.objectives)}; "
               "give two or three objectives, or use scheduler: asha for one")
         self.asha.enabled = self.scheduler == "asha"
+
+    def keys(self) -> list[str]:
+        """The result keys the search reads, one per objective (`Objective.key_on` under select_on)."""
+        return [o.key_on(self.select_on) for o in self.objectives]
+
+    def reported_keys(self) -> list[str | None]:
+        """Per objective, the result key of the chosen point's test value (`Objective.reported_key`)."""
+        return [o.reported_key(self.select_on) for o in self.objectives]
 
     @property
     def multi_objective(self) -> bool:

@@ -159,8 +159,10 @@ class GroupProgress(Callback):
     """Tune callback: the group's status line and one line per finished or failed trial. Holds no streams
     (Tune pickles its callbacks with the experiment and brings them back on restore)."""
 
-    def __init__(self, group: str, index: int, groups: int, trials: int):
+    def __init__(self, group: str, index: int, groups: int, trials: int, select_on: str = "validation"):
         self.group, self.index, self.groups, self.trials = group, index, groups, trials
+        # The running best shows the split the search selects on (the test best would be a peek).
+        self.select_on = select_on
         self.started = time.time()
         self.done = self.failed = 0
         self.best: dict[str, float] = {}
@@ -170,7 +172,7 @@ class GroupProgress(Callback):
         self.started = time.time()  # also on restore: the time left is this invocation's
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        for key in ("test_clean_acc", "pgd_adv_acc"):
+        for key in _progress_keys(getattr(self, "select_on", "test")):
             value = result.get(key)
             if isinstance(value, (int, float)):
                 self.best[key] = max(self.best.get(key, float("-inf")), float(value))
@@ -181,7 +183,9 @@ class GroupProgress(Callback):
         stopped = result.get("step") is not None and result.get("total_steps") not in (None, result.get("step"))
         say(f"  {self.group} trial {trial.trial_id}: {'stopped early' if stopped else 'done'}, "
             f"lr {trial.config.get('lr', float('nan')):.3g}, wd {trial.config.get('weight_decay', float('nan')):.3g}: "
-            f"acc {_short(result.get('test_clean_acc'))}, PGD {_short(result.get('pgd_adv_acc'))}, "
+            + (f"val acc {_short(result.get('val_clean_acc'))}, val PGD {_short(result.get('val_pgd_adv_acc'))}; "
+               if getattr(self, "select_on", "test") == "validation" else "")
+            + f"test acc {_short(result.get('test_clean_acc'))}, PGD {_short(result.get('pgd_adv_acc'))}, "
             f"OOD {_short(result.get('test_ood_accuracy'))} at step {result.get('step', '?')}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -205,10 +209,14 @@ class GroupProgress(Callback):
         queued = max(0, self.trials - finished - running)
         elapsed = now - self.started
         left = f", ~{_minutes(elapsed / finished * (self.trials - finished))} left" if finished else ""
-        labels = {"test_clean_acc": "acc", "pgd_adv_acc": "PGD"}
+        labels = {"test_clean_acc": "acc", "pgd_adv_acc": "PGD", "val_clean_acc": "val acc", "val_pgd_adv_acc": "val PGD"}
         best = ", ".join(f"best {labels[k]} {v:.3f}" for k, v in self.best.items())
         return (f"[{self.index}/{self.groups}] {self.group}: {finished}/{self.trials} done ({self.failed} failed), "
                 f"{running} running, {queued} queued{'; ' + best if best else ''}; {_minutes(elapsed)}{left}")
+
+
+def _progress_keys(select_on: str) -> tuple[str, str]:
+    return ("val_clean_acc", "val_pgd_adv_acc") if select_on == "validation" else ("test_clean_acc", "pgd_adv_acc")
 
 
 def _minutes(seconds: float) -> str:

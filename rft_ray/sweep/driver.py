@@ -162,7 +162,7 @@ def _run_groups(experiment: ExperimentSpec, state: dict[str, Any], folder: Sweep
             continue
         say(f"rft sweep: [{index}/{len(groups)}] {group.name}")
         trials = group.grid.size if experiment.search.mode == "grid" else int(experiment.search.num_samples)
-        callbacks = [GroupProgress(group.name, index, len(groups), trials)]
+        callbacks = [GroupProgress(group.name, index, len(groups), trials, experiment.search.select_on)]
         if tracking.active:
             from rft_ray.tracking.callback import MLflowTrialCallback
 

@@ -71,10 +71,10 @@ def run_group(experiment: ExperimentSpec, group: Group, resources: dict[str, Any
     tuner.fit()
     if hasattr(scheduler, "keep_rate_summary"):  # Pareto ASHA: what it really kept (issue 26)
         say(f"rft sweep: {group.name}: pareto_asha {scheduler.keep_rate_summary()}")
-    trials = trial_summaries(path, group, experiment.search.objectives)
+    trials = trial_summaries(path, group, experiment.search)
     _set_aside_orphans(folder, experiment, group, trials)
     finished = len(trials) >= _expected_trials(experiment, group) and all(
         t.status in ("completed", "stopped early", "error") for t in trials)
     status = "interrupted" if not finished else ("errors" if any(t.status == "error" for t in trials) else "done")
     return GroupResult(group.name, group.strategy, group.dataset, status, trials,
-                       pareto_set(trials, experiment.search.objectives))
+                       pareto_set(trials, experiment.search))

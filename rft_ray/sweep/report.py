@@ -7,39 +7,50 @@ from pathlib import Path
 from typing import Any
 
 from rft_ray.config.experiment import ExperimentSpec
-from rft_ray.config.metrics import eps_label, same_radius
-from rft_ray.config.search import Objective
+from rft_ray.config.metrics import eps_label, same_radius, selection_label
+from rft_ray.config.search import SearchSpec
 from rft_ray.specs import strategy_names
 from rft_ray.results.store import ResultStore
 from rft_ray.sweep.console import say, warn
-from rft_ray.sweep.results import GroupResult
+from rft_ray.sweep.results import GroupResult, TrialSummary
 
 
-def summarize_store(store_root: str, min_acc: float | None = None) -> list[dict[str, Any]]:
+def summarize_store(store_root: str, min_acc: float | None = None, select_on: str = "validation"
+                    ) -> list[dict[str, Any]]:
     """Per strategy and dataset: best final and peak accuracy and robustness, the frontier AUC and its knee,
     and with `min_acc` (search.min_acc) the most robust point at that clean-accuracy floor
-    (`analysis.summary.sweep_summary`, strategies in the registry's order)."""
+    (`analysis.summary.sweep_summary`, strategies in the registry's order), chosen on `select_on`'s split."""
     from analysis.summary import sweep_summary
 
-    return sweep_summary(ResultStore(store_root).read(), strategy_order=strategy_names(), min_acc=min_acc)
+    return sweep_summary(ResultStore(store_root).read(), strategy_order=strategy_names(), min_acc=min_acc,
+                         select_on=select_on)
 
 
-def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], objectives: list[Objective]) -> str:
-    """The summary table, the knee of each group's frontier, then the Pareto set of hyperparameters of each group."""
+def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], search: SearchSpec) -> str:
+    """The summary table, the knee of each group's frontier, then the Pareto set of hyperparameters of each group,
+    each saying which split chose (search.select_on) and which values are test."""
     from analysis.summary import knee_table_markdown, summary_table_markdown
 
-    keys = [o.key for o in objectives]
-    lines = [summary_table_markdown(rows), "", "Knee of each group's pooled frontier (analysis.knee):", "",
-             knee_table_markdown(rows), "", f"Pareto set of hyperparameters per group (objectives: "
-             f"{', '.join(keys)}):", ""]
+    label = selection_label(search.select_on)
+    keys, reported = search.keys(), search.reported_keys()
+    shown = [k + (f" (test: {r})" if r is not None and r != k else "") for k, r in zip(keys, reported)]
+    lines = [f"Summary per group ({label}; peaks and frontier AUC describe the test points, as the paper's):", "",
+             summary_table_markdown(rows), "", f"Knee of each group's pooled frontier (analysis.knee; {label}):", "",
+             knee_table_markdown(rows), "", f"Pareto set of hyperparameters per group ({label}; objectives: "
+             f"{', '.join(shown)}):", ""]
     for g in groups:
         if not g.pareto:
             lines.append(f"- {g.name}: no completed trial")
             continue
-        items = ", ".join(f"lr {t.lr:.3g} wd {t.weight_decay:.3g} -> "
-                          + " / ".join(f"{t.objectives[k]:.3f}" for k in keys) for t in g.pareto)
+        items = ", ".join(f"lr {t.lr:.3g} wd {t.weight_decay:.3g} -> " + _objective_cells(t, keys) for t in g.pareto)
         lines.append(f"- {g.name}: {items}")
     return "\n".join(lines) + "\n"
+
+
+def _objective_cells(trial: TrialSummary, keys: list[str]) -> str:
+    """The values the trial was chosen on, each with its test value where one is reported: "0.812 (test 0.797)"."""
+    return " / ".join(f"{trial.objectives[k]:.3f}"
+                      + (f" (test {trial.reported[k]:.3f})" if k in trial.reported else "") for k in keys)
 
 
 def source_commit() -> str:
@@ -84,8 +95,8 @@ def extra_radii(experiment: ExperimentSpec) -> list[float]:
 def write_summary(experiment: ExperimentSpec, results: list[GroupResult], local: Path
                   ) -> tuple[list[dict[str, Any]], str, list[str]]:
     """summary.md, summary.json and experiment.json in the sweep's local folder: (rows, markdown, files)."""
-    rows = summarize_store(experiment.store_root, experiment.search.min_acc)
-    markdown = summary_markdown(rows, results, experiment.search.objectives)
+    rows = summarize_store(experiment.store_root, experiment.search.min_acc, experiment.search.select_on)
+    markdown = summary_markdown(rows, results, experiment.search)
     local.mkdir(parents=True, exist_ok=True)
     files = []
     for name, text in (("summary.md", markdown),
@@ -107,14 +118,15 @@ def write_analysis(experiment: ExperimentSpec, analysis_dir: Path, spec_path: st
     try:
         provenance = sweep_provenance(experiment, spec_path, wall_seconds)
         report = run_analysis(experiment.store_root, str(analysis_dir), provenance=provenance,
-                              strategy_order=strategy_names(), min_acc=experiment.search.min_acc)
+                              strategy_order=strategy_names(), min_acc=experiment.search.min_acc,
+                              select_on=experiment.search.select_on)
         files += list(report.files)
         say(f"analysis: {analysis_dir}/report.html")
         for radius in extra_radii(experiment):
             folder_name = "eps-" + eps_label(radius).replace("/", "_")
             report = run_analysis(experiment.store_root, f"{analysis_dir}/{folder_name}", eps=radius,
                                   provenance=provenance, strategy_order=strategy_names(),
-                                  min_acc=experiment.search.min_acc)
+                                  min_acc=experiment.search.min_acc, select_on=experiment.search.select_on)
             files += list(report.files)
             say(f"analysis at eps {eps_label(radius)}: {analysis_dir}/{folder_name}/report.html")
     except Exception as err:  # noqa: BLE001 - the sweep's results stand without the report

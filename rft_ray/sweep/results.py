@@ -1,5 +1,6 @@
 """What a sweep found: a summary per trial (from Tune's experiment state), per group (with the Pareto set of
-its trials on the search's objectives) and for the whole sweep."""
+its trials on the search's objectives, read on search.select_on's split, with the test values of the points
+they chose beside them) and for the whole sweep."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_ray.config.experiment import Group
-from rft_ray.config.search import Objective
+from rft_ray.config.search import SearchSpec
 
 
 @dataclass
@@ -20,8 +21,11 @@ class TrialSummary:
     status: str  # completed | stopped early | error | unfinished
     step: int | None
     total_steps: int | None
-    objectives: dict[str, float]
+    objectives: dict[str, float]  # result key (`SearchSpec.keys`, on search.select_on's split) -> last value
     error: str | None = None  # why an errored trial failed (its exception, one line)
+    # result key -> the test value at the point that objective chose (`SearchSpec.reported_keys`); {} where the
+    # search selects on test (the objectives are the test values) and in summaries saved before it existed.
+    reported: dict[str, float] = field(default_factory=dict)
 
     @property
     def completed(self) -> bool:
@@ -65,13 +69,16 @@ class SweepResult:
         return {g.name: g.pareto for g in self.groups}
 
 
-def pareto_set(trials: list[TrialSummary], objectives: list[Objective]) -> list[TrialSummary]:
-    """The completed trials no other completed trial dominates on the objectives (mode-aware).
+def pareto_set(trials: list[TrialSummary], search: SearchSpec) -> list[TrialSummary]:
+    """The completed trials no other completed trial dominates on the objectives (mode-aware), read on
+    search.select_on's split.
 
     One objective: the best trial (ties all kept). Trials with a missing or NaN objective are left out.
     """
+    objectives, keys = search.objectives, search.keys()
+
     def vector(t: TrialSummary) -> list[float] | None:
-        values = [t.objectives.get(o.key) for o in objectives]
+        values = [t.objectives.get(k) for k in keys]
         if any(v is None or not math.isfinite(v) for v in values):
             return None
         return [v if o.mode == "max" else -v for v, o in zip(values, objectives)]
@@ -82,11 +89,10 @@ def pareto_set(trials: list[TrialSummary], objectives: list[Objective]) -> list[
         return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
     front = [t for t, v in candidates if not any(dominates(w, v) for _, w in candidates)]
-    first = objectives[0]
-    return sorted(front, key=lambda t: t.objectives[first.key], reverse=first.mode == "max")
+    return sorted(front, key=lambda t: t.objectives[keys[0]], reverse=objectives[0].mode == "max")
 
 
-def trial_summaries(path: str, group: Group, objectives: list[Objective]) -> list[TrialSummary]:
+def trial_summaries(path: str, group: Group, search: SearchSpec) -> list[TrialSummary]:
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(path)
@@ -102,12 +108,14 @@ def trial_summaries(path: str, group: Group, objectives: list[Objective]) -> lis
             status = "completed"
         else:
             status = "stopped early"
-        values = {o.key: float(last[o.key]) for o in objectives if last.get(o.key) is not None}
+        values = {k: float(last[k]) for k in search.keys() if last.get(k) is not None}
+        reported = {k: float(last[r]) for k, r in zip(search.keys(), search.reported_keys())
+                    if r is not None and r != k and last.get(r) is not None}
         out.append(TrialSummary(
             trial_id=trial.trial_id, run_id=f"{group.name}-{trial.trial_id}", lr=float(trial.config["lr"]),
             weight_decay=float(trial.config["weight_decay"]), status=status,
             step=int(step) if step is not None else None, total_steps=int(total) if total is not None else None,
-            objectives=values, error=trial_error(trial) if status == "error" else None))
+            objectives=values, error=trial_error(trial) if status == "error" else None, reported=reported))
     return out
 
 

@@ -137,6 +137,7 @@ def param_space(experiment: ExperimentSpec, group: Group, resources: dict[str, A
         "group": group.name,
         "run": json.dumps(run, sort_keys=True),  # one line in Tune's output; the worker parses it
         "objectives": [asdict(o) for o in search.objectives],
+        "select_on": search.select_on,  # the split the objectives read (rft_ray.config.metrics.selection_column)
         "resources": {"cpus_per_trial": resources["cpus_per_trial"], "gpus_per_trial": resources["gpus_per_trial"]},
         "train_storage": f"{experiment.storage_root}/train",
         "worker_max_failures": experiment.failure.worker_max_failures,
@@ -167,12 +168,12 @@ def early_stopping(search: SearchSpec):
     if search.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        return ASHAScheduler(time_attr="step", metric=objectives[0].key, mode=objectives[0].mode, max_t=asha.max_t,
+        return ASHAScheduler(time_attr="step", metric=search.keys()[0], mode=objectives[0].mode, max_t=asha.max_t,
                              grace_period=asha.grace_period, reduction_factor=asha.reduction_factor)
     if search.scheduler == "pareto_asha":
         from rft_ray.sweep.pareto_asha import ParetoAshaScheduler
 
-        return ParetoAshaScheduler([o.key for o in objectives], [o.mode for o in objectives], time_attr="step",
+        return ParetoAshaScheduler(search.keys(), [o.mode for o in objectives], time_attr="step",
                                    max_t=asha.max_t, grace_period=asha.grace_period,
                                    reduction_factor=asha.reduction_factor)
     return None
@@ -189,7 +190,7 @@ def tune_config(experiment: ExperimentSpec, group: Group, resources: dict[str, A
                                max_concurrent_trials=resources["max_concurrent_trials"])
     multi = search.multi_objective
     searcher = BudgetAwareOptunaSearch(
-        metric=[o.key for o in objectives] if multi else objectives[0].key,
+        metric=search.keys() if multi else search.keys()[0],
         mode=[o.mode for o in objectives] if multi else objectives[0].mode,
         points_to_evaluate=[asdict(p) for p in group.points_to_evaluate] or None,
         sampler=make_sampler(search, group_seed(search, group.name)),

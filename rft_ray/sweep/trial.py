@@ -65,8 +65,8 @@ class TuneReporter:
     """The last observer of a worker's run: `ray.train.report` with the checkpoint (after the store and any
     plugins have the point); at the call that follows a restore, only a finished run's final result."""
 
-    def __init__(self, objectives: list[dict[str, Any]], rank: int, resuming: bool):
-        self.objectives, self.rank = objectives, rank
+    def __init__(self, objectives: list[dict[str, Any]], select_on: str, rank: int, resuming: bool):
+        self.objectives, self.select_on, self.rank = objectives, select_on, rank
         self.resume_call_pending = resuming
 
     def records_changed(self, records: list[EvalRecord], checkpoint_dir: Path | None) -> None:
@@ -88,7 +88,8 @@ class TuneReporter:
         import ray
 
         # The node that ran the point (Tune's node_ip is the driver's, and the same for every local node).
-        return {**trial_metrics(records, self.objectives), "node_id": ray.get_runtime_context().get_node_id()}
+        return {**trial_metrics(records, self.objectives, self.select_on),
+                "node_id": ray.get_runtime_context().get_node_id()}
 
 
 def _limit_threads() -> None:
@@ -136,7 +137,9 @@ def train_worker(config: dict[str, Any]) -> None:
         kept = [RunSummary(), StoreObserver(store, run_id), CheckpointKeeper(store, run_id,
                                                                              spec.output.keep_checkpoints)
                 ] if rank == 0 else []  # RunSummary: what the trial loaded, in sweep.log
-        reporter = TuneReporter(config["objectives"], rank, resuming=resume_from is not None)
+        # Trials configured before search.select_on existed selected on test.
+        reporter = TuneReporter(config["objectives"], config.get("select_on", "test"), rank,
+                                resuming=resume_from is not None)
         observers = [*kept, *plugins_from_env(), reporter]
         try:
             train_loop(spec, observers, checkpoint_dir=checkpoint_dir, resume_from=resume_from, progress=False)

@@ -140,7 +140,7 @@ def _sync_run(client, experiment: ExperimentSpec, experiment_id: str, parent: st
     for i, record in enumerate(records):
         if record.step in logged:
             continue
-        metrics = loggable(numeric_metrics(trial_metrics(records[: i + 1], objectives)))
+        metrics = loggable(numeric_metrics(trial_metrics(records[: i + 1], objectives, experiment.search.select_on)))
         when = measured_ms(record.measured_at)
         client.log_batch(child, metrics=[Metric(k, float(v), when, int(record.step)) for k, v in metrics.items()])
         report.points_logged += 1
@@ -166,7 +166,8 @@ def _log_group_metrics(client, parent: str, experiment: ExperimentSpec, store: R
 
     table = store.read()
     have = client.get_run(parent).data.metrics
-    missing = {k: v for k, v in group_metrics(sweep_summary(table, min_acc=experiment.search.min_acc),
+    missing = {k: v for k, v in group_metrics(sweep_summary(table, min_acc=experiment.search.min_acc,
+                                                          select_on=experiment.search.select_on),
                                                       experiment.groups).items() if k not in have}
     if missing:
         times = [t for t in table.column("measured_at").to_pylist() if t is not None] \

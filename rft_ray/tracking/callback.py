@@ -130,9 +130,10 @@ class MLflowTrialCallback(Callback):
         def backfill():
             records = ResultStore(self.store_root).read_run(child_run_name(self.group.name, trial.trial_id))
             objectives = (trial.config or {}).get("objectives") or []
+            select_on = (trial.config or {}).get("select_on", "test")  # trials configured before it existed: test
             for i, record in enumerate(records):
                 if last < record.step < step:
-                    metrics = loggable(numeric_metrics(trial_metrics(records[: i + 1], objectives)))
+                    metrics = loggable(numeric_metrics(trial_metrics(records[: i + 1], objectives, select_on)))
                     self.tracker.log_batch(run_id, metrics=metrics, step=record.step,
                                            timestamp=measured_ms(record.measured_at))
 

@@ -61,7 +61,8 @@ def child_filter(parent_run_id: str, *, trial_id: str | None = None, run_id: str
 def parent_params(experiment: ExperimentSpec) -> dict[str, Any]:
     search = experiment.search
     return {"strategies": [s.name for s in experiment.strategies], "datasets": [g.dataset for g in experiment.groups],
-            "search.mode": search.mode, "search.objectives": [o.key for o in search.objectives],
+            "search.mode": search.mode, "search.objectives": search.keys(),
+            "search.select_on": search.select_on,
             "search.num_samples": search.num_samples, "search.sampler": search.sampler_name(),
             "search.asha": search.asha.enabled, "search.scheduler": search.scheduler,
             "storage": experiment.storage_root}
