@@ -1,6 +1,6 @@
 """Entry script for `ray submit`: runs a sweep on the Ray cluster this script is submitted to.
 
-    ray submit cluster.yaml experiments/launch.py -- experiments/paper.yaml [--resume] [--set key=value ...]
+    ray submit --tmux cluster.yaml experiments/launch.py -- experiments/paper.yaml [--resume] [--set key=value ...]
 
 `ray submit` copies this file to the head node and runs it there; it connects to the running cluster
 (`ray.init(address="auto")`, or RAY_ADDRESS) and hands its arguments to `rft sweep`. A relative spec
