@@ -1,11 +1,14 @@
 """Entry script for `ray submit`: runs a sweep on the Ray cluster this script is submitted to.
 
-    ray submit cluster.yaml experiments/launch.py -- experiments/paper.yaml [--resume] [--set key=value ...]
+    ray submit --tmux cluster.yaml experiments/launch.py -- experiments/paper.yaml [--resume] [--set key=value ...]
 
 `ray submit` copies this file to the head node and runs it there; it connects to the running cluster
 (`ray.init(address="auto")`, or RAY_ADDRESS) and hands its arguments to `rft sweep`. A relative spec
 path that does not exist in the current folder is looked up in the project's copy on the node
-(RFT_REPO, default ~/rft-ray, where cluster.yaml's file_mounts put it).
+(RFT_REPO, default ~/rft-ray, where cluster.yaml's file_mounts put it). With s3:// / gs:// storage the sweep's
+local files (optuna.db, mlflow.db, the summary; copied to the bucket after every trial) go to RFT_RESULTS_DIR/<name>,
+default ~/results/<name>: not the current folder, which under `ray job submit --working-dir` is Ray's temporary
+package folder.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    os.environ.setdefault("RFT_RESULTS_DIR", str(Path.home() / "results"))
     ray.init(address="auto")  # the cluster this script was submitted to (RAY_ADDRESS wins when set)
     try:
         return rft(["sweep", *resolve_spec(argv)])

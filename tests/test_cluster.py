@@ -37,9 +37,22 @@ def ray_pin() -> str:
     return pins.pop()
 
 
+def python_tag() -> str:
+    return f"py{sys.version_info.major}{sys.version_info.minor}"
+
+
 def image_tag() -> str:
-    """The one image tag every cluster path must use: Ray's GPU image of the pinned Ray and this Python."""
-    return f"rayproject/ray:{ray_pin()}-py{sys.version_info.major}{sys.version_info.minor}-gpu"
+    """The base of the project's image: Ray's GPU image of the pinned Ray and this Python."""
+    return f"rayproject/ray:{ray_pin()}-{python_tag()}-gpu"
+
+
+def project_version() -> str:
+    return re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+
+
+def project_image_tag() -> str:
+    """The tag of the image kuberay/Dockerfile builds, which every node of both cluster paths runs."""
+    return f"{project_version()}-ray{ray_pin()}-{python_tag()}-gpu"
 
 
 def cluster() -> dict:
@@ -62,29 +75,77 @@ def dockerfile_from() -> str:
 # cluster.yaml
 
 
-def test_cluster_yaml_pins_the_ray_image_of_the_project():
+def test_cluster_yaml_runs_the_projects_image_from_the_registry_it_logs_in_to():
     docker = cluster()["docker"]
-    assert docker["image"] == image_tag()
+    registry, _, name_tag = docker["image"].rpartition("/")
+    assert name_tag == f"rft-ray:{project_image_tag()}"
     assert docker["container_name"] == "rft" and docker["pull_before_run"] is True
     assert any("--ulimit nofile=" in opt for opt in docker["run_options"])
+    # The host logs in to that registry before docker pulls (a private ECR needs it; the nodes' roles read ECR).
+    login = [c for c in cluster()["initialization_commands"] if "docker login" in c]
+    assert len(login) == 1 and login[0].rstrip().endswith(f"--password-stdin {registry}")
+    region = re.search(r"\.ecr\.([a-z0-9-]+)\.amazonaws\.com$", registry).group(1)
+    assert f"--region {region}" in login[0] and cluster()["provider"]["region"] == region
+    # The Dockerfile documents the same tag.
+    assert f"rft-ray:{project_image_tag()}" in DOCKERFILE.read_text()
 
 
-def test_cluster_yaml_setup_uses_the_images_python_and_installs_everything_on_every_node():
+def test_cluster_yaml_setup_installs_nothing_and_refuses_a_stale_image():
+    """The image holds the project and every pinned dependency: setup only syncs code (file_mounts) and stops a
+    node whose pyproject.toml differs from the one the image was built with."""
     config = cluster()
-    pip = [c for c in config["setup_commands"] if "pip" in c]
-    assert pip and all(c.startswith("python -m pip ") for c in pip)
     every = [*config["setup_commands"], *config["head_setup_commands"], *config["worker_setup_commands"]]
     for node_type in config["available_node_types"].values():
         every += node_type.get("worker_setup_commands", [])
-    assert not [c for c in every if re.search(r"\bpython3\b|(^|[;&|]\s*)pip3? ", c)]
-    # What the sweep imports is installed by the commands every node runs, not the head's alone.
-    installs = " ".join(c for c in config["setup_commands"] if "pip install" in c)
-    assert f'"ray[default]=={ray_pin()}"' in installs and "boto3" in installs
-    assert re.search(r"-e ~/rft-ray\b", installs)
-    assert not [c for c in config["head_setup_commands"] + config["worker_setup_commands"] if "pip" in c]
-    # The project lands where it is installed from and where launch.py looks for specs (RFT_REPO's default).
+    assert not [c for c in every if "pip" in c or re.search(r"\bpython3\b", c)]
+    kept = re.search(r"cp /home/ray/rft-ray/pyproject\.toml (\S+)", DOCKERFILE.read_text()).group(1)
+    guard = [c for c in config["setup_commands"] if "cmp -s" in c]
+    assert len(guard) == 1 and f"~/rft-ray/pyproject.toml {kept} ||" in guard[0] and "exit 1" in guard[0]
+    assert any(f"ray.__version__ == '{ray_pin()}'" in c for c in config["setup_commands"])
+    # The project lands where the image installed it and where launch.py looks for specs (RFT_REPO's default).
     assert config["file_mounts"] == {"~/rft-ray": "."}
     assert '"~/rft-ray"' in (ROOT / "experiments" / "launch.py").read_text()
+    assert re.search(r"-e /home/ray/rft-ray\b", DOCKERFILE.read_text())
+
+
+def test_cluster_yaml_names_the_bucket_once_and_gpu_workers_can_use_it():
+    config = cluster()
+    text = CLUSTER.read_text()
+    envs = [o for o in config["docker"]["run_options"] if o.startswith("--env RFT_BUCKET=")]
+    assert len(envs) == 1
+    bucket = envs[0].split("=", 1)[1]
+    assert text.count(bucket) == 1  # the one place; everything else says $RFT_BUCKET
+    for name in ("paper", "domainnet_ood"):
+        spec = yaml.safe_load((ROOT / "experiments" / f"{name}.yaml").read_text())
+        assert spec["storage"]["path"] == f"s3://${{RFT_BUCKET}}/{name}"
+        assert bucket not in (ROOT / "experiments" / f"{name}.yaml").read_text()
+    head = config["head_node_type"]
+    for name, node_type in config["available_node_types"].items():
+        # Ray attaches its default profile to the head only: every type names its own.
+        assert node_type["node_config"]["IamInstanceProfile"]["Name"] == ("rft-ray-head" if name == head
+                                                                          else "rft-ray-worker")
+        if name == head:
+            continue
+        sync = [c for c in node_type["worker_setup_commands"] if "aws s3 sync" in c]
+        assert len(sync) == 1 and "s3://${RFT_BUCKET:?" in sync[0] and "/home/ubuntu/data" in sync[0]
+        assert "||" not in sync[0] and "echo" not in sync[0]  # a failed sync fails the node's setup
+    # The policies those roles need are written where the README's walk-through sends the user.
+    guide = (ROOT / "docs" / "guides" / "aws.md").read_text()
+    for needed in ("rft-ray-head", "rft-ray-worker", "iam:PassRole", "s3:PutObject", "s3:DeleteObject",
+                   "s3:ListBucket", "AmazonEC2ContainerRegistryReadOnly"):
+        assert needed in guide, needed
+
+
+def test_a_storage_path_with_an_unset_variable_names_the_field_and_the_variable(monkeypatch):
+    from rft_ray.config import SpecError
+    from rft_ray.specs import load_experiment
+
+    monkeypatch.setenv("RFT_BUCKET", "team-bucket")
+    assert load_experiment(str(ROOT / "experiments" / "paper.yaml")).storage_root == "s3://team-bucket/paper"
+    monkeypatch.delenv("RFT_BUCKET")
+    experiment = load_experiment(str(ROOT / "experiments" / "paper.yaml"))
+    with pytest.raises(SpecError, match=r"storage\.path: .*\$\{RFT_BUCKET\}, which is not set.*--set storage\.path="):
+        experiment.storage_root
 
 
 def test_cluster_yaml_node_types_have_an_ami_the_driver_resource_and_gpus():
@@ -116,7 +177,7 @@ def test_cluster_yaml_with_docker_passes_rays_schema_and_config_checks():
     jsonschema.validate(config, schema)
     prepared = prepare_config(copy.deepcopy(config))
     validate_config(prepared)
-    assert prepared["docker"]["image"] == image_tag()  # not replaced by the launcher's defaults
+    assert prepared["docker"]["image"] == config["docker"]["image"]  # not replaced by the launcher's defaults
     bad = copy.deepcopy(config)
     bad["docker"]["shm_size"] = "8g"  # not a key Ray knows: the schema must catch typos in this section too
     with pytest.raises(jsonschema.ValidationError, match="'shm_size' was unexpected"):
@@ -170,8 +231,93 @@ def test_rayjob_cluster_matches_the_pins_and_the_launcher_config():
     assert gpu_groups == [(o.cpus, o.gpus, o.count) for o in launcher_node_types(CLUSTER)]
 
 
-def test_one_image_pin_for_the_launcher_and_kuberay():
-    assert dockerfile_from() == cluster()["docker"]["image"] == image_tag()
+CRD_FIXTURE = ROOT / "tests" / "fixtures" / "kuberay-v1.7.0-rayjob-crd.json"
+
+
+def strict(schema):
+    """The CRD's schema as `kubectl apply`'s strict field validation reads it: an object with declared properties
+    takes no others (Kubernetes prunes or refuses unknown fields; plain JSON Schema would let a typo through)."""
+    if isinstance(schema, dict):
+        schema = {key: strict(value) for key, value in schema.items()}
+        if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema.setdefault("additionalProperties", False)
+        return schema
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    return schema
+
+
+def test_rayjob_is_valid_against_kuberays_crd_schema():
+    import jsonschema
+
+    fixture = json.loads(CRD_FIXTURE.read_text())
+    assert (fixture["tag"], fixture["crd"], fixture["version"]) == ("v1.7.0", "rayjobs.ray.io", "v1")
+    # OpenAPI v3's schema dialect is JSON Schema draft 4's (Kubernetes' structural schemas).
+    validator = jsonschema.Draft4Validator(strict(fixture["openAPIV3Schema"]))
+    validator.validate(rayjob())
+    bad = copy.deepcopy(rayjob())
+    bad["spec"]["ttlSecondsAfterFinish"] = 60  # a typo of ttlSecondsAfterFinished
+    with pytest.raises(jsonschema.ValidationError, match="ttlSecondsAfterFinish"):
+        validator.validate(bad)
+    bad = copy.deepcopy(rayjob())
+    bad["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["initContainers"][0]["volumeMounts"] = "x"
+    with pytest.raises(jsonschema.ValidationError, match="'x' is not of type 'array'"):
+        validator.validate(bad)
+
+
+def test_rayjob_keeps_its_cluster_a_while_pins_the_head_and_gets_its_data():
+    job = rayjob()
+    spec = job["spec"]
+    assert spec["ttlSecondsAfterFinished"] >= 600  # KubeRay's default 0 deletes a failed job's logs at once
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert head["nodeSelector"] == {"eks.amazonaws.com/capacityType": "ON_DEMAND"}
+    terms = head["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"} in terms[0]["matchExpressions"]
+    env = {e["name"]: e["value"] for e in head["containers"][0]["env"]}
+    bucket = env["RFT_BUCKET"]
+    assert RAYJOB.read_text().count(bucket) == 1  # named once; the workers reuse the head's env list
+    # Every node-local dataset of the spec the job runs lies under the folder the init container fills.
+    from rft_ray.specs import load_experiment
+
+    spec_arg = spec["entrypoint"].split()[2]
+    experiment = load_experiment(str(ROOT / spec_arg))
+    roots = {g.run["dataset"]["root"] for g in experiment.groups if g.run["dataset"].get("node_local")}
+    assert roots
+    for group in spec["rayClusterSpec"]["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        assert pod["serviceAccountName"] == head["serviceAccountName"] == "rft-ray"
+        (init,) = pod["initContainers"]
+        assert init["image"] == pod["containers"][0]["image"]  # the image has the AWS CLI
+        assert {e["name"]: e["value"] for e in init["env"]} == env == {
+            e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        script = init["command"][-1]
+        assert "aws s3 sync" in script and '"s3://${RFT_BUCKET:?}/data"' in script and "||" not in script
+        target = script.split()[-1]
+        mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+        worker_mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts[target] == worker_mounts[target] and all(r.startswith(target + "/") for r in roots)
+        assert mounts[target] in {v["name"] for v in pod["volumes"]}
+    assert "awscli==" in DOCKERFILE.read_text()
+
+
+def test_dockerignore_keeps_the_venv_data_and_stores_out_of_the_build_context():
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for needed in (".venv", ".git", "data", "results", "**/*.db", "mlruns", "**/__pycache__"):
+        assert needed in ignored, needed
+    # Nothing the Dockerfile copies is ignored.
+    copied = re.findall(r"^COPY --chown=\S+ (.+) \S+$", DOCKERFILE.read_text(), re.MULTILINE)
+    for source in " ".join(copied).split():
+        assert source not in ignored and (ROOT / source).exists(), source
+
+
+def test_one_image_for_the_launcher_and_kuberay():
+    assert dockerfile_from() == image_tag()
+    images = {cluster()["docker"]["image"]}
+    spec = rayjob()["spec"]["rayClusterSpec"]
+    for template in [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]:
+        images |= {c["image"] for c in template["spec"]["containers"]}
+    assert len(images) == 1, images
 
 
 # ---------------------------------------------------------------------------------------------------

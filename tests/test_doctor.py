@@ -1,4 +1,5 @@
 """`rft doctor`: the preflight table of this machine and, on a local two-node Ray cluster, of every node."""
+import os
 import re
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from conftest import two_node_cluster
 
 from rft_ray.cli import main
 from rft_ray.sweep import doctor as doctor_module
-from rft_ray.sweep.doctor import FAIL, PASS, WARN, driver_check, gpu_rows, memory_row
+from rft_ray.sweep.doctor import FAIL, PASS, WARN, driver_check, gpu_rows, memory_row, step_memory_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = re.compile(r"^(\S(?:.*?\S)?)\s{2,}(pass|warn|fail)\s+(.*)$")
@@ -115,6 +116,47 @@ def test_storage_and_mlflow_failures_carry_their_error(tmp_path, capsys, no_gpu)
     assert status == FAIL and str(tmp_path / "file" / "sweep") in detail and "Error" in detail
     status, detail = row(rows, "MLflow")
     assert status == FAIL and "http://127.0.0.1:9 is not reachable" in detail
+
+
+def test_a_gpu_spec_on_a_machine_without_one_fails_the_trial_row(tmp_path, capsys, no_gpu):
+    (tmp_path / "data").mkdir()
+    spec = write_spec(tmp_path, tmp_path / "data",
+                      resources={"cpus_per_trial": 1, "gpus_per_trial": 1, "max_concurrent_trials": 1})
+    code, rows, out, _ = doctor(capsys, str(spec))
+    assert code == 1, out
+    status, detail = row(rows, "trial fits this machine")
+    assert status == FAIL and "each trial asks 1 GPU" in detail and "0 GPU" in detail and "refuse" in detail
+    assert "trials run on CPU" not in out  # the spec asks for a GPU: no trial would run here at all
+    assert not [r for r in rows if r[0].startswith("memory:")]  # no GPU to compare with
+    code, rows, out, _ = doctor(capsys, str(spec), "--set", "resources.gpus_per_trial=auto")
+    assert code == 0, out
+    assert row(rows, "trial fits this machine") == (PASS, f"each trial asks 1 CPU, 0 GPU (gpus_per_trial auto); "
+                                                          f"this machine has {os.cpu_count()} CPU, 0 GPU")
+
+
+def test_each_strategys_training_step_against_the_gpu(tmp_path, monkeypatch):
+    """The memory rows of a GPU node (faked: this machine has none): computed on the tiny spec's strategies."""
+    from rft_ray.specs import load_experiment
+
+    (tmp_path / "data").mkdir()
+    spec = write_spec(tmp_path, tmp_path / "data", strategies=["full", "linear"],
+                      resources={"cpus_per_trial": 1, "gpus_per_trial": 1, "max_concurrent_trials": 1})
+    memories = doctor_module.step_memories(load_experiment(str(spec)))
+    assert [(m["strategy"], m["batch"]) for m in memories] == [("full", 16), ("linear", 16)]
+    full, linear = memories
+    assert full["total"] > linear["total"] > 1.0  # both carry the CUDA overhead
+    rows = step_memory_rows(memories, 40.0)
+    assert [(r.check, r.status) for r in rows] == [("memory: full step", PASS), ("memory: linear step", PASS)]
+    assert "computed, not measured" in rows[0].detail and "of 40.0 GiB, fits" in rows[0].detail
+    between = (full["total"] + linear["total"]) / 2
+    rows = step_memory_rows(memories, between)
+    assert [r.status for r in rows] == [FAIL, WARN if linear["total"] > 0.9 * between else PASS]
+    assert "does not fit" in rows[0].detail and "training.batch_size" in rows[0].detail
+    assert step_memory_rows(memories, None) == []
+    monkeypatch.setattr(doctor_module, "smallest_gpu_gib", lambda: 40.0)  # a trial node gets them, others not
+    node = doctor_module.check_node([], None, True, memories, True)
+    assert [r.check for r in node if r.check.startswith("memory:")] == ["memory: full step", "memory: linear step"]
+    assert not [r for r in doctor_module.check_node([], None, False, memories, True) if r.check.startswith("memory:")]
 
 
 def test_the_driver_must_be_as_new_as_the_torch_cuda_build_needs():
@@ -225,3 +267,48 @@ def test_cluster_mode_prints_every_node_and_refuses_a_trial_no_node_holds(tmp_pa
         assert status == FAIL and "64 CPU" in detail
         assert [r[:2] for r in rows if r[0] == "dataset.root (shared)"] == [("dataset.root (shared)", PASS)] * 2
         assert [r[1] for r in rows if r[0] == "storage writable"] == [PASS, PASS]
+
+
+@pytest.mark.slow
+def test_cluster_mode_with_no_trial_node_probes_for_one_or_says_none_was_checked(tmp_path, monkeypatch):
+    """No alive node holds a trial (2 CPU each; the nodes have 1). The launcher config says a node type holds one,
+    so the doctor asks for it with a probe task: with none coming it fails saying no trial node was checked; when a
+    node that fits joins while it waits (the autoscaler's part, played by the test), that node is checked."""
+    import time
+
+    (tmp_path / "data").mkdir()
+    spec = write_spec(tmp_path, tmp_path / "data",
+                      resources={"cpus_per_trial": 2, "gpus_per_trial": 0, "max_concurrent_trials": 1})
+    config = tmp_path / "launcher.yaml"
+    config.write_text(yaml.safe_dump({"available_node_types": {
+        "head": {"resources": {"CPU": 1}, "node_config": {}},
+        "big": {"resources": {"CPU": 2}, "node_config": {}, "min_workers": 0, "max_workers": 1}},
+        "head_node_type": "head"}))
+    env = {**os.environ, "RFT_CLUSTER_CONFIG": str(config)}
+    with two_node_cluster() as (cluster, _):
+        command = [sys.executable, "-m", "rft_ray.cli", "doctor", str(spec), "--address", cluster.address]
+        done = subprocess.run(command + ["--probe-timeout", "5"], capture_output=True, text=True, timeout=400,
+                              cwd=ROOT, env=env)
+        assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+        rows = table_rows(done.stdout)
+        assert row(rows, "trial fits a node")[0] == PASS
+        status, detail = row(rows, "trial node")
+        assert status == FAIL and "no trial node was checked" in detail and "within 5 s" in detail
+
+        probing = subprocess.Popen(command + ["--probe-timeout", "300"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+        try:
+            time.sleep(20)  # the probe task is pending by now: the "autoscaler" adds a node that holds it
+            big = cluster.add_node(num_cpus=2)
+            out, err = probing.communicate(timeout=300)
+        finally:
+            if probing.poll() is None:
+                probing.kill()
+                probing.communicate()
+        assert probing.returncode == 0, out[-3000:] + err[-3000:]
+        rows = table_rows(out)
+        status, detail = row(rows, "trial node")
+        assert status == PASS and "a probe task asking for that ran on node" in detail
+        titles = [line for line in out.splitlines() if line.startswith("node ")]
+        assert any(big.node_id in t and "started for the probe" in t and "2 CPU" in t for t in titles)
+        assert [r[1] for r in rows if r[0] == "storage writable"] == [PASS] * 3  # the head, the worker, the probe's node

@@ -285,3 +285,56 @@ def test_calibration_takes_medians_and_refuses_repeats_more_than_2x_apart():
     with pytest.raises(CalibrationError, match=r"5 timed clean steps took .* 3\.7x apart \(more than 2x\)"):
         calibrate(run, threads=1, repeats=5, warmups=1, max_batch=4,
                   clock=FakeClock([0.002] * 5 + steady + busy + steady))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training-step memory against a GPU (rft_ray.cost.memory: computed)
+
+
+def test_step_memory_parts_follow_the_strategy_and_the_batch():
+    from rft_ray.cost.memory import GIB, StepMemory, step_memory
+
+    def memory(strategy: str, batch: int, precision: str = "fp32") -> StepMemory:
+        run = run_dict()
+        run["strategy"] = {"name": strategy}
+        run["training"].update(batch_size=batch, precision=precision)
+        return step_memory(RunSpec.from_dict(run))
+
+    full, linear = memory("full", 32), memory("linear", 32)
+    assert full.weights == linear.weights > 0
+    assert full.gradients == pytest.approx(full.weights)  # every parameter trains, fp32
+    assert full.optimizer == pytest.approx(2 * full.gradients)  # AdamW's two moments
+    assert linear.gradients < full.gradients / 10 and linear.activations < full.activations / 3
+    # saved activations: a fixed part and a part per image, so equal steps of batch add equal memory
+    a32, a64, a96 = (memory("full", b).activations for b in (32, 64, 96))
+    assert a96 - a64 == pytest.approx(a64 - a32) and a64 > a32
+    assert memory("full", 32, "bf16").activations < a32  # bf16 autocast saves half-size matmul inputs
+    assert full.total * GIB > (full.weights + full.gradients + full.optimizer + full.activations) * GIB
+
+
+def test_gpu_names_and_verdicts():
+    from rft_ray.cost.memory import gpu_memory_gib, verdict
+
+    assert gpu_memory_gib("A10G") == ("A10G", pytest.approx(22.35, abs=0.01))
+    assert gpu_memory_gib("22") == ("22 GiB GPU", 22.0)
+    with pytest.raises(ValueError, match="unknown GPU 'rtx9000': give one of t4, a10g"):
+        gpu_memory_gib("rtx9000")
+    assert verdict(10, 22) == "fits" and verdict(21, 22) == "tight" and verdict(23, 22) == "does not fit"
+
+
+def test_cli_says_whether_each_strategys_step_fits_the_chosen_gpu(tmp_path, capsys):
+    from rft_ray.cli import main
+
+    spec = tmp_path / "run.yaml"
+    spec.write_text(yaml.safe_dump(run_dict()))
+    given = ["--train-s-per-image", "0.01", "--eval-s-per-image", "0.002", "--pgd-s-per-iteration-image", "0.005"]
+    assert main(["estimate", str(spec), *given, "--gpu", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "training step memory on 0.5 GiB GPU, computed (not measured on a GPU)" in out
+    assert re.search(r"^  lora +batch 16 +\d+\.\d GiB  does not fit", out, re.MULTILINE)  # the CUDA overhead alone
+    assert main(["estimate", str(spec), *given, "--gpu", "h200", "--json"]) == 0
+    memory = json.loads(capsys.readouterr().out)["training_step_memory"]
+    assert memory["gpu"] == "H200" and memory["computed"] is True
+    assert [(s["strategy"], s["verdict"]) for s in memory["strategies"]] == [("lora", "fits")]
+    assert main(["estimate", str(spec), *given, "--gpu", "rtx9000"]) != 0
+    assert "--gpu: unknown GPU 'rtx9000'" in capsys.readouterr().err

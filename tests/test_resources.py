@@ -218,8 +218,9 @@ def test_the_shipped_specs_concurrency_is_what_auto_picks_on_the_clusters_head()
 
 
 def test_a_remote_sweep_copies_what_only_the_head_holds_into_its_storage(tmp_path, monkeypatch):
-    """With s3:// (here file://) storage the summary, analysis/, the log and the SQLite files of MLflow and Optuna
-    live in a local results/<name> on the head, which `ray down` deletes: the end of the sweep copies them over."""
+    """With s3:// (here file://) storage the summary, analysis/ and the log live in a local results/<name> on the
+    head, which `ray down` deletes: the end of the sweep copies them over (the SQLite files of MLflow and Optuna
+    are copied after every trial and as the sweep stops: tests/test_state_copies.py)."""
     from rft_ray.sweep.driver import _upload_local_outputs
 
     monkeypatch.chdir(tmp_path)
@@ -234,6 +235,5 @@ def test_a_remote_sweep_copies_what_only_the_head_holds_into_its_storage(tmp_pat
         (local / name).write_text(name)
     _upload_local_outputs(experiment, SweepFolder(experiment.storage_root), local)
     copied = tmp_path / "bucket" / "tiny"
-    for name in ("summary.md", "summary.json", "experiment.json", "sweep.log", "mlflow.db", "optuna.db",
-                 "analysis/report.html"):
+    for name in ("summary.md", "summary.json", "experiment.json", "sweep.log", "analysis/report.html"):
         assert (copied / name).read_text() == name

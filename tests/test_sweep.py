@@ -263,7 +263,9 @@ def test_cluster_yaml_passes_rays_schema():
     assert all(t["node_config"]["InstanceType"].startswith(("g", "p")) for t in workers)
     assert config["idle_timeout_minutes"] > 0
     assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
-    assert any("pip install" in c and "rft-ray" in c for c in config["setup_commands"])
+    # the project comes in the image (no pip at setup), the code over it (file_mounts): tests/test_cluster.py
+    assert config["docker"]["image"].rsplit("/", 1)[-1].startswith("rft-ray:")
+    assert config["file_mounts"] == {"~/rft-ray": "."}
     text = (ROOT / "cluster.yaml").read_text().lower()
     assert "aws_secret" not in text and "access_key" not in text
     bad = copy.deepcopy(config)

@@ -151,7 +151,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
              "pgd_s_per_iteration_image": args.pgd_s_per_iteration_image, "trial_overhead_s": args.trial_overhead_s,
              "tflops": args.tflops}
     print(run_estimate(args.spec, parse_sets(args.set), args.costs, flags, args.clean_acc, args.robust_acc,
-                       args.recalibrate, args.json, log=lambda m: print(m, file=sys.stderr, flush=True)))
+                       args.recalibrate, args.json, log=lambda m: print(m, file=sys.stderr, flush=True), gpu=args.gpu))
     return 0
 
 
@@ -286,6 +286,9 @@ def _add_estimate_command(sub) -> None:
     est.add_argument("--clean-acc", type=float, default=0.9, help="assumed clean accuracy of attacked images (0.9)")
     est.add_argument("--robust-acc", type=float, default=0.3, help="assumed robust accuracy (0.3) for early exit")
     est.add_argument("--recalibrate", action="store_true", help="measure this machine again")
+    est.add_argument("--gpu", help="say whether each strategy's training step fits this GPU's memory: t4, a10g "
+                     "(cluster.yaml's workers), l4, a100-40gb, a100-80gb, h100, h200, or its memory in GiB "
+                     "(computed: weights, gradients, AdamW, saved activations counted on this CPU)")
     est.add_argument("--json", action="store_true")
     est.set_defaults(handler=cmd_estimate)
 

@@ -29,14 +29,16 @@ def format_table(title: str, rows) -> str:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from rft_ray.config import parse_sets
     from rft_ray.specs import load_experiment
-    from rft_ray.sweep.doctor import FAIL, WARN, check_cluster, check_local, failed
+    from rft_ray.sweep.doctor import FAIL, WARN, check_local, failed
 
     experiment = load_experiment(args.spec, parse_sets(args.set)) if args.spec else None
     if args.set and not args.spec:
         print("rft doctor: note: --set applies to a SPEC; none given, so it is ignored")
     cluster = args.cluster or bool(args.address)
     if cluster:
-        reports = check_cluster(args.address, experiment)
+        from rft_ray.sweep.doctor_cluster import check_cluster
+
+        reports = check_cluster(args.address, experiment, probe_timeout=args.probe_timeout)
     else:
         reports = [check_local(experiment)]
     print("\n\n".join(format_table(r.title, r.rows) for r in reports))
@@ -52,13 +54,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def add_doctor_command(sub) -> None:
     doctor = sub.add_parser("doctor", help="preflight: Python, torch, NVIDIA driver, GPU, data, storage, MLflow",
                             description=(
-        "Check this machine (or, with --cluster, every alive node of the Ray cluster) before a sweep: Python, "
-        "torch and its CUDA build against the NVIDIA driver, GPU memory for PGD evaluation, bf16, and with a SPEC "
-        "the experiment's data inputs, a write to its storage, MLflow and whether a trial fits a node. Prints a "
+        "Check this machine (or, with --cluster, every alive node of the Ray cluster, and a node trials run on: "
+        "one the autoscaler starts for a probe task when none is alive) before a sweep: Python, torch and its CUDA "
+        "build against the NVIDIA driver, GPU memory for PGD evaluation, bf16, and with a SPEC the experiment's "
+        "data inputs, a write to its storage, MLflow, whether a trial fits a node (or this machine) and each "
+        "strategy's training-step memory on the GPU (computed). Prints a "
         "pass/warn/fail table; exits 1 when any check fails, 0 when all pass or only warn."))
     doctor.add_argument("spec", nargs="?", help="experiment spec YAML (e.g. experiments/paper.yaml)")
     doctor.add_argument("--set", action="append", metavar="KEY=VALUE", help="any spec field, as for rft sweep")
     doctor.add_argument("--cluster", action="store_true", help="check every alive node of the running Ray cluster "
                                                                "(RAY_ADDRESS, --address, else the one on this machine)")
     doctor.add_argument("--address", help="Ray cluster address (implies --cluster; default: RAY_ADDRESS, else auto)")
+    doctor.add_argument("--probe-timeout", type=float, default=900, metavar="SECONDS",
+                        help="with --cluster and a SPEC, when no alive node can hold a trial: how long a probe task "
+                             "asking for one trial's CPUs and GPUs waits for the autoscaler to start such a node "
+                             "(900; 0: do not ask, fail saying no trial node was checked)")
     doctor.set_defaults(handler=cmd_doctor)

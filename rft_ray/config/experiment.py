@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -43,6 +44,25 @@ from rft_ray.config.search import (  # noqa: F401  (re-exported: the experiment 
 )
 
 _GROUP_SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
+_ENV_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Where a sweep with s3:// / gs:// storage keeps its local files (SQLite, summary, log): RFT_RESULTS_DIR/<name>,
+# else results/<name> under the current folder (experiments/launch.py sets it, since a Ray Job's current folder is
+# Ray's temporary package folder).
+RESULTS_DIR_ENV = "RFT_RESULTS_DIR"
+
+
+def expand_env(text: str, field_path: str) -> str:
+    """`${NAME}` replaced by the environment's NAME (e.g. storage.path: s3://${RFT_BUCKET}/paper, the bucket named once
+    in cluster.yaml); an unset or empty NAME is a SpecError naming the field and the variable."""
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        got = os.environ.get(name, "")
+        if not got:
+            raise SpecError(f"{text!r} names ${{{name}}}, which is not set in this environment: export {name}=<value> "
+                            f"(on the cluster: cluster.yaml's docker.run_options or kuberay/rayjob.yaml's env), or "
+                            f"give the path itself with --set {field_path}=...", field_path)
+        return got
+    return _ENV_NAME.sub(value, text)
 
 
 @dataclass
@@ -82,7 +102,8 @@ class TrackingSpec:
 @dataclass
 class StorageSpec:
     path: str | None = described("the sweep's folder: a local path, or an s3:// / gs:// URI for multi-node clusters "
-                                 "(default: results/<name>)", None)
+                                 "(default: results/<name>); ${NAME} is the environment variable NAME, e.g. "
+                                 "s3://${RFT_BUCKET}/paper", None)
 
 
 @dataclass
@@ -232,7 +253,7 @@ class ExperimentSpec:
     @property
     def storage_root(self) -> str:
         """The sweep's folder: an absolute local path, or a URI."""
-        path = self.storage.path or f"results/{self.name}"
+        path = expand_env(self.storage.path or f"results/{self.name}", "storage.path")
         if "://" in path:
             return path.rstrip("/")
         return str(Path(path).expanduser().resolve())
@@ -249,7 +270,7 @@ class ExperimentSpec:
         """A local folder for files that need one (SQLite, analysis) even when storage is a URI."""
         if not self.is_remote:
             return Path(self.storage_root)
-        return Path("results", self.name).resolve()
+        return Path(os.environ.get(RESULTS_DIR_ENV) or "results", self.name).expanduser().resolve()
 
     def tracking_uri(self) -> str:
         if self.tracking.mlflow_uri:

@@ -300,6 +300,33 @@ def _hour_lines(plan: Plan, result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def step_memories(plan: Plan, gpu: str) -> tuple[str, float, list[Any]]:
+    """(GPU label, its GiB, each strategy's training-step memory) for `--gpu` (rft_ray.cost.memory: computed)."""
+    from rft_ray.cost.memory import gpu_memory_gib, step_memory
+
+    try:
+        label, gib = gpu_memory_gib(gpu)
+    except ValueError as err:
+        raise SpecError(str(err), "--gpu") from None
+    shown = {}
+    for g in plan.groups:
+        shown.setdefault((g.strategy, plan.runs[g.group].training.batch_size), plan.runs[g.group])
+    return label, gib, [step_memory(run) for run in shown.values()]
+
+
+def memory_lines(label: str, gib: float, memories: list[Any]) -> list[str]:
+    from rft_ray.cost.memory import TIGHT_FRACTION, verdict
+
+    size = "" if label.endswith("GiB GPU") else f" ({gib:.1f} GiB)"
+    lines = [f"training step memory on {label}{size}, computed (not measured on a GPU): weights, "
+             f"gradients, AdamW state, saved activations counted on this machine's CPU, CUDA overhead; 'tight' "
+             f"above {TIGHT_FRACTION:.0%}"]
+    for m in memories:
+        lines.append(f"  {m.strategy:<12} batch {m.batch:<5} {m.total:>6.1f} GiB  {verdict(m.total, gib):<13} "
+                     f"({m.parts()})")
+    return lines
+
+
 def to_json(plan: Plan, costs: dict[str, Costs], result: dict[str, Any]) -> dict[str, Any]:
     return {
         "spec": plan.name, "kind": plan.kind, "trials": plan.trials, "training_steps": plan.steps,
@@ -320,7 +347,7 @@ def to_json(plan: Plan, costs: dict[str, Costs], result: dict[str, Any]) -> dict
 def run_estimate(spec_path: str, overrides: dict[str, Any] | None = None, costs_file: str | None = None,
                  flags: dict[str, float | None] | None = None, clean_acc: float = DEFAULT_CLEAN_ACC,
                  robust_acc: float = DEFAULT_ROBUST_ACC, recalibrate: bool = False, as_json: bool = False,
-                 log=None) -> str:
+                 log=None, gpu: str | None = None) -> str:
     plan = load_plan(spec_path, overrides)
     section = dict(plan.costs_section)
     if costs_file:
@@ -329,8 +356,17 @@ def run_estimate(spec_path: str, overrides: dict[str, Any] | None = None, costs_
     if not 0 <= robust_acc <= clean_acc <= 1:
         raise SpecError(f"need 0 <= robust accuracy ({robust_acc}) <= clean accuracy ({clean_acc}) <= 1",
                         "--robust-acc")
+    memory = step_memories(plan, gpu) if gpu else None  # before the calibration: a bad --gpu fails at once
     costs = resolve_costs(plan, section, flags or {}, recalibrate, log)
     result = estimate(plan, costs, clean_acc, robust_acc)
     if as_json:
-        return json.dumps(to_json(plan, costs, result), indent=1)
-    return format_report(plan, costs, result, spec_path)
+        out = to_json(plan, costs, result)
+        if memory:
+            from rft_ray.cost.memory import verdict
+
+            label, gib, memories = memory
+            out["training_step_memory"] = {"gpu": label, "gpu_gib": gib, "computed": True, "strategies": [
+                {**dataclasses.asdict(m), "total": m.total, "verdict": verdict(m.total, gib)} for m in memories]}
+        return json.dumps(out, indent=1)
+    report = format_report(plan, costs, result, spec_path)
+    return report + ("\n\n" + "\n".join(memory_lines(*memory)) if memory else "")

@@ -29,6 +29,7 @@ MIN_DRIVER = {13: (580,), 12: (525,), 11: (450,)}
 # attack keeps every iterate's activations for its backward pass, so it needs far more than training).
 PGD_PEAK_GIB = 15.9
 NO_GPU = "no NVIDIA GPU visible: trials run on CPU"
+NO_GPU_WANTED = "no NVIDIA GPU visible"  # where the spec asks for one: the "trial fits" row fails instead
 NVIDIA_SMI_TIMEOUT_S = 10
 NODE_TIMEOUT_S = 180  # a node's checks import torch and may wait 10 s for nvidia-smi
 
@@ -130,14 +131,19 @@ def memory_row(gpus: list[tuple[str, float]]) -> Row:
     return Row("GPU", PASS, detail)
 
 
-def gpu_rows(torch, cuda_build: str | None) -> list[Row]:
-    smi, why = query_nvidia_smi()
+def cuda_device_count(torch) -> int:
     with warnings.catch_warnings():  # a CUDA build without a driver warns on the first query
         warnings.simplefilter("ignore")
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_rows(torch, cuda_build: str | None, wants_gpu: bool = False) -> list[Row]:
+    smi, why = query_nvidia_smi()
+    count = cuda_device_count(torch)
     if not smi and not count:  # the driver row has nvidia-smi's word, the GPU row torch's
-        return [Row("NVIDIA driver", WARN, f"{NO_GPU} ({why})"),
-                Row("GPU", WARN, f"{NO_GPU} (torch sees no CUDA device)"),
+        none = NO_GPU_WANTED if wants_gpu else NO_GPU
+        return [Row("NVIDIA driver", WARN, f"{none} ({why})"),
+                Row("GPU", WARN, f"{none} (torch sees no CUDA device)"),
                 Row("bf16", PASS, "no GPU: training.precision auto trains in fp32 here")]
     rows = [driver_check(cuda_build, smi[0]["driver"]) if smi else
             Row("NVIDIA driver", WARN, f"not checked ({why}); torch sees {count} GPU(s)")]
@@ -166,7 +172,7 @@ def gpu_rows(torch, cuda_build: str | None) -> list[Row]:
     return rows
 
 
-def machine_rows() -> list[Row]:
+def machine_rows(wants_gpu: bool = False) -> list[Row]:
     rows = [python_row(tuple(sys.version_info[:3]))]
     try:
         import torch
@@ -176,7 +182,7 @@ def machine_rows() -> list[Row]:
     rows.append(Row("torch", PASS, f"{torch.__version__}, " + (f"CUDA {cuda_build} build" if cuda_build
                                                                else "CPU-only build")))
     try:
-        return rows + gpu_rows(torch, cuda_build)
+        return rows + gpu_rows(torch, cuda_build, wants_gpu)
     except Exception as err:  # noqa: BLE001 - e.g. a CUDA call failing on a sick GPU: a finding, not a crash
         return rows + [Row("GPU", FAIL, f"querying the GPUs failed: {type(err).__name__}: {err}")]
 
@@ -264,124 +270,95 @@ def mlflow_row(experiment) -> Row:
 # -- one node, and every node -------------------------------------------------------------------------------
 
 
-def check_node(inputs: list[SpecInput], storage_root: str | None, runs_trials: bool | None) -> list[Row]:
+def smallest_gpu_gib() -> float | None:
+    """The smallest visible GPU's memory in GiB (None without a GPU or torch): what one trial may get."""
+    try:
+        import torch
+
+        count = cuda_device_count(torch)
+        return min(torch.cuda.get_device_properties(i).total_memory for i in range(count)) / 2**30 if count else None
+    except Exception:  # noqa: BLE001 - the GPU row already says what is wrong
+        return None
+
+
+def step_memory_rows(memories: list[dict[str, Any]], gib: float | None) -> list[Row]:
+    """Each strategy's training step (`rft_ray.cost.memory`, computed on the machine that runs the doctor) against
+    this node's smallest GPU."""
+    from rft_ray.cost.memory import verdict
+
+    rows = []
+    for m in memories if gib is not None else []:
+        said = verdict(m["total"], gib)
+        status = {"fits": PASS, "tight": WARN}.get(said, FAIL)
+        hint = "" if status == PASS else ": lower training.batch_size (or evaluate/attack with smaller batches)"
+        rows.append(Row(f"memory: {m['strategy']} step", status,
+                        f"batch {m['batch']}: {m['total']:.1f} GiB of {gib:.1f} GiB, {said} (computed, not measured: "
+                        f"{m['parts']}){hint}"))
+    return rows
+
+
+def step_memories(experiment) -> list[dict[str, Any]]:
+    """The training-step memory of each strategy x batch size of the spec (computed: `rft_ray.cost.memory`)."""
+    from rft_ray.config import RunSpec
+    from rft_ray.cost.memory import step_memory
+
+    runs: dict[tuple[str, int], Any] = {}
+    for group in experiment.groups:
+        run = RunSpec.from_dict(group.run)
+        runs.setdefault((run.strategy.name, run.training.batch_size), run)
+    out = []
+    for run in runs.values():
+        m = step_memory(run)
+        out.append({"strategy": m.strategy, "batch": m.batch, "total": m.total, "parts": m.parts()})
+    return out
+
+
+def wants_gpu(experiment) -> bool:
+    gpus = experiment.resources.gpus_per_trial
+    return gpus != "auto" and float(gpus) > 0
+
+
+def check_node(inputs: list[SpecInput], storage_root: str | None, runs_trials: bool | None,
+               memories: list[dict[str, Any]] | None = None, gpu_wanted: bool = False) -> list[Row]:
     """Every check that depends on the machine it runs on (a Ray task per node runs this)."""
-    rows = machine_rows()
+    rows = machine_rows(gpu_wanted)
     rows += [input_row(entry, runs_trials) for entry in inputs]
     if storage_root is not None:
         rows.append(storage_row(storage_root))
+    if memories and runs_trials is not False:
+        rows += step_memory_rows(memories, smallest_gpu_gib())
     return rows
+
+
+def local_trial_row(experiment) -> Row:
+    """Whether one trial of the spec fits this machine, as `rft sweep` here would need."""
+    import torch
+
+    spec = experiment.resources
+    gpus_here, cpus_here = cuda_device_count(torch), os.cpu_count() or 1
+    cpus = float(spec.cpus_per_trial)
+    gpus = float(spec.gpus_per_trial) if spec.gpus_per_trial != "auto" else float(gpus_here > 0)
+    have = f"this machine has {cpus_here} CPU, {gpus_here} GPU"
+    if gpus > gpus_here:
+        return Row("trial fits this machine", FAIL, f"each trial asks {gpus:g} GPU and {have}: rft sweep here would "
+                                                    "refuse to start; run it on a GPU machine or a cluster (rft doctor "
+                                                    "--cluster checks its nodes), or --set resources.gpus_per_trial=0 "
+                                                    "to train on CPU")
+    if cpus > cpus_here:
+        return Row("trial fits this machine", FAIL, f"each trial asks {cpus:g} CPU and {have}: lower "
+                                                    "resources.cpus_per_trial")
+    auto = " (gpus_per_trial auto)" if spec.gpus_per_trial == "auto" else ""
+    return Row("trial fits this machine", PASS, f"each trial asks {cpus:g} CPU, {gpus:g} GPU{auto}; {have}")
 
 
 def check_local(experiment) -> Report:
     if experiment is None:
         return Report(f"this machine ({socket.gethostname()})", machine_rows())
-    rows = check_node(spec_inputs(experiment), experiment.storage_root, None) + [mlflow_row(experiment)]
+    gpu = wants_gpu(experiment)
+    memories = step_memories(experiment) if smallest_gpu_gib() is not None else None
+    rows = check_node(spec_inputs(experiment), experiment.storage_root, None, memories, gpu)
+    rows += [local_trial_row(experiment), mlflow_row(experiment)]
     return Report(f"this machine ({socket.gethostname()})", rows)
-
-
-def _resources_text(resources: dict[str, float]) -> str:
-    parts = [f"{resources.get('CPU', 0):g} CPU", f"{resources.get('GPU', 0):g} GPU",
-             f"{resources.get('memory', 0) / 2**30:.1f} GiB memory"]
-    parts += [f"{key} {value:g}" for key, value in sorted(resources.items())
-              if key not in ("CPU", "GPU", "memory", "object_store_memory") and not key.startswith("node:")]
-    return ", ".join(parts)
-
-
-def _trial_plan(experiment, nodes) -> tuple[Row, float, float]:
-    """The "trial fits a node" row and the per-trial CPUs and GPUs it resolved (the spec's, where it failed)."""
-    from rft_ray.sweep.resources import find_launcher_config, launcher_node_types, plan_resources
-    from rft_ray.sweep.state import SweepError
-
-    spec = experiment.resources
-    cpus = float(spec.cpus_per_trial)
-    gpus = float(spec.gpus_per_trial) if spec.gpus_per_trial != "auto" else float(any(n.gpus >= 1 for n in nodes))
-    try:
-        config = find_launcher_config(None)
-        plan = plan_resources(experiment, nodes, launcher_node_types(config) if config else None)
-    except SweepError as err:
-        return Row("trial fits a node", FAIL, str(err)), cpus, gpus
-    cpus, gpus = plan["cpus_per_trial"], plan["gpus_per_trial"]
-    source = f"node types of {config}" if plan["autoscaling"] else "the nodes alive now"
-    return Row("trial fits a node", PASS, f"each trial asks {cpus:g} CPU, {gpus:g} GPU; up to "
-                                          f"{plan['max_concurrent_trials']} at once on {source}"), cpus, gpus
-
-
-def check_cluster(address: str | None, experiment, timeout: float = NODE_TIMEOUT_S) -> list[Report]:
-    """Connect to a running Ray cluster (never start one), then run `check_node` on every alive node."""
-    import ray
-
-    connected_here = not ray.is_initialized()
-    if connected_here:
-        where = address or os.environ.get("RAY_ADDRESS") or "auto"
-        try:  # "auto": RAY_ADDRESS when set, else a Ray running on this machine; never a new one
-            _answers(where)
-            ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.WARNING)
-        except Exception as err:  # noqa: BLE001 - ConnectionError, a bad address: the finding itself
-            return [Report("cluster", [Row("Ray", FAIL, f"cannot connect to {where}: {type(err).__name__}: {err}")])]
-    try:
-        return _check_connected(experiment, timeout)
-    finally:
-        if connected_here:
-            ray.shutdown()  # only this driver's connection: the cluster runs on
-
-
-def _answers(address: str, timeout: float = 10.0) -> None:
-    """Raise OSError unless host:port accepts a TCP connection: ray.init retries an address nobody answers at
-    for many minutes, where a preflight should say so at once."""
-    if address in ("auto", "local"):
-        return  # Ray looks for one on this machine and says at once when there is none
-    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"not host:port: {address!r}")
-    socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-
-
-def _check_connected(experiment, timeout: float) -> list[Report]:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from rft_ray.sweep.resources import NodeOffer, live_nodes
-
-    alive = sorted((n for n in ray.nodes() if n.get("Alive")),
-                   key=lambda n: "node:__internal_head__" not in n.get("Resources", {}))  # the head first
-    totals = ray.cluster_resources()
-    cluster = Report("cluster", [Row("Ray", PASS, f"connected to {ray.get_runtime_context().gcs_address}: "
-                                                  f"{len(alive)} alive node(s), {totals.get('CPU', 0):g} CPU, "
-                                                  f"{totals.get('GPU', 0):g} GPU")])
-    inputs, root, cpus, gpus = [], None, 0.0, 0.0
-    if experiment is not None:
-        row, cpus, gpus = _trial_plan(experiment, live_nodes())
-        cluster.rows += [row, mlflow_row(experiment)]
-        inputs, root = spec_inputs(experiment), experiment.storage_root
-    remote = ray.remote(num_cpus=0, max_retries=0)(check_node)  # 0 CPU: runs beside busy trials too
-    refs = []
-    for node in alive:
-        resources = node.get("Resources", {})
-        runs_trials = None
-        if experiment is not None:
-            offer = NodeOffer("", float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), 1)
-            runs_trials = offer.fits(cpus, gpus) > 0
-        strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-        refs.append(remote.options(scheduling_strategy=strategy).remote(inputs, root, runs_trials))
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-    reports = [cluster]
-    for node, ref in zip(alive, refs):
-        head = " head" if "node:__internal_head__" in node.get("Resources", {}) else ""
-        title = (f"node {node.get('NodeManagerAddress', '?')}{head} ({node.get('NodeManagerHostname', '?')}, "
-                 f"id {node['NodeID']}): {_resources_text(node.get('Resources', {}))}")
-        if ref not in ready:
-            ray.cancel(ref, force=True)
-            rows = [Row("node checks", FAIL, f"no answer within {timeout:g} s (node unreachable, or its workers "
-                                             "cannot start)")]
-        else:
-            try:
-                rows = ray.get(ref)
-            except Exception as err:  # noqa: BLE001 - e.g. the package is not installed on that node
-                said = str(err).strip().splitlines()
-                rows = [Row("node checks", FAIL, f"{type(err).__name__}: {said[-1] if said else ''}")]
-        reports.append(Report(title, rows))
-    return reports
 
 
 def failed(reports: list[Report]) -> bool:

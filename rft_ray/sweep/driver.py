@@ -48,14 +48,40 @@ def run_sweep(experiment: ExperimentSpec, resume: bool = False, overwrite: bool 
     began = time.time()
     folder = SweepFolder(experiment.storage_root)
     with folder.lease():  # one sweep per folder, from before its state is read (rft_ray.results.lease)
-        return _run_held(experiment, folder, resume, overwrite, address, spec_path, analyze, cluster_config,
-                         verbose, dashboard, began)
+        try:
+            return _run_held(experiment, folder, resume, overwrite, address, spec_path, analyze, cluster_config,
+                             verbose, dashboard, began)
+        finally:  # however the driver stops (but SIGKILL): the head's disk may go next (rft_ray.sweep.state_copies)
+            _copy_state(experiment)
+
+
+def _copy_state(experiment: ExperimentSpec) -> None:
+    databases = _local_databases(experiment)
+    if databases and any(d.is_file() for d in databases):
+        from rft_ray.sweep.state_copies import save_copies_warning
+
+        written = save_copies_warning(experiment.storage_root, databases, "as the sweep stopped")
+        if written:
+            say(f"rft sweep: copied {', '.join(Path(u).name for u in written)} to {experiment.storage_root}")
+
+
+def _local_databases(experiment: ExperimentSpec) -> list[Path]:
+    """Optuna's and MLflow's SQLite files on this machine's disk only (s3:// / gs:// storage), else []."""
+    if not experiment.is_remote:
+        return []
+    from rft_ray.sweep.state_copies import local_databases
+
+    return local_databases(experiment)
 
 
 def _run_held(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, overwrite: bool, address: str | None,
               spec_path: str | None, analyze: bool, cluster_config: str | None, verbose: bool,
               dashboard: bool | None, began: float) -> SweepResult:
     state = _open_state(experiment, folder, resume, overwrite)
+    if resume and _local_databases(experiment):  # a fresh head or pod: Optuna's and MLflow's from their copies
+        from rft_ray.sweep.state_copies import restore_copies
+
+        restore_copies(experiment.storage_root, _local_databases(experiment))
     ResultStore(experiment.store_root).ensure_writable()
     check_head_inputs(experiment)
     _warn_default_length(experiment)
@@ -168,6 +194,10 @@ def _run_groups(experiment: ExperimentSpec, state: dict[str, Any], folder: Sweep
 
             callbacks.append(MLflowTrialCallback(tracking.tracker.uri, tracking.experiment_id, tracking.parent,
                                                  group, store_root=experiment.store_root))
+        if _local_databases(experiment):  # last: after MLflow's callback has written the trial's end
+            from rft_ray.sweep.state_copies import StateCopyCallback
+
+            callbacks.append(StateCopyCallback(experiment.storage_root, _local_databases(experiment)))
         result = run_group(experiment, group, resources, folder, callbacks, state["started"])
         state["groups"][group.name] = result.to_dict()
         folder.write_state(state)
@@ -179,10 +209,8 @@ def _run_groups(experiment: ExperimentSpec, state: dict[str, Any], folder: Sweep
 
 
 def _upload_local_outputs(experiment: ExperimentSpec, folder: SweepFolder, local: Path) -> None:
+    """The summary, analysis/ and the log (the databases: `_copy_state`, as the sweep stops)."""
     names = ["summary.md", "summary.json", "experiment.json", "analysis", LOG_FILE]
-    for uri in (experiment.tracking_uri(), experiment.optuna_storage_url()):
-        if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).parent == local:
-            names.append(Path(uri[len("sqlite:///"):]).name)
     written = [uri for uri in (folder.upload(local / name) for name in names) if uri]
     say(f"rft sweep: copied {', '.join(Path(u).name for u in written)} to {folder.root}")
 
