@@ -138,7 +138,8 @@ def _auc_grid(auc: list[dict[str, Any]], strategies: list[str], datasets: list[s
 def _rq1(data: dict[str, Any]) -> list[Block]:
     b: list[Block] = [("h2", "RQ1: robustness peak vs accuracy convergence")]
     b.append(("p", f"On test points, as the paper's. Tolerance {data['conventions']['tolerance']:g}. Columns from "
-                   "the run with the best final test clean accuracy (run), except the mean columns (over all runs) and 'peak before conv.' counted over runs."))
+                   "the run with the best final test clean accuracy (run), except the mean columns (over all runs) "
+                   "and 'peak before conv.' counted over runs."))
     header = ["strategy", "dataset", "runs", "run", "peak rob.", "peak step", "final step", "final rob.",
               "drop", "final acc.", "converged step", "peak before conv.", "mean peak", "mean final", "mean drop",
               "runs peak before conv."]
