@@ -171,7 +171,8 @@ def plot_frontiers(
     ax.set_ylabel("robustness (pgd_adv_acc)")
     pooled = "best run per strategy" if any(r.get("best_run_id") for r in rows.values()) else "all runs and steps pooled"
     budget = f", steps <= {step_budget}" if step_budget is not None else ""
-    ax.set_title(f"Pareto frontiers on {dataset}\n({kind} AUC; {pooled}{budget}; faint dots: all points)", fontsize=10)
+    ax.set_title(f"Pareto frontiers of test points on {dataset}\n({kind} AUC; {pooled}{budget}; faint dots: all points)",
+                 fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, title="strategy")
     fig.tight_layout()
@@ -216,7 +217,8 @@ def plot_auc_heatmap(
     ax.set_yticks(range(len(strategies)), labels=strategies)
     ax.set_xlabel("dataset")
     ax.set_ylabel("strategy")
-    ax.set_title(f"{kind} AUC per strategy and dataset\n(% vs dataset mean; best outlined in red)", fontsize=10)
+    ax.set_title(f"{kind} AUC per strategy and dataset, test points\n(% vs dataset mean; best outlined in red)",
+                 fontsize=10)
     fig.colorbar(image, ax=ax, label=f"{kind} AUC", fraction=0.046, pad=0.04)
     fig.tight_layout()
     return _save(fig, out_path)

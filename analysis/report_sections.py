@@ -78,7 +78,8 @@ def _auc(data: dict[str, Any]) -> list[Block]:
     per_trial = conv["pooling"] == "per_trial"
     b: list[Block] = [("h2", f"AUC ({conv['auc_kind']}, {conv['pooling']}"
                              + (f", steps <= {conv['step_budget']}" if conv["step_budget"] is not None else "") + ")")]
-    b.append(("p", "Each cell: AUC (% above the dataset's mean AUC); **bold** with (best) = best strategy on the "
+    b.append(("p", "On test points, as the paper's (the AUC chooses no point; selections read validation). Each "
+                   "cell: AUC (% above the dataset's mean AUC); **bold** with (best) = best strategy on the "
                    "dataset. Trainable parameters: median over the strategy's groups."))
     b.append(_auc_grid(auc, data["summary"]["strategies"], data["summary"]["datasets"]))
     b.append(("p", "Per group: runs / points used, trainable parameters beside the AUC"
@@ -136,8 +137,9 @@ def _auc_grid(auc: list[dict[str, Any]], strategies: list[str], datasets: list[s
 
 def _rq1(data: dict[str, Any]) -> list[Block]:
     b: list[Block] = [("h2", "RQ1: robustness peak vs accuracy convergence")]
-    b.append(("p", f"Tolerance {data['conventions']['tolerance']:g}. Columns from the run with the best final clean "
-                   "accuracy (run), except the mean columns (over all runs) and 'peak before conv.' counted over runs."))
+    b.append(("p", f"On test points, as the paper's. Tolerance {data['conventions']['tolerance']:g}. Columns from "
+                   "the run with the best final test clean accuracy (run), except the mean columns (over all runs) "
+                   "and 'peak before conv.' counted over runs."))
     header = ["strategy", "dataset", "runs", "run", "peak rob.", "peak step", "final step", "final rob.",
               "drop", "final acc.", "converged step", "peak before conv.", "mean peak", "mean final", "mean drop",
               "runs peak before conv."]
@@ -155,7 +157,7 @@ def _rq3(data: dict[str, Any]) -> list[Block]:
     header = ["strategy", "points", "OOD points", "OOD~clean Pearson", "OOD~clean Spearman",
               "PGD~clean Pearson", "PGD~clean Spearman", "note"]
     return [("h2", "RQ3: OOD accuracy vs clean accuracy, next to PGD accuracy vs clean accuracy"),
-            ("p", "Per strategy, over all its evaluation points (datasets pooled):"),
+            ("p", "On test points, as the paper's. Per strategy, over all its evaluation points (datasets pooled):"),
             ("table", header, _rq3_rows(data["rq3"], False)),
             ("p", "Per strategy and dataset:"),
             ("table", header[:1] + ["dataset"] + header[1:], _rq3_rows(data["rq3_by_dataset"], True))]
@@ -224,7 +226,8 @@ def _knee_row(r: dict[str, Any], keys: list[str], floor: float | None, validatio
 
 
 def _frontiers(data: dict[str, Any]) -> list[Block]:
-    return [("h2", "Pareto frontiers"), *_figures(data, "frontiers", "Pareto frontiers"),
+    return [("h2", "Pareto frontiers (test points, as the paper's)"),
+            *_figures(data, "frontiers", "Pareto frontiers of test points"),
             ("p", "Every number above is in analysis.json (null = undefined).")]
 
 

@@ -136,7 +136,8 @@ def knee_table_markdown(rows: Sequence[dict[str, Any]]) -> str:
     values = "val clean acc | val PGD acc | test clean acc | test PGD acc" if validation else "clean acc | PGD acc"
     header = f"| dataset | strategy | knee: {values} | run | step | lr | wd |"
     if floor is not None:
-        header += f" most robust at {'val ' if validation else ''}clean acc >= {floor:.3f}: {values} | run | step | lr | wd |"
+        on = "val " if validation else ""
+        header += f" most robust at {on}clean acc >= {floor:.3f}: {values} | run | step | lr | wd |"
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for r in rows:
         line = f"| {r['dataset']} | {r['strategy']} | " + _point_cells(r, "knee", validation)

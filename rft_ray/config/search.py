@@ -171,7 +171,8 @@ class SearchSpec:
     def __post_init__(self):
         check(1 <= len(self.objectives) <= 3, "objectives",
               f"give one objective, or two or three for a multi-objective search; got {len(self.objectives)}")
-        check(self.select_on in SELECT_ON, "select_on", f"must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
+        check(self.select_on in SELECT_ON, "select_on",
+              f"must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
         for i, objective in enumerate(self.objectives):
             try:
                 objective.key_on(self.select_on)

@@ -209,7 +209,8 @@ class GroupProgress(Callback):
         queued = max(0, self.trials - finished - running)
         elapsed = now - self.started
         left = f", ~{_minutes(elapsed / finished * (self.trials - finished))} left" if finished else ""
-        labels = {"test_clean_acc": "acc", "pgd_adv_acc": "PGD", "val_clean_acc": "val acc", "val_pgd_adv_acc": "val PGD"}
+        labels = {"test_clean_acc": "acc", "pgd_adv_acc": "PGD", "val_clean_acc": "val acc",
+                  "val_pgd_adv_acc": "val PGD"}
         best = ", ".join(f"best {labels[k]} {v:.3f}" for k, v in self.best.items())
         return (f"[{self.index}/{self.groups}] {self.group}: {finished}/{self.trials} done ({self.failed} failed), "
                 f"{running} running, {queued} queued{'; ' + best if best else ''}; {_minutes(elapsed)}{left}")
