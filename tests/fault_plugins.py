@@ -50,12 +50,21 @@ def claim(armed_name: str, fired_name: str, run_id: str, step: int | None = None
     return plan
 
 
+def _rank() -> int:
+    """This process's rank among a trial's data-parallel workers (0 without a process group)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 class KillWorker:
     """SIGKILLs the worker at the planned evaluation step, after the store has the point and before Ray
-    Tune hears of it (plugins run between the two)."""
+    Tune hears of it (plugins run between the two); with "rank" in the plan, only that data-parallel worker."""
 
     def records_changed(self, records, checkpoint_dir) -> None:
-        if records and claim(KILL_FILE, KILL_FIRED_FILE, records[-1].run_id, records[-1].step) is not None:
+        if not records or int(_plan(KILL_FILE).get("rank", _rank())) != _rank():
+            return
+        if claim(KILL_FILE, KILL_FIRED_FILE, records[-1].run_id, records[-1].step) is not None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -76,12 +76,16 @@ class StrategyEntry:
 
 @dataclass
 class ResourcesSpec:
-    cpus_per_trial: float = described("CPU cores per trial (its one Ray Train worker)", 1.0, bounds="(0, 512]")
+    cpus_per_trial: float = described("CPU cores per Ray Train worker of a trial (a trial holds workers_per_trial "
+                                      "times this)", 1.0, bounds="(0, 512]")
     gpus_per_trial: Union[float, Literal["auto"]] = described(
-        "GPUs per trial, 0 to 1 (a fraction shares a GPU; a trial runs one worker, so more would sit idle: run "
-        "more trials at once instead); auto: 1 when the cluster has or can add GPU nodes, else 0 (CPU)", "auto",
-        bounds="[0, 1]", note="a trial trains on one worker, so a second GPU would sit idle; raise "
-                             "max_concurrent_trials to use more GPUs")
+        "GPUs per Ray Train worker of a trial, 0 to 1 (a fraction shares a GPU; for more GPUs per trial raise "
+        "workers_per_trial); auto: 1 when the cluster has or can add GPU nodes, else 0 (CPU)", "auto",
+        bounds="[0, 1]", note="a worker trains on one device; give a trial several GPUs with workers_per_trial")
+    workers_per_trial: Union[int, Literal["auto"]] = described(
+        "data-parallel Ray Train workers per trial (torch DDP: gloo on CPU, NCCL with one GPU each); the global "
+        "batch stays training.batch_size, split evenly, so it must divide by this; auto: the most GPUs of any "
+        "node (type) the cluster offers, 1 without GPUs", 1, bounds="[1, 64]")
     max_concurrent_trials: Union[int, Literal["auto"]] = described(
         "trials at once; auto: what the cluster's nodes (or its launcher config's node types) hold, at most a third "
         "of search.num_samples beyond the sampler's start-up trials for model-based samplers", "auto",
@@ -156,6 +160,7 @@ class ExperimentSpec:
             if self.search.mode == "grid":
                 check(entry.points_to_evaluate is None, f"strategies[{i}].points_to_evaluate",
                       "only used in optuna mode")
+        check_worker_split(self.resources.workers_per_trial, training)
         if self.search.scheduler != "none":
             self._check_rungs(training.get("steps") if isinstance(training, dict) else None)
         self._groups = self._build_groups()
@@ -325,3 +330,18 @@ def relocate(err: SpecError, strategy_index: int, dataset_path: str) -> SpecErro
     if path.startswith("dataset"):
         return SpecError(err.reason, dataset_path + path[len("dataset"):])
     return err.within("base")
+
+
+def check_worker_split(workers: int | str, training: Any) -> None:
+    """The global batch (base.training.batch_size) is split evenly over a trial's data-parallel workers, so that
+    step k trains on the same images whatever their number; a size that does not divide is refused here (for
+    `auto`, once the sweep knows the number: `rft_ray.sweep.resources`)."""
+    from rft_ray.config.run import TrainingSpec
+
+    if workers == "auto" or not isinstance(training, dict):
+        return
+    batch = training.get("batch_size", TrainingSpec.batch_size)
+    if isinstance(batch, int) and isinstance(workers, int) and batch % workers:
+        raise SpecError(f"base.training.batch_size {batch} does not divide evenly over {workers} workers; make "
+                        "the batch size a multiple of the workers, or the workers a divisor of the batch size",
+                        "resources.workers_per_trial")

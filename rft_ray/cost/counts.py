@@ -171,6 +171,7 @@ class Plan:
     concurrency: int | None  # trials at once (None: auto, depends on the cluster)
     under_ray: bool
     costs_section: dict[str, Any] = field(default_factory=dict)
+    workers_per_trial: int = 1  # data-parallel workers (devices) per trial (auto: counted as 1, said so)
 
     @property
     def trials(self) -> int:
@@ -209,8 +210,10 @@ def plan_from_dict(data: dict[str, Any], name: str = "spec") -> Plan:
             groups.append(count_run(run, trials, g.name))
             runs[g.name] = run
         concurrency = experiment.resources.max_concurrent_trials
+        workers = experiment.resources.workers_per_trial
         return Plan("experiment", experiment.name, groups, runs, float(experiment.resources.cpus_per_trial),
-                    concurrency if isinstance(concurrency, int) else None, True, costs)
+                    concurrency if isinstance(concurrency, int) else None, True, costs,
+                    workers if isinstance(workers, int) else 1)
     run = run_spec(data)
     return Plan("run", name, [count_run(run, 1, run.run_id)], {run.run_id: run}, float(os.cpu_count() or 1), 1,
                 False, costs)

@@ -63,7 +63,10 @@ def _trial_plan(experiment, nodes) -> tuple[Row, float, float, bool]:
         return Row("trial fits a node", FAIL, str(err)), cpus, gpus, False
     cpus, gpus = plan["cpus_per_trial"], plan["gpus_per_trial"]
     source = f"node types of {config}" if plan["autoscaling"] else "the nodes alive now"
-    return Row("trial fits a node", PASS, f"each trial asks {cpus:g} CPU, {gpus:g} GPU; up to "
+    workers = plan["workers_per_trial"]
+    each = f"{cpus:g} CPU, {gpus:g} GPU" if workers == 1 else \
+        f"{workers} workers x ({cpus:g} CPU, {gpus:g} GPU) on one node"
+    return Row("trial fits a node", PASS, f"each trial asks {each}; up to "
                                           f"{plan['max_concurrent_trials']} at once on {source}"), cpus, gpus, True
 
 

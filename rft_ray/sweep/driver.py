@@ -95,7 +95,7 @@ def _run_held(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, ove
             folder.write_state(state)
             say(f"rft sweep {experiment.name}: {len(experiment.groups)} group(s) (strategy x dataset), "
                 f"{experiment.search.mode} search, up to {resources['max_concurrent_trials']} trial(s) at once, "
-                f"{resources['cpus_per_trial']:g} CPU / {resources['gpus_per_trial']:g} GPU per trial; "
+                f"{_per_trial(resources)}; "
                 f"results in {experiment.storage_root}")
             results = _run_groups(experiment, state, folder, resources, tracking, spec_path)
             return _finish(experiment, state, folder, results, tracking, began, spec_path, analyze)
@@ -280,3 +280,9 @@ def _finish(experiment: ExperimentSpec, state: dict[str, Any], folder: SweepFold
     say(f"rft sweep {experiment.name}: done in {wall:.0f} s")
     return SweepResult(experiment.name, experiment.storage_root, experiment.store_root, results, rows, markdown, uri,
                        tracking.parent, analysis_dir, wall, files)
+
+
+def _per_trial(resources: dict) -> str:
+    workers = int(resources.get("workers_per_trial", 1))
+    each = f"{resources['cpus_per_trial']:g} CPU / {resources['gpus_per_trial']:g} GPU"
+    return f"{each} per trial" if workers == 1 else f"{workers} workers per trial, {each} each"

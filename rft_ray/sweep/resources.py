@@ -125,24 +125,47 @@ def plan_resources(experiment: ExperimentSpec, nodes: list[NodeOffer],
     if gpus == "auto":
         gpus = 1.0 if any(o.gpus >= 1 for o in offers) else 0.0
     gpus = float(gpus)
-    if not any(o.fits(cpus, gpus) for o in offers):
+    workers = resolve_workers_per_trial(experiment, offers, gpus)
+    # A trial's workers are placed together: one node holds all of them (DDP's all-reduce stays on the node).
+    trial_cpus, trial_gpus = cpus * workers, gpus * workers
+    if not any(o.fits(trial_cpus, trial_gpus) for o in offers):
         what = "node types of the cluster launcher config" if node_types else "nodes of the cluster"
-        raise SweepError(f"no node can run a trial: each asks for {cpus:g} CPU and {gpus:g} GPU "
-                         f"(resources.cpus_per_trial, resources.gpus_per_trial), and the {what} offer "
+        raise SweepError(f"no node can run a trial: each asks for {trial_cpus:g} CPU and {trial_gpus:g} GPU "
+                         f"({workers} worker(s) x resources.cpus_per_trial, resources.gpus_per_trial; "
+                         f"resources.workers_per_trial), and the {what} offer "
                          f"{'; '.join(o.describe() for o in offers) or 'nothing'}")
     notes = []
     concurrent = spec.max_concurrent_trials
     if concurrent == "auto":
-        concurrent = max(1, sum(o.fits(cpus, gpus) * o.count for o in offers))
+        concurrent = max(1, sum(o.fits(trial_cpus, trial_gpus) * o.count for o in offers))
         notes.append(f"{concurrent} fit the {'node types (at their max_workers)' if node_types else 'nodes now'}")
         cap = learning_cap(experiment)
         if cap is not None and concurrent > cap:
             concurrent = cap
             notes.append(f"at most {cap} at once so that the {experiment.search.sampler_name()} sampler's trials "
                          "after its start-up ones learn from finished trials")
-    return {"cpus_per_trial": cpus, "gpus_per_trial": gpus, "max_concurrent_trials": int(concurrent),
+    return {"cpus_per_trial": cpus, "gpus_per_trial": gpus, "workers_per_trial": workers,
+            "max_concurrent_trials": int(concurrent),
             "cluster_cpus": sum(o.cpus for o in nodes), "cluster_gpus": sum(o.gpus for o in nodes),
             "nodes": len(nodes), "autoscaling": bool(node_types), "concurrency_notes": notes}
+
+
+def resolve_workers_per_trial(experiment: ExperimentSpec, offers: list[NodeOffer], gpus_per_worker: float) -> int:
+    """resources.workers_per_trial, with `auto` resolved: on GPUs, the most whole GPUs any node (type) offers (a
+    trial then fills such a node; nodes with fewer cannot hold it), else 1. The batch must divide by it."""
+    from rft_ray.config.experiment import check_worker_split
+    from rft_ray.config.fields import SpecError
+
+    workers = experiment.resources.workers_per_trial
+    if workers == "auto":
+        most = max((int(o.gpus) for o in offers), default=0)
+        workers = max(1, most) if gpus_per_worker > 0 else 1
+        try:
+            check_worker_split(workers, experiment.base.get("training") or {})
+        except SpecError as err:
+            raise SweepError(f"resources.workers_per_trial auto = {workers} (the GPUs of the largest node): "
+                             f"{err.reason}") from None
+    return int(workers)
 
 
 def learning_cap(experiment: ExperimentSpec) -> int | None:

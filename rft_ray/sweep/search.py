@@ -138,7 +138,8 @@ def param_space(experiment: ExperimentSpec, group: Group, resources: dict[str, A
         "run": json.dumps(run, sort_keys=True),  # one line in Tune's output; the worker parses it
         "objectives": [asdict(o) for o in search.objectives],
         "select_on": search.select_on,  # the split the objectives read (rft_ray.config.metrics.selection_column)
-        "resources": {"cpus_per_trial": resources["cpus_per_trial"], "gpus_per_trial": resources["gpus_per_trial"]},
+        "resources": {"cpus_per_trial": resources["cpus_per_trial"], "gpus_per_trial": resources["gpus_per_trial"],
+                      "workers_per_trial": resources.get("workers_per_trial", 1)},
         "train_storage": f"{experiment.storage_root}/train",
         "worker_max_failures": experiment.failure.worker_max_failures,
     }

@@ -1,8 +1,8 @@
 """What runs on the cluster for one Tune trial: the driver (a Tune function trainable) and the Train worker.
 
-The driver holds no CPU: it builds a `TorchTrainer` (Ray Train V2) whose one worker asks for
-`cpus_per_trial` CPUs and, when the sweep resolved GPUs, `gpus_per_trial` GPUs, and passes the trial's
-config through to the worker unchanged. The Train run is named after the trial (`<group>-<trial id>`,
+The driver holds no CPU: it builds a `TorchTrainer` (Ray Train V2) of `workers_per_trial` workers (torch DDP
+over Ray Train's process group: `rft_ray.training.parallel`), each asking for `cpus_per_trial` CPUs and, when
+the sweep resolved GPUs, `gpus_per_trial` GPUs, and passes the trial's config through to them unchanged. The Train run is named after the trial (`<group>-<trial id>`,
 never a timestamp), so a retried or restored trial finds its own checkpoints in storage.
 
 The worker runs the one training loop (`rft_ray.training.loop.train_loop`) and, at every evaluation point,
@@ -170,10 +170,13 @@ def trial_driver(config: dict[str, Any]) -> None:
     per_worker = {"CPU": float(resources["cpus_per_trial"])}
     if gpus > 0:
         per_worker["GPU"] = gpus
+    workers = int(resources.get("workers_per_trial", 1))
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=gpus > 0, resources_per_worker=per_worker),
+        # PACK: a trial's workers on one node where they fit (the all-reduce of every step stays on the node)
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                               resources_per_worker=per_worker, placement_strategy="PACK"),
         run_config=ray.train.RunConfig(
             name=run_id,
             storage_path=config["train_storage"],

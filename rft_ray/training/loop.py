@@ -31,6 +31,7 @@ from rft_ray.training.checkpoint import (
 )
 from rft_ray.training.plugins import RunContext, hooks
 from rft_ray.training.optim import PhasedTraining
+from rft_ray.training.parallel import DataParallel
 from rft_ray.training.setup import Run, crop_flip, resolve_workers, train_batches
 
 
@@ -59,16 +60,17 @@ class LossTracker:
         self.total += loss.float()
         self.count += 1
 
-    def check(self, run: str, setting: str, kept: int) -> None:
-        """Raise TrainingDiverged naming the first step whose loss was not finite, if there was one."""
-        bad_step = int(self.bad_step)
+    def check(self, run: str, setting: str, kept: int, parallel: DataParallel = DataParallel()) -> None:
+        """Raise TrainingDiverged naming the first step whose loss was not finite, if there was one (on any
+        data-parallel worker: all of them raise together)."""
+        bad_step, bad_value = parallel.first_bad(self.bad_step, self.bad_value)
         if bad_step >= 0:
-            raise TrainingDiverged(f"{run}: loss became {self.bad_value.item()} at step {bad_step} ({setting}); "
+            raise TrainingDiverged(f"{run}: loss became {bad_value} at step {bad_step} ({setting}); "
                                    f"the {kept} records before it are kept")
 
-    def take_mean(self) -> float:
-        """The mean loss since the last call (one host read)."""
-        mean = self.total.item() / max(1, self.count)
+    def take_mean(self, parallel: DataParallel = DataParallel()) -> float:
+        """The mean loss since the last call (one host read): over the global batch with several workers."""
+        mean = parallel.mean(self.total).item() / max(1, self.count)
         self.total.zero_()
         self.count = 0
         return mean
@@ -80,13 +82,14 @@ class RunObserver(Protocol):
 
 def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer, scheduler,
                trainable: list[nn.Parameter], training: TrainingSpec, step: int, device: torch.device,
-               dtype: torch.dtype | None) -> torch.Tensor:
+               dtype: torch.dtype | None, share: tuple[int, int] | None = None) -> torch.Tensor:
     """Optimizer step `step` (0-based) on one uint8 batch: augmentation, autocast forward, backward,
     clipping, AdamW and the schedule. Returns the loss (computed before the update). `rft estimate`
-    times this same function."""
+    times this same function. With data parallelism `model` is the DDP wrapper and `images` this worker's
+    slice `share` (first, global size) of the global batch."""
     images = images.to(device, non_blocking=True)
     if training.augment == "crop_flip":  # on the device: one gather instead of a Python loop on the host
-        images = crop_flip(images, seed=training.seed * 1_000_003 + step)
+        images = crop_flip(images, seed=training.seed * 1_000_003 + step, share=share)
     images = images.float().div_(255.0)
     labels = labels.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -148,6 +151,10 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     state = load_checkpoint(resume_from, spec) if resume_from else None
     phases.enter(state.get("phase", 0) if state is not None else 0)  # the phase the checkpoint was saved in
     params = count_parameters(model)  # what trains in the current phase
+    parallel = DataParallel.current()  # a trial's data-parallel workers (Ray Train's process group), or one
+    share = parallel.share(run.order.batch_size) if parallel.active else None
+    global_share = (share[0], run.order.batch_size) if share is not None else None
+    stepped = parallel.wrap(model)  # what the training step calls: DDP over the phase's trainable weights
     context = RunContext(spec, model, phases.optimizer, phases.scheduler, device, run.total_steps, run.bundle)
 
     point_hooks = hooks(observers, "records_changed")
@@ -163,12 +170,15 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
         publish(records, None)
 
     def evaluation_point(loss: float) -> None:
-        began = time.perf_counter()
-        metrics = evaluate(model, sets, spec, device, dtype, bar)
-        elapsed = elapsed_before + time.perf_counter() - started
-        records.append(_record(run, params, step, loss, metrics, elapsed, time.perf_counter() - began))
+        record = None
+        if parallel.leads:  # rank 0 measures; every worker then holds its record
+            began = time.perf_counter()
+            metrics = evaluate(model, sets, spec, device, dtype, bar)
+            elapsed = elapsed_before + time.perf_counter() - started
+            record = _record(run, params, step, loss, metrics, elapsed, time.perf_counter() - began)
+        records.append(parallel.from_leader(record))
         saved = None
-        if checkpoint_dir is not None and t.checkpoint:
+        if checkpoint_dir is not None and t.checkpoint and parallel.leads:  # written once
             state = checkpoint_state(step, elapsed_before + time.perf_counter() - started, model, phases.optimizer,
                                      phases.scheduler, records, spec, phases.index)
             saved = save_checkpoint(Path(checkpoint_dir), state).parent
@@ -185,26 +195,27 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
         evaluation_point(float("nan"))
     model.train()
     losses = LossTracker(device)
-    batches = train_batches(run.bundle.train, run.order, step, resolve_workers(t.num_workers), device)
+    batches = train_batches(run.bundle.train, run.order, step, resolve_workers(t.num_workers), device, share)
     with contextlib.closing(batches):  # the batch thread stops with the run, whether it ends or raises
         while step < run.total_steps:
             if phases.advance(step):  # a new phase: what trains, a fresh optimizer and LR schedule
                 params = count_parameters(model)
                 context.optimizer, context.scheduler = phases.optimizer, phases.scheduler
+                stepped = parallel.wrap(model)  # DDP over what trains now
             for hook in step_hooks:
                 hook(step + 1, context)
             images, labels = next(batches)
-            loss = train_step(model, images, labels, phases.optimizer, phases.scheduler, phases.trainable, t, step,
-                              device, dtype)
+            loss = train_step(stepped, images, labels, phases.optimizer, phases.scheduler, phases.trainable, t, step,
+                              device, dtype, global_share)
             step += 1
             losses.add(loss, step)
             if bar is not None:
                 bar.update(1)
             point = schedule.is_point(step, run.total_steps)
             if point or step % FINITE_CHECK_EVERY == 0:  # the only reads of the loss: no host sync on other steps
-                losses.check(f"run {spec.run_id}", f"lr {t.lr:g}", len(records))
+                losses.check(f"run {spec.run_id}", f"lr {t.lr:g}", len(records), parallel)
             if point:
-                evaluation_point(losses.take_mean())
+                evaluation_point(losses.take_mean(parallel))
     if bar is not None:
         bar.close()
     return records

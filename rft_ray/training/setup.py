@@ -90,13 +90,17 @@ class BatchOrder:
         self.batch_size = min(batch_size, size)
         self.steps_per_epoch = max(1, size // self.batch_size)  # drop_last: every step sees a full batch
 
-    def batches(self, start_step: int):
+    def batches(self, start_step: int, share: tuple[int, int] | None = None):
+        """The index lists of steps `start_step` on; with `share` (first, size), each step's slice of the global
+        batch that one data-parallel worker trains on (`rft_ray.training.parallel`)."""
         epoch, offset = divmod(start_step, self.steps_per_epoch)
+        first, size = share if share is not None else (0, self.batch_size)
         while True:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(self.size, generator=generator)
             for i in range(offset, self.steps_per_epoch):
-                yield order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+                start = i * self.batch_size + first
+                yield order[start:start + size].tolist()
             epoch, offset = epoch + 1, 0
 
 
@@ -135,16 +139,19 @@ class Run:
         return cls(spec, device, dtype, bundle, model, count_parameters(model), total, order)
 
 
-def crop_flip(images: torch.Tensor, seed: int) -> torch.Tensor:
+def crop_flip(images: torch.Tensor, seed: int, share: tuple[int, int] | None = None) -> torch.Tensor:
     """Random crop with reflection padding of 1/8 of the size, and horizontal flip, seeded per step, on the
     images' own device (one gather; the offsets and flips are drawn on the CPU, so every device draws alike).
-    Returns float pixels in [0, 255]."""
+    With `share` (first, global batch size), `images` are that slice of a global batch: the draws are the
+    global batch's, so each image is cropped alike whatever the number of workers. Returns float pixels in
+    [0, 255]."""
     generator = torch.Generator().manual_seed(seed)
     n, _, size, _ = images.shape
+    first, drawn = share if share is not None else (0, n)
     pad = max(1, size // 8)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
+    dx = torch.randint(0, 2 * pad + 1, (drawn,), generator=generator)[first:first + n]
+    dy = torch.randint(0, 2 * pad + 1, (drawn,), generator=generator)[first:first + n]
+    flip = (torch.rand(drawn, generator=generator) < 0.5)[first:first + n]
     padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
     span = torch.arange(size)
     rows = dy[:, None] + span  # [n, size]
@@ -157,11 +164,11 @@ def crop_flip(images: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 class _BatchSampler:
-    def __init__(self, order: BatchOrder, start_step: int):
-        self.order, self.start_step = order, start_step
+    def __init__(self, order: BatchOrder, start_step: int, share: tuple[int, int] | None):
+        self.order, self.start_step, self.share = order, start_step, share
 
     def __iter__(self):
-        return self.order.batches(self.start_step)
+        return self.order.batches(self.start_step, self.share)
 
 
 class Prefetched:
@@ -209,8 +216,9 @@ class Prefetched:
 
 
 def train_batches(images: ImageSet, order: BatchOrder, start_step: int, num_workers: int,
-                  device: torch.device = torch.device("cpu")):
-    """Endless (uint8 images, labels) batches in `order` (an iterator with `close()`); decodes the whole split
+                  device: torch.device = torch.device("cpu"), share: tuple[int, int] | None = None):
+    """Endless (uint8 images, labels) batches in `order` (an iterator with `close()`; with `share`, this data-
+    parallel worker's slice of each global batch: `BatchOrder.batches`); decodes the whole split
     once when it fits, else decodes per batch in `num_workers` DataLoader workers. For a GPU each batch is
     prepared ahead in a thread (gathered and pinned while the GPU works); on the CPU in the training thread
     itself, since a second thread's torch ops there take the cores from the step (measured: about half the
@@ -218,9 +226,9 @@ def train_batches(images: ImageSet, order: BatchOrder, start_step: int, num_work
     ahead = device.type == "cuda"
     if len(images) * 3 * images.size * images.size <= TRAIN_CACHE_BYTES:
         pixels, labels = images.materialize()
-        batches = ((pixels[idx], labels[idx]) for idx in order.batches(start_step))
+        batches = ((pixels[idx], labels[idx]) for idx in order.batches(start_step, share))
         return Prefetched(batches, pin=True) if ahead else batches
-    loader = torch.utils.data.DataLoader(images, batch_sampler=_BatchSampler(order, start_step),
+    loader = torch.utils.data.DataLoader(images, batch_sampler=_BatchSampler(order, start_step, share),
                                          num_workers=num_workers, pin_memory=ahead,
                                          prefetch_factor=2 if num_workers else None)
     # the loader pins; the thread overlaps decoding without workers too
