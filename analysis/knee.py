@@ -124,7 +124,7 @@ def _point(frame: Frame, i: int) -> dict[str, Any]:
     return {"run_id": str(frame.run_id[i]), "step": int(frame.step[i]),
             "lr": _number(extra["lr"][i]) if "lr" in extra else None,
             "weight_decay": _number(extra["weight_decay"][i]) if "weight_decay" in extra else None,
-            "test_clean_acc": float(frame.acc[i]), "pgd_adv_acc": float(frame.rob[i])}
+            "test_clean_acc": float(frame.acc[i]), "pgd_adv_acc": float(frame.rob[i]), **frame.intervals(i)}
 
 
 def _number(value: Any) -> float | None:

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from analysis.frame import group_points, order_strategies, pivot
 from analysis.frontier import frontier_outline, pareto_frontier
+from analysis.uncertainty import wilson_interval
 
 # Colours of the paper's strategies, by name; other names get one of the fallback colours by a hash of the name.
 STRATEGY_COLORS: dict[str, str] = {
@@ -88,7 +89,11 @@ def plot_curves(
                          label=strategy if main else None, zorder=3 if main else 2)
             ax_acc.plot(x, g["acc"][m], marker="o" if main else None, ms=3, **style)
             ax_rob.plot(x, g["rob"][m], marker="o" if main else None, ms=3, **style)
-            if main:
+            if main:  # the 95% Wilson band (analysis.uncertainty); none where the counts are not recorded
+                for ax, values, counts in ((ax_acc, g["acc"][m], g["n_acc"][m]), (ax_rob, g["rob"][m], g["n_rob"][m])):
+                    lo, hi = wilson_interval(values, counts)
+                    if not np.isnan(lo).all():
+                        ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0, zorder=1)
                 peak = int(np.argmax(g["rob"][m]))
                 ax_rob.plot(x[peak], g["rob"][m][peak], marker="*", ms=13, color=color, mec="black", mew=0.6, zorder=4)
     for ax, title, ylabel in ((ax_acc, "clean accuracy", "test_clean_acc"), (ax_rob, "PGD robustness", "pgd_adv_acc")):
@@ -102,7 +107,8 @@ def plot_curves(
     handles, labels = ax_rob.get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="strategy")
     fig.suptitle(f"Accuracy and robustness during fine-tuning: {dataset}\n"
-                 "(solid: run with best final clean accuracy per strategy; faint: other runs)", fontsize=10)
+                 "(solid: run with best final clean accuracy per strategy, its band the 95% Wilson interval from the "
+                 "images measured; faint: other runs)", fontsize=10)
     fig.tight_layout()
     return _save(fig, out_path)
 

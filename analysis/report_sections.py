@@ -12,6 +12,7 @@ import numpy as np
 
 from analysis.models import model_note
 from analysis.report_format import Block, hyper, num
+from analysis.uncertainty import with_interval
 from analysis.report_robustness import robustness_blocks
 from rft_ray.results.record import eps_label
 
@@ -140,12 +141,13 @@ def _rq1(data: dict[str, Any]) -> list[Block]:
     header = ["strategy", "dataset", "runs", "run", "peak rob.", "peak step", "final step", "final rob.",
               "drop", "final acc.", "converged step", "peak before conv.", "mean peak", "mean final", "mean drop",
               "runs peak before conv."]
-    rows = [[r["strategy"], r["dataset"], num(r["n_runs"]), r["run_id"], num(r["peak_robustness"]),
-             num(r["peak_step"]), num(r["final_step"]), num(r["final_robustness"]), num(r["drop"]),
-             num(r["final_accuracy"]), num(r["converged_step"]), num(r["peak_before_convergence"]),
+    rows = [[r["strategy"], r["dataset"], num(r["n_runs"]), r["run_id"], _ci(r, "peak_robustness"),
+             num(r["peak_step"]), num(r["final_step"]), _ci(r, "final_robustness"), num(r["drop"]),
+             _ci(r, "final_accuracy"), num(r["converged_step"]), num(r["peak_before_convergence"]),
              num(r["mean_peak_robustness"]), num(r["mean_final_robustness"]), num(r["mean_drop"]),
              f"{r['n_peak_before_convergence']}/{r['n_runs']}"] for r in data["rq1"]]
     b.append(("table", header, rows))
+    b.append(("p", INTERVAL_NOTE))
     b += _figures(data, "curves", "Accuracy and robustness against step")
     return b
 
@@ -184,7 +186,8 @@ def _knee(data: dict[str, Any]) -> list[Block]:
                    + ("At the floor: the highest PGD accuracy among points with clean accuracy >= the floor "
                       "(ties: higher clean accuracy, earliest step). " if floor is not None else
                       "No accuracy floor was set (rft analyze --min-acc F adds the most robust point at it). ")
-                   + "Per group the points of all its runs are pooled; points with step <= the step budget."))
+                   + "Per group the points of all its runs are pooled; points with step <= the step budget. "
+                   + INTERVAL_NOTE.split(" Curves:")[0]))
     header = ["strategy", "dataset", "points", "front points", "knee run", "step", "clean acc", "PGD acc", "lr", "wd",
               "distance"]
     floor_header = ["at floor: run", "step", "clean acc", "PGD acc", "lr", "wd"] if floor is not None else []
@@ -196,16 +199,26 @@ def _knee(data: dict[str, Any]) -> list[Block]:
     return b
 
 
+INTERVAL_NOTE = ("[lo, hi]: the 95% Wilson interval of an accuracy from the images it was measured on (the "
+                 "seeded subset's size; image-sampling variation only, not seed-to-seed); none shown where the "
+                 "results did not record the count. Curves: the selected run's interval as a band.")
+
+
+def _ci(row: dict[str, Any], key: str) -> str:
+    """An accuracy with its 95% interval (`key`_ci) when known."""
+    return with_interval(num(row[key]), row.get(f"{key}_ci"))
+
+
 def _knee_row(r: dict[str, Any], keys: list[str], floor: float | None) -> list[str]:
     knee = r["knee"]
     cells = keys + [num(r["n_points"]), num(r["front_points"])]
     cells += ["n/a"] * 7 if knee is None else [
-        knee["run_id"], num(knee["step"]), num(knee["test_clean_acc"]), num(knee["pgd_adv_acc"]),
+        knee["run_id"], num(knee["step"]), _ci(knee, "test_clean_acc"), _ci(knee, "pgd_adv_acc"),
         hyper(knee["lr"]), hyper(knee["weight_decay"]), num(knee["knee_distance"])]
     if floor is not None:
         at = r["at_floor"]
         cells += ["none reaches it"] + [""] * 5 if at is None else [
-            at["run_id"], num(at["step"]), num(at["test_clean_acc"]), num(at["pgd_adv_acc"]),
+            at["run_id"], num(at["step"]), _ci(at, "test_clean_acc"), _ci(at, "pgd_adv_acc"),
             hyper(at["lr"]), hyper(at["weight_decay"])]
     return cells
 
