@@ -78,8 +78,9 @@ def _auc(data: dict[str, Any]) -> list[Block]:
     per_trial = conv["pooling"] == "per_trial"
     b: list[Block] = [("h2", f"AUC ({conv['auc_kind']}, {conv['pooling']}"
                              + (f", steps <= {conv['step_budget']}" if conv["step_budget"] is not None else "") + ")")]
-    b.append(("p", "Each cell: AUC (% above the dataset's mean AUC); **bold** with (best) = best strategy on the "
-                   "dataset. Trainable parameters: median over the strategy's groups."))
+    b.append(("p", "Each cell: AUC [95% interval, where per-image verdicts allow] (% above the dataset's mean AUC); "
+                   "**bold** with (best) = best strategy on the dataset, marked when its AUC is not resolved from the "
+                   "second's. Trainable parameters: median over the strategy's groups."))
     b.append(_auc_grid(auc, data["summary"]["strategies"], data["summary"]["datasets"]))
     b.append(("p", "Per group: runs / points used, trainable parameters beside the AUC"
                    + (", and the best run (per-trial pooling)." if per_trial else ".")))
@@ -93,21 +94,45 @@ def _auc(data: dict[str, Any]) -> list[Block]:
         "% above avg", "best", "runs", "points", "trainable params"]
     rows = []
     for r in auc:
-        row = [r["strategy"], r["dataset"], num(r["auc"])] + (
+        row = [r["strategy"], r["dataset"], _ci(r, "auc")] + (
             [num(r.get("auc_with_wise")), num(r.get("n_wise_points"))] if wise else []) + [
                num(r["pct_above_average"], 1, True, "%"),
-               num(r["is_best"]), num(r["n_runs"]), num(r["n_points"]),
+               _best(r), num(r["n_runs"]), num(r["n_points"]),
                num(r["trainable_params"]) if r["trainable_params"] is not None else "n/a"]
         if per_trial:
             row += [r["best_run_id"] or "n/a", num(r["auc_trial_mean"])]
         rows.append(row)
     b.append(("table", header + (["best run", "mean AUC over runs"] if per_trial else []), rows))
+    b += _pairs(data.get("auc_intervals") or {})
     b.append(("p", "Trainable parameters vs AUC across strategies, per dataset:"))
     b.append(("table", ["dataset", "strategies", "Pearson", "Spearman", "note"],
               [[r["dataset"], num(r["n_strategies"]), num(r["pearson"], 3), num(r["spearman"], 3), r["note"] or ""]
                for r in data["params_vs_auc"]]))
     if "auc_heatmap" in data["figures"]:
         b.append(("img", data["figures"]["auc_heatmap"], "AUC heat map"))
+    return b
+
+
+def _best(row: dict[str, Any]) -> str:
+    if not row["is_best"]:
+        return "no"
+    return "yes (not resolved from the second)" if row.get("best_resolved") is False else "yes"
+
+
+def _pairs(intervals: dict[str, Any]) -> list[Block]:
+    """The AUC intervals' method, the pairwise differences per dataset, and where no interval could be computed."""
+    b: list[Block] = []
+    if intervals.get("method"):
+        b.append(("p", f"AUC [lo, hi]: {intervals['method']}."))
+    rows = [[d["dataset"], p["a"], p["b"], with_interval(num(p["difference"], 4, True), p["difference_ci"], 4),
+             f"{p['a_wins_share']:.3f}", "yes" if p["resolved"] else "no"]
+            for d in intervals.get("datasets", []) for p in d["pairs"]]
+    if rows:
+        b.append(("p", "Pairwise AUC differences (a - b) with their 95% interval; a wins: the share of bootstrap "
+                       "replicates in which a's AUC is higher; resolved: the interval excludes 0."))
+        b.append(("table", ["dataset", "a", "b", "AUC a - b [lo, hi]", "a wins", "resolved"], rows))
+    b += [("p", f"No AUC interval for {d if d != '*' else 'any dataset'}: {why}.")
+          for d, why in intervals.get("unavailable", {}).items()]
     return b
 
 
@@ -125,8 +150,9 @@ def _auc_grid(auc: list[dict[str, Any]], strategies: list[str], datasets: list[s
             if r is None:
                 cells.append("n/a")
                 continue
-            text = f"{num(r['auc'])} ({num(r['pct_above_average'], 1, True, '%')})"
-            cells.append(("bold", text + " (best)") if r["is_best"] else text)
+            text = f"{_ci(r, 'auc')} ({num(r['pct_above_average'], 1, True, '%')})"
+            best = " (best)" if r.get("best_resolved") is not False else " (best, not resolved from the second)"
+            cells.append(("bold", text + best) if r["is_best"] else text)
             if r["pct_above_average"] is not None:
                 pcts.append(r["pct_above_average"])
         cells.append(num(float(np.mean(pcts)), 1, True, "%") if pcts else "NaN")
