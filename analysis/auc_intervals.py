@@ -106,3 +106,22 @@ def _matrices(store, frame: Frame, rows: np.ndarray, axis: str, main_eps: dict, 
     inside = all(index in where for index in subsets["robust"].indices) and not axis.startswith("ood:")
     positions = np.array([where[index] for index in subsets["robust"].indices]) if inside else None
     return np.array(clean), np.array(robust), positions
+
+
+def add_summary_intervals(store, table: pa.Table, rows: list[dict[str, Any]], *, replicates: int = 1000,
+                          seed: int = 0) -> None:
+    """Set ``frontier_auc_ci`` ([lo, hi] or None) on the sweep summary's rows (`analysis.summary`: hypervolume
+    AUC of each group's pooled frontier at the main PGD radius, every step) from the store's verdicts."""
+    from analysis.cleaning import clean_table
+    from analysis.summary import SUMMARY_COLUMNS
+
+    if not rows:
+        return
+    clean, _ = clean_table(table, required=SUMMARY_COLUMNS)
+    auc_rows = [{"strategy": r["strategy"], "dataset": r["dataset"], "auc": r["frontier_auc"],
+                 "is_best": r["frontier_auc"] == max(x["frontier_auc"] for x in rows if x["dataset"] == r["dataset"])}
+                for r in rows]
+    auc_intervals(store, clean, table, auc_rows, axis="pgd", kind="hypervolume", pooling="pooled", step_budget=None,
+                  replicates=replicates, seed=seed)
+    for row, measured in zip(rows, auc_rows):
+        row["frontier_auc_ci"] = measured["auc_ci"]

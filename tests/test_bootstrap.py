@@ -166,3 +166,19 @@ def test_no_interval_where_verdicts_do_not_pair_or_are_missing(tmp_path):
     data = analyze(str(tmp_path / "t"), tmp_path / "out2", figures=False, replicates=50).data
     assert "run lora-b step 0 has no per-image verdicts" in data["auc_intervals"]["unavailable"]["digits"]
     assert ResultStore(tmp_path / "t").read().num_rows == 12  # the records themselves are untouched
+
+
+def test_the_sweep_summary_and_the_parent_runs_metrics_carry_each_groups_interval(tmp_path):
+    from rft_ray.sweep.report import summarize_store
+    from rft_ray.tracking.metrics import group_metrics
+
+    _store_with_verdicts(tmp_path / "s", shift=0.08)
+    rows = summarize_store(str(tmp_path / "s"))
+    for row in rows:
+        lo, hi = row["frontier_auc_ci"]
+        assert lo < row["frontier_auc"] < hi
+    metrics = group_metrics(rows)
+    lora = next(r for r in rows if r["strategy"] == "lora")
+    assert (metrics["lora-digits/frontier_auc_lo"], metrics["lora-digits/frontier_auc_hi"]) == tuple(
+        lora["frontier_auc_ci"])
+    assert "full-digits/frontier_auc_lo" in metrics

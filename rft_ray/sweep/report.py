@@ -19,9 +19,14 @@ def summarize_store(store_root: str, min_acc: float | None = None) -> list[dict[
     """Per strategy and dataset: best final and peak accuracy and robustness, the frontier AUC and its knee,
     and with `min_acc` (search.min_acc) the most robust point at that clean-accuracy floor
     (`analysis.summary.sweep_summary`, strategies in the registry's order)."""
+    from analysis.auc_intervals import add_summary_intervals
     from analysis.summary import sweep_summary
 
-    return sweep_summary(ResultStore(store_root).read(), strategy_order=strategy_names(), min_acc=min_acc)
+    store = ResultStore(store_root)
+    table = store.read()
+    rows = sweep_summary(table, strategy_order=strategy_names(), min_acc=min_acc)
+    add_summary_intervals(store, table, rows)  # frontier_auc_ci from the runs' per-image verdicts
+    return rows
 
 
 def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], objectives: list[Objective]) -> str:

@@ -115,7 +115,8 @@ def group_metrics(rows: list[dict[str, Any]], groups: list[Any] = ()) -> dict[st
     (`frontier_auc`, `best_final_acc`, `best_final_pgd_acc`, `peak_pgd_acc`, `pgd_drop` = peak - best final
     PGD accuracy, and from rows that carry the knee of the group's pooled frontier `knee_clean_acc`,
     `knee_pgd_acc`, `knee_step`, and from rows with an accuracy floor (search.min_acc) whose group reaches it
-    `floor_clean_acc`, `floor_pgd_acc`, `floor_step`), so sweeps compare side by side in MLflow. A row's group
+    `floor_clean_acc`, `floor_pgd_acc`, `floor_step`, and from rows with the frontier AUC's 95% interval
+    `frontier_auc_lo`, `frontier_auc_hi`), so sweeps compare side by side in MLflow. A row's group
     is the sweep's group of its strategy and dataset, else `<strategy>-<dataset>`; characters MLflow refuses in
     names become `_`."""
     names = {(g.strategy, g.dataset): g.name for g in groups}
@@ -126,5 +127,7 @@ def group_metrics(rows: list[dict[str, Any]], groups: list[Any] = ()) -> dict[st
         values = {key: float(row[column]) for key, column in GROUP_METRICS.items()}
         values["pgd_drop"] = values["peak_pgd_acc"] - values["best_final_pgd_acc"]
         values.update({key: float(row[key]) for key in KNEE_METRICS + FLOOR_METRICS if row.get(key) is not None})
+        if row.get("frontier_auc_ci") is not None:  # the paired bootstrap's 95% interval (analysis.bootstrap)
+            values["frontier_auc_lo"], values["frontier_auc_hi"] = map(float, row["frontier_auc_ci"])
         out.update({f"{name}/{key}": value for key, value in values.items()})
     return loggable(out)
