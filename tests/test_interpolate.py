@@ -158,6 +158,43 @@ def test_lp_ft_checkpoints_of_either_phase_load_and_a_probe_one_leaves_the_backb
         assert torch.equal(model(IMAGES), before)  # nothing of the fine-tuning point is left
 
 
+@pytest.mark.parametrize("strategy", ["lora", "full"])
+def test_head_fine_tuned_keeps_the_checkpoints_head_at_every_alpha(strategy):
+    model = step0_model(strategy)
+    tuned = finetuned_tensors(model)
+    interpolator = Interpolator(model, create_strategy(strategy), head="fine_tuned")
+    head = {n for n in tuned if ".head." in n}
+    assert interpolator.head_names == head and len(head) == 2  # weight and bias
+    step0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    interpolator.load(tuned)
+    params = dict(model.named_parameters())
+    for alpha in (0.0, 0.5):
+        interpolator.set_alpha(alpha)
+        assert all(torch.equal(params[n], tuned[n]) for n in head)
+        moved = [n for n in tuned if n not in head and interpolator.strategy.interpolation_rule(n) == "interpolate"]
+        if alpha == 0.0:  # the rest is the starting model
+            assert moved and all(torch.equal(params[n], step0[n]) for n in moved)
+
+
+def test_a_given_start_replaces_the_step0_value_of_those_parameters_only():
+    """lp_ft's fine-tuning points start from the probed head of the phase boundary."""
+    model = step0_model("lp_ft")
+    strategy = create_strategy("lp_ft")
+    strategy.enter_phase(model, 1)
+    finetune = finetuned_tensors(model)
+    strategy.enter_phase(model, 0)
+    probed = {n: t + 1.0 for n, t in finetune.items() if ".head." in n}
+    step0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    interpolator = Interpolator(model, strategy)
+    interpolator.load(finetune, start=probed)
+    interpolator.set_alpha(0.0)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], probed[n]) for n in probed)
+    assert all(torch.equal(params[n], step0[n]) for n in finetune if n not in probed)
+    with pytest.raises(InterpolationError, match="--head must be one of fine_tuned, interpolate"):
+        Interpolator(model, strategy, head="zero")
+
+
 def test_checkpoints_that_do_not_fit_the_model_are_refused():
     model = step0_model("bitfit")
     tuned = finetuned_tensors(model)
@@ -214,7 +251,7 @@ def _files(root):
 def test_rows_reproduce_the_runs_own_points_at_alpha_one_and_zero(store, trained):
     records = trained[1]
     own_files = _files(store)
-    rows = interpolate_store(str(store), [0.0, 0.5, 1.0], on="all", log=lambda m: None)
+    rows = interpolate_store(str(store), [0.0, 0.5, 1.0], on="all", head="interpolate", log=lambda m: None)
     assert _files(store) == own_files  # the runs' own files are untouched
     wise = ResultStore(store / "interpolated")
     assert wise.run_ids() == ["lora-tiny.wise-step0", "lora-tiny.wise-step10", "lora-tiny.wise-step20"]
@@ -226,13 +263,29 @@ def test_rows_reproduce_the_runs_own_points_at_alpha_one_and_zero(store, trained
                    for r in by_alpha.values())
         assert all(np.isnan(r.train_loss) for r in by_alpha.values())
         source, start = records[step], records[0]
-        for key in ("train_clean_acc", "test_clean_acc", "pgd_adv_acc", "test_ood_accuracy", "ood_acc", "pgd_images"):
+        for key in ("train_clean_acc", "test_clean_acc", "pgd_adv_acc", "test_ood_accuracy", "ood_acc", "pgd_images",
+                    "val_clean_acc", "val_pgd_adv_acc", "val_images", "val_pgd_images"):
             # same images, same seeds, the same weights: the same measurement, exactly
             assert getattr(by_alpha[1.0], key) == getattr(source, key), key
             assert getattr(by_alpha[0.0], key) == getattr(start, key), key  # alpha 0 is the step-0 model
         assert by_alpha[1.0].wall_seconds == source.wall_seconds and by_alpha[1.0].lr == source.lr
     # the run's own rows carry no WiSE-FT marks (old files, without the columns, read back alike)
     assert all(r.wise_alpha is None and r.source_run_id is None for r in ResultStore(store).read_run("lora-tiny"))
+
+
+def test_by_default_the_fine_tuned_head_stays_and_a_rerun_in_another_mode_replaces_every_row(store, trained):
+    records = trained[1]
+    interpolate_store(str(store), [0.0, 1.0], on="final", head="interpolate", log=lambda m: None)
+    said = []
+    rows = interpolate_store(str(store), [0.0, 1.0], on="final", log=said.append)
+    by_alpha = {r.wise_alpha: r for r in rows}
+    assert by_alpha[1.0].test_clean_acc == records[20].test_clean_acc  # alpha 1 is the checkpoint either way
+    assert by_alpha[0.0].val_clean_acc is not None
+    assert "head kept fine-tuned at every alpha" in said[0]
+    assert any("another head mode" in line and "all replaced" in line for line in said)
+    wise = ResultStore(store / "interpolated")
+    assert wise.file_metadata("lora-tiny.wise-step20")["rft.wise_head"] == "fine_tuned"
+    assert [r.wise_alpha for r in wise.read_run("lora-tiny.wise-step20")] == [0.0, 1.0]
 
 
 def test_a_narrower_rerun_replaces_the_alphas_it_measures_again_and_keeps_the_rest(store):

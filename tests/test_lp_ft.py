@@ -242,3 +242,24 @@ def test_cost_estimate_counts_the_restarted_points(tmp_path):
     lp_ft = count_run(run_spec(tiny_run(tmp_path, **LP_FT)))
     lora = count_run(run_spec(tiny_run(tmp_path)))
     assert (lp_ft.points, lora.points) == (len(STEPS), 4)
+
+
+def test_wise_ft_of_a_fine_tuning_point_starts_from_the_probed_model_at_the_boundary(tmp_path):
+    """rft interpolate --head interpolate: alpha 0 of a fine-tuning-phase point is the boundary point (the probed
+    model), measured exactly as the run measured it; without the boundary's weights it is refused."""
+    from rft_ray.training.interpolate import InterpolationError, interpolate_store
+    from rft_ray.training.runner import run_in_process
+
+    spec = run_spec(tiny_run(tmp_path, **LP_FT, **{"output.keep_checkpoints": "all", "output.run_id": "lpft"}))
+    records = {r.step: r for r in run_in_process(spec, progress=False).records}
+    store = tmp_path / "store"
+    rows = interpolate_store(str(store), [0.0], on="final", head="interpolate", log=lambda m: None)
+    [start] = rows
+    assert start.step == 60
+    for key in ("test_clean_acc", "pgd_adv_acc", "val_clean_acc", "val_pgd_adv_acc", "test_ood_accuracy"):
+        assert getattr(start, key) == getattr(records[30], key), key  # the probed model, not step 0's
+    assert records[30].test_clean_acc != records[0].test_clean_acc  # (which would differ)
+    (store / "checkpoints" / "lpft" / "step-30.safetensors").unlink()
+    with pytest.raises(InterpolationError, match="phase boundary, step 30, whose weights were not kept"):
+        interpolate_store(str(store), [0.0], on="final", head="interpolate", log=lambda m: None)
+    assert interpolate_store(str(store), [0.0], on="final", log=lambda m: None)  # the fine-tuned head needs none

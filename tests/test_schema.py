@@ -61,6 +61,9 @@ GOOD = [
     ("run", {"dataset": {"name": "parquet", "options": {"train": "a.parquet", "test_fraction": 0.3}}}),
     ("run", {"evaluation": {"schedule": [{"until": 100, "every": 10}, {"until": None, "every": 50}]}}),
     ("run", {"recipe": "paper_code", "model": {"name": "vit_base_patch16_224", "source": "random", "image_size": 32}}),
+    ("run", {"model": {"keep_head": True}}),
+    ("run", {"evaluation": {"validation": {"examples": None, "pgd_examples": 50, "ood": True, "ood_examples": 100}}}),
+    ("run", {"evaluation": {"validation": {"enabled": False}}}),
     ("experiment", {}),
     ("experiment", {"strategies": ["full", {"name": "lora", "options": {"r": 4}}], "resources": {"gpus_per_trial": 0.5}}),
     ("experiment", {"base": {"output": {"keep_checkpoints": "all"}, "training": {"steps": 40}},
@@ -93,6 +96,9 @@ BAD = [
     ("run", {"dataset": {"corruptions": "cifar100-c"}}),
     ("run", {"model": {"std": [0.5, -0.5, 0.5]}}),
     ("run", {"model": {"source": "disk"}}),
+    ("run", {"model": {"keep_head": "yes"}}),
+    ("run", {"evaluation": {"validation": {"examples": 0}}}),
+    ("run", {"evaluation": {"validation": {"pgd": 10}}}),
     ("run", {"strategy": {"name": "loraa"}}),
     ("run", {"strategy": {"name": "lora", "options": {"rank": 8}}}),
     ("run", {"strategy": {"name": "lora", "options": {"r": 0}}}),
@@ -133,6 +139,7 @@ LOADER_ONLY = [
     ("run", {"training": {"epochs": 1, "steps": 10}}),  # one length, not both
     ("run", {"model": {"source": "file"}}),  # source file needs weights
     ("run", {"model": {"mean": [0.5, 0.5]}}),  # three channels
+    ("run", {"model": {"source": "random", "keep_head": True}}),  # random weights have no classifier to keep
     ("run", {"dataset": {"label": "my data"}}),  # names files: letters, digits, _ . = -
     ("run", {"evaluation": {"pgd": {"eps": "2"}}}),  # a number written as text: its range
     ("run", {"evaluation": {"pgd": {"eps": 0.01, "extra_eps": [0.01]}}}),  # radii differ

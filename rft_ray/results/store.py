@@ -158,18 +158,19 @@ class ResultStore:
             raise StoreError(f"result store {self.root!r} is not writable ({shown}: {err})") from err
 
     def write_run(self, run_id: str, records: Iterable[EvalRecord], class_names: list[str] | None = None,
-                  head_init: str | None = None) -> None:
-        """Replace the run's file with `records`; `class_names` (the model's outputs, in order) and `head_init`
-        (which head the run started from) go into the file's metadata (`class_names`, `head_init` read them)."""
+                  head_init: str | None = None, metadata: dict[str, str] | None = None) -> None:
+        """Replace the run's file with `records`; `class_names` (the model's outputs, in order), `head_init`
+        (which head the run started from) and `metadata` (more "rft."-prefixed keys) go into the file's metadata
+        (`class_names`, `head_init` and `file_metadata` read them)."""
         rows = [record.to_row() for record in records]
         if any(row["run_id"] != run_id for row in rows):
             raise StoreError(f"records written under run id {run_id!r} carry another run id")
         columns = dict.fromkeys(key for row in rows for key in row)
         table = pa.Table.from_pylist(rows, schema=arrow_schema(columns)) if rows else pa.table({})
-        metadata = {CLASS_NAMES_KEY: json.dumps(list(class_names)) if class_names is not None else None,
-                    HEAD_INIT_KEY: head_init}
-        if any(value is not None for value in metadata.values()):
-            table = table.replace_schema_metadata({k: v for k, v in metadata.items() if v is not None})
+        kept = {CLASS_NAMES_KEY: json.dumps(list(class_names)) if class_names is not None else None,
+                HEAD_INIT_KEY: head_init, **(metadata or {})}
+        if any(value is not None for value in kept.values()):
+            table = table.replace_schema_metadata({k: v for k, v in kept.items() if v is not None})
         final = self.run_path(run_id)
         try:
             self.fs.create_dir(self.path, recursive=True)
@@ -207,6 +208,10 @@ class ResultStore:
         loaded a pretrained classifier whenever its class count matched the task's)."""
         value = self._metadata(run_id).get(HEAD_INIT_KEY.encode())
         return value.decode() if value else None
+
+    def file_metadata(self, run_id: str) -> dict[str, str]:
+        """Every key of the run file's metadata (empty for a run without a file)."""
+        return {k.decode(): v.decode() for k, v in self._metadata(run_id).items()}
 
     def _metadata(self, run_id: str) -> dict[bytes, bytes]:
         path = self.run_path(run_id)
