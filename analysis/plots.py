@@ -232,3 +232,37 @@ def _Rect(*args, **kwargs):
     from matplotlib.patches import Rectangle
 
     return Rectangle(*args, **kwargs)
+
+
+def plot_pairwise(result: dict[str, Any], out_path: str | Path) -> str:
+    """One dataset's strategy x strategy matrix of the paired bootstrap (`analysis.bootstrap`): each cell the share
+    of replicates in which the row's strategy has the higher frontier AUC, and its AUC difference; a resolved
+    difference (95% interval excludes 0) is bold and outlined, an unresolved one grey."""
+    names = [g["strategy"] for g in result["groups"]]
+    if len(names) < 2:
+        raise ValueError(f"{result['dataset']}: a pairwise matrix needs two strategies")
+    share, diff, resolved = (np.full((len(names), len(names)), np.nan) for _ in range(3))
+    for p in result["pairs"]:
+        i, j = names.index(p["a"]), names.index(p["b"])
+        share[i, j], share[j, i] = p["a_wins_share"], 1 - p["a_wins_share"]
+        diff[i, j], diff[j, i] = p["difference"], -p["difference"]
+        resolved[i, j] = resolved[j, i] = float(p["resolved"])
+    fig = _new_figure(max(4.5, 0.9 * len(names) + 2.5), max(3.5, 0.7 * len(names) + 1.8))
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(share), cmap="RdBu", vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if i == j:
+                continue
+            bold = resolved[i, j] == 1.0
+            ax.text(j, i, f"{share[i, j]:.2f}\n{diff[i, j]:+.3f}", ha="center", va="center", fontsize=8,
+                    color="black" if bold else "dimgrey", fontweight="bold" if bold else "normal")
+            if bold:
+                ax.add_patch(_Rect((j - 0.47, i - 0.47), 0.94, 0.94, fill=False, edgecolor="black", lw=1.5))
+    ax.set_xticks(range(len(names)), labels=names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), labels=names)
+    ax.set_title(f"{result['dataset']}: share of bootstrap replicates the row's AUC beats the column's\n"
+                 "(and AUC row - column; outlined: resolved, its 95% interval excludes 0)", fontsize=9)
+    fig.colorbar(image, ax=ax, label="row wins (share of replicates)", fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _save(fig, out_path)

@@ -156,7 +156,7 @@ def analyze(
     datasets = sorted({r["dataset"] for r in auc_rows})
     out = Path(out_dir)
     figure_files = _draw_figures(table, out / "figures", datasets, auc_rows, rq1, kind, step_budget,
-                                 strategy_order, wise=wise) if figures else {}
+                                 strategy_order, wise=wise, intervals=intervals) if figures else {}
     robustness, robustness_figures, tables = robustness_analysis(
         loaded, out, kind=kind, step_budget=step_budget, masking_threshold=masking_threshold, curve_step=curve_step,
         strict=strict, figures=figures, strategy_order=strategy_order)
@@ -228,7 +228,7 @@ def _slug(name: str) -> str:
 
 def _draw_figures(table: pa.Table, fig_dir: Path, datasets: list[str], auc_rows: list[dict], rq1: list[dict],
                   kind: str, step_budget: int | None, strategy_order: Sequence[str] | None,
-                  wise: pa.Table | None = None) -> dict[str, str]:
+                  wise: pa.Table | None = None, intervals: dict[str, Any] | None = None) -> dict[str, str]:
     """Per dataset the curves and the frontiers (with the WiSE-FT points marked), then the AUC heat map: figure
     key -> path written."""
     from analysis import plots  # lazy: matplotlib only when figures are drawn
@@ -247,6 +247,9 @@ def _draw_figures(table: pa.Table, fig_dir: Path, datasets: list[str], auc_rows:
         files[f"frontiers_{d}"] = plots.plot_frontiers(
             table, d, fig_dir / f"frontiers_{slug}.png", kind=kind, step_budget=step_budget, auc_rows=auc_rows,
             strategy_order=strategy_order, wise=wise_groups(wise, step_budget) if wise is not None else None)
+        measured = next((r for r in (intervals or {}).get("datasets", []) if r["dataset"] == d), None)
+        if measured is not None and len(measured["groups"]) > 1:  # the paired bootstrap's pairwise matrix
+            files[f"pairwise_{d}"] = plots.plot_pairwise(measured, fig_dir / f"pairwise_{slug}.png")
     files["auc_heatmap"] = plots.plot_auc_heatmap(auc_rows, fig_dir / "auc_heatmap.png", kind=kind,
                                                   strategy_order=strategy_order)
     return files

@@ -104,6 +104,7 @@ def _auc(data: dict[str, Any]) -> list[Block]:
         rows.append(row)
     b.append(("table", header + (["best run", "mean AUC over runs"] if per_trial else []), rows))
     b += _pairs(data.get("auc_intervals") or {})
+    b += _figures(data, "pairwise", "Pairwise AUC comparison (paired bootstrap)")
     b.append(("p", "Trainable parameters vs AUC across strategies, per dataset:"))
     b.append(("table", ["dataset", "strategies", "Pearson", "Spearman", "note"],
               [[r["dataset"], num(r["n_strategies"]), num(r["pearson"], 3), num(r["spearman"], 3), r["note"] or ""]

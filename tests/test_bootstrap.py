@@ -133,7 +133,11 @@ def test_the_report_shows_auc_intervals_and_which_differences_are_resolved(tmp_p
     from analysis.report import analyze
 
     _store_with_verdicts(tmp_path / "far", shift=0.08)
-    data = analyze(str(tmp_path / "far"), tmp_path / "out-far", figures=False, replicates=500).data
+    result = analyze(str(tmp_path / "far"), tmp_path / "out-far", figures=True, replicates=500)
+    data = result.data
+    assert data["figures"]["pairwise_digits"] == "figures/pairwise_digits.png"  # the pairwise matrix, drawn
+    assert (tmp_path / "out-far" / "figures" / "pairwise_digits.png").read_bytes()[:4] == b"\x89PNG"
+    assert "figures/pairwise_digits.png" in (tmp_path / "out-far" / "report.md").read_text()
     rows = {r["strategy"]: r for r in data["auc"]}
     for r in rows.values():
         assert r["auc_ci"][0] < r["auc"] < r["auc_ci"][1]
