@@ -186,3 +186,17 @@ def test_the_sweep_summary_and_the_parent_runs_metrics_carry_each_groups_interva
     assert (metrics["lora-digits/frontier_auc_lo"], metrics["lora-digits/frontier_auc_hi"]) == tuple(
         lora["frontier_auc_ci"])
     assert "full-digits/frontier_auc_lo" in metrics
+
+
+def test_rft_analyze_takes_the_bootstrap_settings_and_refuses_bad_ones(tmp_path, capsys):
+    import json
+
+    from rft_ray.cli.analyze import main
+
+    _store_with_verdicts(tmp_path / "s", shift=0.08)
+    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "out"), "--no-figures", "--replicates", "200",
+                 "--bootstrap-seed", "3"]) == 0
+    intervals = json.loads((tmp_path / "out" / "analysis.json").read_text())["auc_intervals"]
+    assert (intervals["replicates"], intervals["seed"]) == (200, 3)
+    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "out"), "--replicates", "1"]) == 2
+    assert "--replicates is 0 (no intervals) or a count in [2, 100000], got 1" in capsys.readouterr().err
