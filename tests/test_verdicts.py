@@ -97,3 +97,23 @@ def test_two_runs_of_a_dataset_pair_image_by_image_and_another_split_seed_does_n
     assert a.subsets["test"].fingerprint != other.subsets["test"].fingerprint
     # the PGD subset indexes the test split: its images are among the test subset's
     assert set(a.subsets["test/pgd"].indices) <= set(a.subsets["test"].indices)
+
+
+def test_real_runs_get_auc_intervals_from_their_verdicts(tmp_path):
+    """Two strategies trained here into one store: the analysis pairs their verdicts (float32 records included)."""
+    from conftest import tiny_run
+
+    from analysis.report import analyze
+    from rft_ray.specs import run_spec
+    from rft_ray.training.runner import run_in_process
+
+    for strategy in ("full", "lora"):
+        run_in_process(run_spec(tiny_run(tmp_path, **{"strategy.name": strategy, "training.steps": 1})),
+                       progress=False)
+    data = analyze(str(tmp_path / "store"), tmp_path / "out", figures=False, replicates=200).data
+    assert data["auc_intervals"]["unavailable"] == {}
+    for row in data["auc"]:
+        lo, hi = row["auc_ci"]
+        assert 0 <= lo <= hi <= 1
+    (pair,) = data["auc_intervals"]["datasets"][0]["pairs"]
+    assert {pair["a"], pair["b"]} == {"full", "lora"}
