@@ -12,6 +12,7 @@ it reads is `rft_ray.results`). Where each thing lives:
 * `summary`: the sweep's summary table (best final / peak values, frontier AUC and its knee per group);
 * `knee`: the frontier's knee and the most robust point at a clean-accuracy floor, per run and per group;
 * `radius`: selecting one PGD radius;
+* `uncertainty`: 95% Wilson intervals of accuracies from the image counts behind them;
 * `measured`: robust accuracies at every radius, training-time PGD and `rft attack`'s stronger attacks;
   `attacks`: frontier AUC per attack beside PGD's on the same points, the gradient-masking flag; `curves`:
   accuracy against eps; `corruptions`: accuracy per corruption and severity; `robustness`: these in

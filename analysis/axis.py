@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from analysis.cleaning import DroppedRowsWarning, TableError, float_column
 from analysis.radius import select_eps, without_extra_radii
-from rft_ray.results.record import OOD_PREFIX
+from rft_ray.results.record import OOD_IMAGES_PREFIX, OOD_PREFIX
 
 AXES = ("pgd", "ood", "ood:<domain>")
 
@@ -52,6 +52,20 @@ def ood_domains(table: pa.Table) -> list[str]:
     return sorted(c[len(OOD_PREFIX):] for c in table.column_names if c.startswith(OOD_PREFIX))
 
 
+def _axis_counts(table: pa.Table, axis: str) -> np.ndarray:
+    """Images behind each row's value on an OOD axis (NaN where not recorded): the domain's count, or for the
+    pooled accuracy the sum over the domains measured."""
+    if axis != "ood":
+        column = OOD_IMAGES_PREFIX + axis[len("ood:"):]
+        return float_column(table.column(column)) if column in table.column_names else np.full(table.num_rows, np.nan)
+    columns = [float_column(table.column(c)) for c in table.column_names if c.startswith(OOD_IMAGES_PREFIX)]
+    if not columns:
+        return np.full(table.num_rows, np.nan)
+    stacked = np.vstack(columns)
+    total = np.nansum(stacked, axis=0)
+    return np.where(np.isnan(stacked).all(axis=0), np.nan, total)
+
+
 def select_axis(table: pa.Table, axis: str = "pgd", eps: float | None = None) -> pa.Table:
     """The table with the chosen robustness in ``pgd_adv_acc`` (module docstring); ``pgd_eps`` emptied for an
     OOD axis, which has no radius."""
@@ -74,6 +88,12 @@ def select_axis(table: pa.Table, axis: str = "pgd", eps: float | None = None) ->
                       f"{column} and are left out", DroppedRowsWarning, stacklevel=2)
     out = without_extra_radii(table).filter(pa.array(measured))
     out = out.set_column(out.column_names.index("pgd_adv_acc"), "pgd_adv_acc", pa.array(values[measured]))
+    counts = _axis_counts(table, axis)[measured]  # the images behind the axis: its intervals (analysis.uncertainty)
+    count_array = pa.array(np.where(np.isnan(counts), None, counts).tolist(), pa.float64())
+    if "pgd_images" in out.column_names:
+        out = out.set_column(out.column_names.index("pgd_images"), "pgd_images", count_array)
+    else:
+        out = out.append_column("pgd_images", count_array)
     if "pgd_eps" in out.column_names:
         out = out.set_column(out.column_names.index("pgd_eps"), "pgd_eps", pa.nulls(out.num_rows, pa.float64()))
     return out

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.cleaning import REQUIRED_COLUMNS, clean_table, float_column, string_column
+from analysis.uncertainty import interval
 
 EXTRA_COLUMNS = ("lr", "weight_decay", "seed")  # carried per run into the RQ1 rows
 
@@ -39,6 +40,10 @@ class Frame:
     ood: np.ndarray | None
     params: np.ndarray | None
     extra: dict[str, list]
+    # Images behind acc and rob (test_images, pgd_images; NaN where the results did not record them): the
+    # Wilson intervals of `analysis.uncertainty`.
+    n_acc: np.ndarray | None = None
+    n_rob: np.ndarray | None = None
 
     @classmethod
     def of(cls, table: pa.Table, extra: Sequence[str] = EXTRA_COLUMNS) -> "Frame":
@@ -54,7 +59,18 @@ class Frame:
             ood=float_column(table.column("test_ood_accuracy")) if "test_ood_accuracy" in names else None,
             params=float_column(table.column("trainable_params")) if "trainable_params" in names else None,
             extra={c: table.column(c).to_pylist() for c in extra if c in names},
+            n_acc=_counts(table, "test_images"),
+            n_rob=_counts(table, "pgd_images"),
         )
+
+    def intervals(self, i: int, acc: float | None = None, rob: float | None = None) -> dict[str, list[float] | None]:
+        """Row i's 95% Wilson intervals: test_clean_acc_ci and pgd_adv_acc_ci ([lo, hi] or None), from its test
+        image counts; `acc`/`rob` give the test values where the frame's columns hold validation ones (a
+        selection view)."""
+        acc = self.acc[i] if acc is None else acc
+        rob = self.rob[i] if rob is None else rob
+        return {"test_clean_acc_ci": interval(acc, _count_at(self.n_acc, i)),
+                "pgd_adv_acc_ci": interval(rob, _count_at(self.n_rob, i))}
 
     def groups(
         self, keys: Sequence[str] = ("strategy", "dataset"), strategy_order: Sequence[str] | None = None
@@ -78,6 +94,17 @@ class Frame:
         return [(r, np.array(sorted(idx, key=lambda i: self.step[i]))) for r, idx in sorted(out.items())]
 
 
+def _counts(table: pa.Table, column: str) -> np.ndarray:
+    """An image-count column as floats, NaN where missing (all NaN when the results have no such column)."""
+    if column not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    return float_column(table.column(column))
+
+
+def _count_at(counts: np.ndarray | None, i: int) -> float | None:
+    return None if counts is None or np.isnan(counts[i]) else float(counts[i])
+
+
 def prepare(table: pa.Table, strict: bool, required: Sequence[str] = REQUIRED_COLUMNS,
             extra: Sequence[str] = EXTRA_COLUMNS) -> Frame:
     """`clean_table` (warning about what it drops), then the columns."""
@@ -93,14 +120,16 @@ def group_points(
     table: pa.Table, step_budget: int | None = None, *, strict: bool = False,
     strategy_order: Sequence[str] | None = None,
 ) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-    """(strategy, dataset) -> arrays run_id, step, acc, rob of its points (step <= budget), sorted by run, step."""
+    """(strategy, dataset) -> arrays run_id, step, acc, rob of its points (step <= budget), sorted by run, step,
+    and n_acc, n_rob: the images behind acc and rob (NaN where not recorded)."""
     frame = prepare(table, strict)
     out = {}
     for key, rows in frame.groups(strategy_order=strategy_order):
         idx = np.concatenate([i for _, i in frame.runs(rows)])
         if step_budget is not None:
             idx = idx[frame.step[idx] <= step_budget]
-        out[key] = {"run_id": frame.run_id[idx], "step": frame.step[idx], "acc": frame.acc[idx], "rob": frame.rob[idx]}
+        out[key] = {"run_id": frame.run_id[idx], "step": frame.step[idx], "acc": frame.acc[idx], "rob": frame.rob[idx],
+                    "n_acc": frame.n_acc[idx], "n_rob": frame.n_rob[idx]}
     return out
 
 

@@ -132,10 +132,11 @@ def _point(frame: Frame, i: int) -> dict[str, Any]:
     point = {"run_id": str(frame.run_id[i]), "step": int(frame.step[i]),
              "lr": _number(extra["lr"][i]) if "lr" in extra else None,
              "weight_decay": _number(extra["weight_decay"][i]) if "weight_decay" in extra else None,
-             "test_clean_acc": float(frame.acc[i]), "pgd_adv_acc": float(frame.rob[i])}
-    if REPORTED_ACC in extra:  # chosen on validation (`analysis.selection.selection_view`)
+             "test_clean_acc": float(frame.acc[i]), "pgd_adv_acc": float(frame.rob[i]), **frame.intervals(i)}
+    if REPORTED_ACC in extra:  # chosen on validation (`analysis.selection.selection_view`): test is reported
         point.update(test_clean_acc=float(extra[REPORTED_ACC][i]), pgd_adv_acc=float(extra[REPORTED_ROB][i]),
                      val_clean_acc=float(frame.acc[i]), val_pgd_adv_acc=float(frame.rob[i]))
+        point.update(frame.intervals(i, acc=point["test_clean_acc"], rob=point["pgd_adv_acc"]))
     return point
 
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from analysis.frame import group_points, order_strategies, pivot
 from analysis.frontier import frontier_outline, pareto_frontier
+from analysis.uncertainty import wilson_interval
 
 # Colours of the paper's strategies, by name; other names get one of the fallback colours by a hash of the name.
 STRATEGY_COLORS: dict[str, str] = {
@@ -88,7 +89,11 @@ def plot_curves(
                          label=strategy if main else None, zorder=3 if main else 2)
             ax_acc.plot(x, g["acc"][m], marker="o" if main else None, ms=3, **style)
             ax_rob.plot(x, g["rob"][m], marker="o" if main else None, ms=3, **style)
-            if main:
+            if main:  # the 95% Wilson band (analysis.uncertainty); none where the counts are not recorded
+                for ax, values, counts in ((ax_acc, g["acc"][m], g["n_acc"][m]), (ax_rob, g["rob"][m], g["n_rob"][m])):
+                    lo, hi = wilson_interval(values, counts)
+                    if not np.isnan(lo).all():
+                        ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0, zorder=1)
                 peak = int(np.argmax(g["rob"][m]))
                 ax_rob.plot(x[peak], g["rob"][m][peak], marker="*", ms=13, color=color, mec="black", mew=0.6, zorder=4)
     for ax, title, ylabel in ((ax_acc, "clean accuracy", "test_clean_acc"), (ax_rob, "PGD robustness", "pgd_adv_acc")):
@@ -102,7 +107,8 @@ def plot_curves(
     handles, labels = ax_rob.get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="strategy")
     fig.suptitle(f"Accuracy and robustness during fine-tuning: {dataset}\n"
-                 "(solid: run with best final clean accuracy per strategy; faint: other runs)", fontsize=10)
+                 "(solid: run with best final clean accuracy per strategy, its band the 95% Wilson interval from the "
+                 "images measured; faint: other runs)", fontsize=10)
     fig.tight_layout()
     return _save(fig, out_path)
 
@@ -228,3 +234,37 @@ def _Rect(*args, **kwargs):
     from matplotlib.patches import Rectangle
 
     return Rectangle(*args, **kwargs)
+
+
+def plot_pairwise(result: dict[str, Any], out_path: str | Path) -> str:
+    """One dataset's strategy x strategy matrix of the paired bootstrap (`analysis.bootstrap`): each cell the share
+    of replicates in which the row's strategy has the higher frontier AUC, and its AUC difference; a resolved
+    difference (95% interval excludes 0) is bold and outlined, an unresolved one grey."""
+    names = [g["strategy"] for g in result["groups"]]
+    if len(names) < 2:
+        raise ValueError(f"{result['dataset']}: a pairwise matrix needs two strategies")
+    share, diff, resolved = (np.full((len(names), len(names)), np.nan) for _ in range(3))
+    for p in result["pairs"]:
+        i, j = names.index(p["a"]), names.index(p["b"])
+        share[i, j], share[j, i] = p["a_wins_share"], 1 - p["a_wins_share"]
+        diff[i, j], diff[j, i] = p["difference"], -p["difference"]
+        resolved[i, j] = resolved[j, i] = float(p["resolved"])
+    fig = _new_figure(max(4.5, 0.9 * len(names) + 2.5), max(3.5, 0.7 * len(names) + 1.8))
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(share), cmap="RdBu", vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if i == j:
+                continue
+            bold = resolved[i, j] == 1.0
+            ax.text(j, i, f"{share[i, j]:.2f}\n{diff[i, j]:+.3f}", ha="center", va="center", fontsize=8,
+                    color="black" if bold else "dimgrey", fontweight="bold" if bold else "normal")
+            if bold:
+                ax.add_patch(_Rect((j - 0.47, i - 0.47), 0.94, 0.94, fill=False, edgecolor="black", lw=1.5))
+    ax.set_xticks(range(len(names)), labels=names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), labels=names)
+    ax.set_title(f"{result['dataset']}: share of bootstrap replicates the row's AUC beats the column's\n"
+                 "(and AUC row - column; outlined: resolved, its 95% interval excludes 0)", fontsize=9)
+    fig.colorbar(image, ax=ax, label="row wins (share of replicates)", fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _save(fig, out_path)

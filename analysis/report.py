@@ -24,7 +24,9 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.auc import POOLINGS, auc_table, params_vs_auc, trial_aucs
+from analysis.auc_intervals import auc_intervals
 from analysis.axis import axis_column, axis_label, check_axis, select_axis
+from analysis.bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, describe
 from analysis.cleaning import ANALYSIS_COLUMNS, TableError, clean_table
 from analysis.conventions import conventions, sample_sizes
 from analysis.frame import order_strategies
@@ -125,6 +127,8 @@ def analyze(
     curve_step: int | None = None,
     axis: str = "pgd",
     select_on: str = "validation",
+    replicates: int = DEFAULT_REPLICATES,
+    bootstrap_seed: int = DEFAULT_SEED,
 ) -> AnalysisResult:
     """Analyse a result store (local path, URI, or a table) into `out_dir`; see module docstring.
 
@@ -134,7 +138,8 @@ def analyze(
     stronger attack above which a point is flagged; `curve_step`: the step of the robustness curves (None:
     each run's final step); both `analysis.robustness`. `axis`: the frontier's robustness axis, pgd, ood or ood:<domain>
     (`analysis.axis`). `select_on`: the split the knee section chooses on (`analysis.selection`); the frontiers,
-    AUC and RQ tables are the paper's, on test points."""
+    AUC and RQ tables are the paper's, on test points. `replicates` (0: none) and `bootstrap_seed`: the paired bootstrap
+    of the AUC intervals (`analysis.bootstrap`), run where the store keeps per-image verdicts."""
     _check_arguments(kind, pooling, step_budget, tol, provenance)
     check_axis(axis)
     min_acc = check_min_acc(min_acc)
@@ -147,11 +152,13 @@ def analyze(
     wise = clean_wise(load_wise(results), table, eps, strict, axis)
     if wise is not None:
         add_wise_auc(auc_rows, table, wise, kind, pooling, step_budget)
+    intervals = _intervals(results, table, loaded, auc_rows, axis, kind, pooling, step_budget, replicates,
+                           bootstrap_seed)
     rq1 = rq1_table(table, tol, strategy_order=strategy_order)
     datasets = sorted({r["dataset"] for r in auc_rows})
     out = Path(out_dir)
     figure_files = _draw_figures(table, out / "figures", datasets, auc_rows, rq1, kind, step_budget,
-                                 strategy_order, wise=wise) if figures else {}
+                                 strategy_order, wise=wise, intervals=intervals) if figures else {}
     robustness, robustness_figures, tables = robustness_analysis(
         loaded, out, kind=kind, step_budget=step_budget, masking_threshold=masking_threshold, curve_step=curve_step,
         strict=strict, figures=figures, strategy_order=strategy_order)
@@ -174,6 +181,7 @@ def analyze(
         },
         "cleaning": cleaning.to_dict(),
         "auc": auc_rows,
+        "auc_intervals": intervals,
         "wise": wise_summary(wise, results) if wise is not None else None,
         "auc_trials": trial_aucs(table, kind=kind, step_budget=step_budget, strategy_order=strategy_order)
         if pooling == "per_trial" else None,
@@ -187,6 +195,21 @@ def analyze(
         "figures": {k: os.path.relpath(v, out) for k, v in figure_files.items()},
     })
     return AnalysisResult(data=data, files=_write_report(data, out) + list(figure_files.values()) + tables)
+
+
+def _intervals(results, table: pa.Table, loaded: pa.Table, auc_rows: list[dict], axis: str, kind: str,
+               pooling: str, step_budget: int | None, replicates: int, seed: int) -> dict[str, Any]:
+    """The AUC intervals from the store's per-image verdicts (`analysis.auc_intervals`); for a table given
+    directly, or with replicates 0, none (every row's auc_ci None)."""
+    if isinstance(results, pa.Table) or replicates == 0:
+        for row in auc_rows:
+            row["auc_ci"], row["best_resolved"] = None, None
+        return {"datasets": [], "unavailable": {"*": "no per-image verdicts (a table was given, or replicates 0)"}}
+    from rft_ray.results.store import ResultStore  # lazy: keeps the pure functions free of the engine
+
+    out = auc_intervals(ResultStore(str(results)), table, loaded, auc_rows, axis=axis, kind=kind, pooling=pooling,
+                        step_budget=step_budget, replicates=replicates, seed=seed)
+    return {"method": describe(replicates, seed), "replicates": replicates, "seed": seed, **out}
 
 
 def _knees(table: pa.Table, min_acc: float | None, step_budget: int | None,
@@ -217,7 +240,7 @@ def _slug(name: str) -> str:
 
 def _draw_figures(table: pa.Table, fig_dir: Path, datasets: list[str], auc_rows: list[dict], rq1: list[dict],
                   kind: str, step_budget: int | None, strategy_order: Sequence[str] | None,
-                  wise: pa.Table | None = None) -> dict[str, str]:
+                  wise: pa.Table | None = None, intervals: dict[str, Any] | None = None) -> dict[str, str]:
     """Per dataset the curves and the frontiers (with the WiSE-FT points marked), then the AUC heat map: figure
     key -> path written."""
     from analysis import plots  # lazy: matplotlib only when figures are drawn
@@ -236,6 +259,9 @@ def _draw_figures(table: pa.Table, fig_dir: Path, datasets: list[str], auc_rows:
         files[f"frontiers_{d}"] = plots.plot_frontiers(
             table, d, fig_dir / f"frontiers_{slug}.png", kind=kind, step_budget=step_budget, auc_rows=auc_rows,
             strategy_order=strategy_order, wise=wise_groups(wise, step_budget) if wise is not None else None)
+        measured = next((r for r in (intervals or {}).get("datasets", []) if r["dataset"] == d), None)
+        if measured is not None and len(measured["groups"]) > 1:  # the paired bootstrap's pairwise matrix
+            files[f"pairwise_{d}"] = plots.plot_pairwise(measured, fig_dir / f"pairwise_{slug}.png")
     files["auc_heatmap"] = plots.plot_auc_heatmap(auc_rows, fig_dir / "auc_heatmap.png", kind=kind,
                                                   strategy_order=strategy_order)
     return files

@@ -12,6 +12,7 @@ import numpy as np
 
 from analysis.models import model_note
 from analysis.report_format import Block, hyper, num
+from analysis.uncertainty import with_interval
 from analysis.report_robustness import robustness_blocks
 from rft_ray.config.metrics import selection_label
 from rft_ray.results.record import eps_label
@@ -79,8 +80,9 @@ def _auc(data: dict[str, Any]) -> list[Block]:
     b: list[Block] = [("h2", f"AUC ({conv['auc_kind']}, {conv['pooling']}"
                              + (f", steps <= {conv['step_budget']}" if conv["step_budget"] is not None else "") + ")")]
     b.append(("p", "On test points, as the paper's (the AUC chooses no point; selections read validation). Each "
-                   "cell: AUC (% above the dataset's mean AUC); **bold** with (best) = best strategy on the "
-                   "dataset. Trainable parameters: median over the strategy's groups."))
+                   "cell: AUC [95% interval, where per-image verdicts allow] (% above the dataset's mean AUC); "
+                   "**bold** with (best) = best strategy on the dataset, marked when its AUC is not resolved from the "
+                   "second's. Trainable parameters: median over the strategy's groups."))
     b.append(_auc_grid(auc, data["summary"]["strategies"], data["summary"]["datasets"]))
     b.append(("p", "Per group: runs / points used, trainable parameters beside the AUC"
                    + (", and the best run (per-trial pooling)." if per_trial else ".")))
@@ -94,21 +96,46 @@ def _auc(data: dict[str, Any]) -> list[Block]:
         "% above avg", "best", "runs", "points", "trainable params"]
     rows = []
     for r in auc:
-        row = [r["strategy"], r["dataset"], num(r["auc"])] + (
+        row = [r["strategy"], r["dataset"], _ci(r, "auc")] + (
             [num(r.get("auc_with_wise")), num(r.get("n_wise_points"))] if wise else []) + [
                num(r["pct_above_average"], 1, True, "%"),
-               num(r["is_best"]), num(r["n_runs"]), num(r["n_points"]),
+               _best(r), num(r["n_runs"]), num(r["n_points"]),
                num(r["trainable_params"]) if r["trainable_params"] is not None else "n/a"]
         if per_trial:
             row += [r["best_run_id"] or "n/a", num(r["auc_trial_mean"])]
         rows.append(row)
     b.append(("table", header + (["best run", "mean AUC over runs"] if per_trial else []), rows))
+    b += _pairs(data.get("auc_intervals") or {})
+    b += _figures(data, "pairwise", "Pairwise AUC comparison (paired bootstrap)")
     b.append(("p", "Trainable parameters vs AUC across strategies, per dataset:"))
     b.append(("table", ["dataset", "strategies", "Pearson", "Spearman", "note"],
               [[r["dataset"], num(r["n_strategies"]), num(r["pearson"], 3), num(r["spearman"], 3), r["note"] or ""]
                for r in data["params_vs_auc"]]))
     if "auc_heatmap" in data["figures"]:
         b.append(("img", data["figures"]["auc_heatmap"], "AUC heat map"))
+    return b
+
+
+def _best(row: dict[str, Any]) -> str:
+    if not row["is_best"]:
+        return "no"
+    return "yes (not resolved from the second)" if row.get("best_resolved") is False else "yes"
+
+
+def _pairs(intervals: dict[str, Any]) -> list[Block]:
+    """The AUC intervals' method, the pairwise differences per dataset, and where no interval could be computed."""
+    b: list[Block] = []
+    if intervals.get("method"):
+        b.append(("p", f"AUC [lo, hi]: {intervals['method']}."))
+    rows = [[d["dataset"], p["a"], p["b"], with_interval(num(p["difference"], 4, True), p["difference_ci"], 4),
+             f"{p['a_wins_share']:.3f}", "yes" if p["resolved"] else "no"]
+            for d in intervals.get("datasets", []) for p in d["pairs"]]
+    if rows:
+        b.append(("p", "Pairwise AUC differences (a - b) with their 95% interval; a wins: the share of bootstrap "
+                       "replicates in which a's AUC is higher; resolved: the interval excludes 0."))
+        b.append(("table", ["dataset", "a", "b", "AUC a - b [lo, hi]", "a wins", "resolved"], rows))
+    b += [("p", f"No AUC interval for {d if d != '*' else 'any dataset'}: {why}.")
+          for d, why in intervals.get("unavailable", {}).items()]
     return b
 
 
@@ -126,8 +153,9 @@ def _auc_grid(auc: list[dict[str, Any]], strategies: list[str], datasets: list[s
             if r is None:
                 cells.append("n/a")
                 continue
-            text = f"{num(r['auc'])} ({num(r['pct_above_average'], 1, True, '%')})"
-            cells.append(("bold", text + " (best)") if r["is_best"] else text)
+            text = f"{_ci(r, 'auc')} ({num(r['pct_above_average'], 1, True, '%')})"
+            best = " (best)" if r.get("best_resolved") is not False else " (best, not resolved from the second)"
+            cells.append(("bold", text + best) if r["is_best"] else text)
             if r["pct_above_average"] is not None:
                 pcts.append(r["pct_above_average"])
         cells.append(num(float(np.mean(pcts)), 1, True, "%") if pcts else "NaN")
@@ -143,12 +171,13 @@ def _rq1(data: dict[str, Any]) -> list[Block]:
     header = ["strategy", "dataset", "runs", "run", "peak rob.", "peak step", "final step", "final rob.",
               "drop", "final acc.", "converged step", "peak before conv.", "mean peak", "mean final", "mean drop",
               "runs peak before conv."]
-    rows = [[r["strategy"], r["dataset"], num(r["n_runs"]), r["run_id"], num(r["peak_robustness"]),
-             num(r["peak_step"]), num(r["final_step"]), num(r["final_robustness"]), num(r["drop"]),
-             num(r["final_accuracy"]), num(r["converged_step"]), num(r["peak_before_convergence"]),
+    rows = [[r["strategy"], r["dataset"], num(r["n_runs"]), r["run_id"], _ci(r, "peak_robustness"),
+             num(r["peak_step"]), num(r["final_step"]), _ci(r, "final_robustness"), num(r["drop"]),
+             _ci(r, "final_accuracy"), num(r["converged_step"]), num(r["peak_before_convergence"]),
              num(r["mean_peak_robustness"]), num(r["mean_final_robustness"]), num(r["mean_drop"]),
              f"{r['n_peak_before_convergence']}/{r['n_runs']}"] for r in data["rq1"]]
     b.append(("table", header, rows))
+    b.append(("p", INTERVAL_NOTE))
     b += _figures(data, "curves", "Accuracy and robustness against step")
     return b
 
@@ -193,8 +222,9 @@ def _knee(data: dict[str, Any]) -> list[Block]:
                       "No accuracy floor was set (rft analyze --min-acc F adds the most robust point at it). ")
                    + "Per group the points of all its runs are pooled; points with step <= the step budget. "
                    + ("Chosen on the validation points (val acc, val PGD: the front, the knee and the floor read "
-                      "them); test acc and test PGD are the chosen point's test values, reported only."
-                      if validation else "Chosen on the test points: optimistic, the test images chose the point.")))
+                      "them); test acc and test PGD are the chosen point's test values, reported only. "
+                      if validation else "Chosen on the test points: optimistic, the test images chose the point. ")
+                   + INTERVAL_NOTE.split(" Curves:")[0]))
     values = ["val acc", "val PGD", "test acc", "test PGD"] if validation else ["test acc", "test PGD"]
     header = ["strategy", "dataset", "points", "front points", "knee run", "step", *values, "lr", "wd", "distance"]
     floor_header = ["at floor: run", "step", *values, "lr", "wd"] if floor is not None else []
@@ -207,10 +237,20 @@ def _knee(data: dict[str, Any]) -> list[Block]:
     return b
 
 
+INTERVAL_NOTE = ("[lo, hi]: the 95% Wilson interval of an accuracy from the images it was measured on (the "
+                 "seeded subset's size; image-sampling variation only, not seed-to-seed); none shown where the "
+                 "results did not record the count. Curves: the selected run's interval as a band.")
+
+
+def _ci(row: dict[str, Any], key: str) -> str:
+    """An accuracy with its 95% interval (`key`_ci) when known."""
+    return with_interval(num(row[key]), row.get(f"{key}_ci"))
+
+
 def _knee_row(r: dict[str, Any], keys: list[str], floor: float | None, validation: bool) -> list[str]:
     def values(point: dict[str, Any]) -> list[str]:
         chosen_on = [num(point["val_clean_acc"]), num(point["val_pgd_adv_acc"])] if validation else []
-        return chosen_on + [num(point["test_clean_acc"]), num(point["pgd_adv_acc"])]
+        return chosen_on + [_ci(point, "test_clean_acc"), _ci(point, "pgd_adv_acc")]
 
     width = 4 if validation else 2
     knee = r["knee"]

@@ -42,6 +42,10 @@ def rq1_trials(
                 "drop": float(rob[peak] - rob[-1]),
                 "converged_step": int(step[converged]),
                 "peak_before_convergence": bool(step[peak] < step[converged]),
+                # 95% Wilson intervals (analysis.uncertainty) of the peak and final values; None without counts
+                "peak_robustness_ci": frame.intervals(int(idx[peak]))["pgd_adv_acc_ci"],
+                "final_robustness_ci": frame.intervals(int(idx[-1]))["pgd_adv_acc_ci"],
+                "final_accuracy_ci": frame.intervals(int(idx[-1]))["test_clean_acc_ci"],
             }
             first = int(idx[0])
             for key, values in frame.extra.items():

@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -21,6 +22,7 @@ from rft_ray.results.attacks import record_attack_results
 from rft_ray.results.checkpoints import front_steps, select_kept_points
 from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import INTERPOLATED_DIR, ResultStore, StoreError
+from rft_ray.results.verdicts import RunVerdicts, Subset
 
 
 def _records(run_id: str, points: list[tuple[int, float, float]]) -> list[EvalRecord]:
@@ -103,6 +105,8 @@ def test_an_orphaned_sweep_run_is_set_aside_with_its_checkpoints_attacks_and_int
         _keep(store, run_id, 0)
         _keep(store, run_id, 20)
         _plant_derived(store, run_id, [20])
+        store.write_verdicts(run_id, RunVerdicts({0: {"test_clean_acc": np.array([True, False])}},
+                                                 {"test_clean_acc": "test"}, {"test": Subset.of([3, 7], [0, 1])}))
     known = SimpleNamespace(trial_id="bbb")  # of a TrialSummary, _set_aside_orphans reads the trial id
     moved = _set_aside_orphans(SweepFolder(str(sweep)), SimpleNamespace(store_root=str(sweep / "store")),
                                SimpleNamespace(name="g"), [known])
@@ -117,6 +121,9 @@ def test_an_orphaned_sweep_run_is_set_aside_with_its_checkpoints_attacks_and_int
     assert orphans.derived_files("g-aaa")["attacks"] == ["attacks/g-aaa.parquet"]
     assert orphans.derived_files("g-aaa")["interpolated"] == ["interpolated/g-aaa.wise-step20.parquet"]
     assert [r["aa_adv_acc/4/255"] for r in orphans.read().to_pylist() if r["step"] == 20] == [0.125]
+    # the per-image verdicts go with their run
+    assert not store.has_verdicts("g-aaa") and store.has_verdicts("g-bbb")
+    assert orphans.read_verdicts("g-aaa").points[0]["test_clean_acc"].tolist() == [True, False]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -143,7 +143,8 @@ def test_per_run_and_pooled_per_group(tmp_path):
     assert trials["lora-digits-b"]["knee"]["step"] == 20 and trials["lora-digits-b"]["knee"]["knee_distance"] == 0
     assert trials["full-digits-c"]["knee"]["step"] == 0  # a two-point front: the earlier point
     assert trials["lora-digits-a"]["at_floor"] == {"run_id": "lora-digits-a", "step": 40, "lr": 1e-3,
-                                                   "weight_decay": 0.0, "test_clean_acc": 0.9, "pgd_adv_acc": 0.1}
+                                                   "weight_decay": 0.0, "test_clean_acc": 0.9, "pgd_adv_acc": 0.1,
+                                                   "test_clean_acc_ci": None, "pgd_adv_acc_ci": None}  # no counts
     assert trials["full-digits-c"]["at_floor"]["step"] == 40
 
     groups = group_knees(table, min_acc=0.9, strategy_order=("full", "lora"), select_on="test")

@@ -13,7 +13,7 @@ from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore
 from rft_ray.specs import run_spec
 from rft_ray.training.loop import TrainingDiverged, train_loop
-from rft_ray.training.runner import run_in_process
+from rft_ray.training.runner import StoreObserver, run_in_process
 
 METRICS = ["step", "epoch", "examples_seen", "train_loss", "train_clean_acc", "test_clean_acc", "pgd_adv_acc",
            "test_ood_accuracy", "ood_acc"]
@@ -62,6 +62,18 @@ def test_run_follows_schedule_and_writes_store_and_json(tmp_path):
     assert rows[-1]["test_clean_acc"] > rows[0]["test_clean_acc"]  # it learns
     assert rows[-1]["val_clean_acc"] > rows[0]["val_clean_acc"]  # and validation sees it
     assert rows[-1]["examples_seen"] == 60 * 16
+    # Per-image verdicts beside the records (rft_ray.results.verdicts): every point, every metric, and their means
+    # are the recorded accuracies.
+    verdicts = ResultStore(spec.output.results).read_verdicts(spec.run_id)
+    assert sorted(verdicts.points) == steps
+    for row in rows:
+        point = verdicts.points[row["step"]]
+        assert set(point) == {"test_clean_acc", "pgd_adv_acc", "ood_acc/contrast", "ood_acc/gaussian_noise",
+                              "val_clean_acc", "val_pgd_adv_acc"}
+        for metric, ok in point.items():
+            assert ok.mean() == pytest.approx(row[metric], abs=1e-6), metric  # accuracy() is float32
+            assert len(ok) == len(verdicts.subset_of(metric).indices)
+    assert len(verdicts.subsets["test"].indices) == 40 and len(verdicts.subsets["val/pgd"].indices) == 20
     paper = json.loads((tmp_path / "run.json").read_text())
     assert [p["step"] for p in paper] == steps
     assert set(paper[0]) == {"step", "epoch", "train_clean_acc", "test_clean_acc", "pgd_adv_acc", "test_ood_accuracy"}
@@ -84,12 +96,19 @@ def test_resume_from_checkpoint_gives_the_same_records(tmp_path, strategy, point
     data = tiny_run(tmp_path / "cut", **{"strategy.name": strategy, "training.augment": "crop_flip"})
     spec = run_spec(data)
     checkpoints = tmp_path / "cut" / "ckpt" / spec.run_id
-    with pytest.raises(Interrupt):
-        train_loop(spec, StopAfter(points_before_kill), checkpoint_dir=checkpoints)  # dies after step 0 or 20
+    with pytest.raises(Interrupt):  # dies after step 0 or 20, having written its points as rft run does
+        train_loop(spec, [StoreObserver(ResultStore(spec.output.results), spec.run_id), StopAfter(points_before_kill)],
+                   checkpoint_dir=checkpoints)
     resumed = run_in_process(spec, progress=False)
     assert resumed.resumed
     assert metrics(resumed.records) == metrics(whole)
     assert [r["step"] for r in ResultStore(spec.output.results).read().to_pylist()] == [0, 20, 40, 60]
+    # the resumed run's verdicts: the interrupted part's, read back from the sidecar, and the rest; all as whole's
+    cut, whole_verdicts = (ResultStore(d).read_verdicts(spec.run_id) for d in (spec.output.results,
+                                                                               tmp_path / "whole" / "store"))
+    assert sorted(cut.points) == sorted(whole_verdicts.points) == [0, 20, 40, 60]
+    for step, point in whole_verdicts.points.items():
+        assert {m: v.tolist() for m, v in cut.points[step].items()} == {m: v.tolist() for m, v in point.items()}
 
 
 def test_resume_refuses_a_checkpoint_from_other_settings(tmp_path):

@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                    f"at the same eps by more than GAP (accuracy fraction, default {DEFAULT_MASKING_THRESHOLD:g})")
     p.add_argument("--curve-step", metavar="N", type=int, default=None,
                    help="robustness curves at each run's last step <= N (default: each run's final step)")
+    p.add_argument("--replicates", metavar="N", type=int, default=1000,
+                   help="replicates of the paired bootstrap behind the AUC intervals, from the runs' per-image "
+                        "verdicts (default: 1000; 0: no intervals)")
+    p.add_argument("--bootstrap-seed", metavar="S", type=int, default=0, help="seed of the bootstrap (default: 0)")
     p.add_argument("--strict", action="store_true", help="fail on bad rows instead of dropping them")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--provenance", metavar="KEY=VALUE", action="append", default=[],
@@ -91,13 +95,18 @@ def _options(args: argparse.Namespace) -> dict:
                           f"got {args.masking_threshold}")
     if args.curve_step is not None and args.curve_step < 0:
         raise _UsageError(f"--curve-step must be >= 0, got {args.curve_step}")
+    if args.replicates != 0 and not 2 <= args.replicates <= 100_000:
+        raise _UsageError(f"--replicates is 0 (no intervals) or a count in [2, 100000], got {args.replicates}")
+    if args.bootstrap_seed < 0:
+        raise _UsageError(f"--bootstrap-seed must be >= 0, got {args.bootstrap_seed}")
     if args.min_acc is not None and not 0 <= args.min_acc <= 1:  # NaN fails too
         raise _UsageError(f"--min-acc is a clean-accuracy fraction in [0, 1] (0.9 = 90%), got {args.min_acc}")
     return dict(kind=args.auc, pooling="per_trial" if args.per_trial else "pooled", step_budget=args.step_budget,
                 provenance=provenance or None, tol=args.tol, strict=args.strict, figures=not args.no_figures,
                 eps=parse_eps(args.eps) if args.eps is not None else None, min_acc=args.min_acc,
                 masking_threshold=args.masking_threshold, curve_step=args.curve_step,
-                axis=_axis(args.robustness), select_on=args.select_on)
+                axis=_axis(args.robustness), select_on=args.select_on,
+                replicates=args.replicates, bootstrap_seed=args.bootstrap_seed)
 
 
 def _axis(text: str) -> str:

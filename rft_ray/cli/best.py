@@ -192,12 +192,14 @@ def best_text(result: dict[str, Any]) -> str:
 
 def _point_lines(label: str, point: dict[str, Any] | None, robust: str = "PGD acc") -> list[str]:
     from analysis.report_format import hyper
+    from analysis.uncertainty import with_interval
 
     if point is None:
         return [f"  {label}: none (no evaluation points)"]
     chosen_on = (f"val clean acc {point['val_clean_acc']:.4f}, val {robust} {point['val_pgd_adv_acc']:.4f}; test "
                  if "val_clean_acc" in point else "")
-    where = (f"  {label}: run {point['run_id']} step {point['step']}: {chosen_on}clean acc "
-             f"{point['test_clean_acc']:.4f}, {robust} {point['pgd_adv_acc']:.4f}; lr {hyper(point['lr'])}, "
-             f"weight decay {hyper(point['weight_decay'])}")
+    clean = with_interval(f"{point['test_clean_acc']:.4f}", point.get("test_clean_acc_ci"))  # 95% Wilson
+    robust_acc = with_interval(f"{point['pgd_adv_acc']:.4f}", point.get("pgd_adv_acc_ci"))
+    where = (f"  {label}: run {point['run_id']} step {point['step']}: {chosen_on}clean acc {clean}, "
+             f"{robust} {robust_acc}; lr {hyper(point['lr'])}, weight decay {hyper(point['weight_decay'])}")
     return [where, f"    checkpoint: {point['checkpoint'] or NO_CHECKPOINT}"]

@@ -23,6 +23,7 @@ from rft_ray.evaluation.robustness import (
     clean_correct,
     pgd_robust,
 )
+from rft_ray.results.verdicts import Subset
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ValidationSets:
     pgd_index: torch.Tensor  # positions in `clean` of the images PGD attacks
     ood: dict[str, EvalSet]  # empty unless validation.ood
     ood_sizes: dict[str, int]  # images each domain's validation part was drawn from (`ood_pooling: by_size`)
+    subsets: dict[str, Subset] = dataclasses.field(default_factory=dict)  # val, val/pgd, val/ood/<domain>
 
 
 @dataclass
@@ -43,6 +45,9 @@ class EvalSets:
     ood: dict[str, EvalSet]
     ood_sizes: dict[str, int]  # images in each whole OOD domain (the weights of `ood_pooling: by_size`)
     validation: ValidationSets | None = None  # None: validation off, or an empty validation split
+    # The identity of every subset's images (rft_ray.results.verdicts): test, test/pgd, ood/<domain>, and the
+    # validation ones; what lets two runs' per-image verdicts be paired.
+    subsets: dict[str, Subset] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_bundle(cls, bundle: DataBundle, spec: RunSpec, validation: bool = True) -> "EvalSets":
@@ -52,13 +57,33 @@ class EvalSets:
         def fixed(images: ImageSet, count: int | None, salt: str) -> EvalSet:
             return EvalSet(*stratified_subset(images, count, seed, salt).materialize())
 
-        test = fixed(bundle.test, e.test_examples, "eval/test")
+        subsets: dict[str, Subset] = {}
+        test = _drawn(bundle.test, e.test_examples, seed, "eval/test", subsets, "test")
         pgd_index = torch.as_tensor(stratified_indices(test.labels.numpy(), e.pgd.examples, seed, "eval/pgd"))
+        _sub_subset(subsets, "test", "test/pgd", test, pgd_index)
         measured = validation and e.validation.enabled and len(bundle.val) > 0
+        valid = validation_sets(bundle, spec) if measured else None
         return cls(train=fixed(bundle.train, e.train_examples, "eval/train"), test=test, pgd_index=pgd_index,
-                   ood={name: fixed(images, e.ood_examples, f"eval/ood/{name}") for name, images in bundle.ood.items()},
+                   ood={name: _drawn(images, e.ood_examples, seed, f"eval/ood/{name}", subsets, f"ood/{name}")
+                        for name, images in bundle.ood.items()},
                    ood_sizes={name: len(images) for name, images in bundle.ood.items()},
-                   validation=validation_sets(bundle, spec) if measured else None)
+                   validation=valid, subsets={**subsets, **(valid.subsets if valid is not None else {})})
+
+
+def _drawn(images: ImageSet, count: int | None, seed: int, salt: str, subsets: dict[str, Subset],
+           name: str) -> EvalSet:
+    """The seeded, stratified subset (as `stratified_subset`), its identity recorded in `subsets` under `name`."""
+    indices = stratified_indices(images.labels, count, seed, salt)
+    drawn = EvalSet(*(images if len(indices) == len(images) else images.subset(indices)).materialize())
+    subsets[name] = Subset.of(indices, drawn.labels.numpy(), drawn.images.numpy())
+    return drawn
+
+
+def _sub_subset(subsets: dict[str, Subset], parent: str, name: str, drawn: EvalSet, positions: torch.Tensor) -> None:
+    """The identity of the PGD part of a subset: its split indices (the parent's at `positions`)."""
+    where = positions.numpy()
+    subsets[name] = Subset.of(subsets[parent].indices[where], drawn.labels.numpy()[where],
+                              drawn.images.numpy()[where])
 
 
 def validation_ood_pools(bundle: DataBundle, spec: RunSpec) -> dict[str, ImageSet]:
@@ -80,14 +105,15 @@ def validation_ood_pools(bundle: DataBundle, spec: RunSpec) -> dict[str, ImageSe
 
 def validation_sets(bundle: DataBundle, spec: RunSpec) -> ValidationSets:
     v, seed = spec.evaluation.validation, spec.dataset.split_seed
-    clean = EvalSet(*stratified_subset(bundle.val, v.examples, seed, "val/clean").materialize())
+    subsets: dict[str, Subset] = {}
+    clean = _drawn(bundle.val, v.examples, seed, "val/clean", subsets, "val")
     pgd_index = torch.as_tensor(stratified_indices(clean.labels.numpy(), v.pgd_examples, seed, "val/pgd"))
+    _sub_subset(subsets, "val", "val/pgd", clean, pgd_index)
     pools = validation_ood_pools(bundle, spec) if v.ood else {}
     return ValidationSets(clean=clean, pgd_index=pgd_index,
-                          ood={name: EvalSet(*stratified_subset(images, v.ood_examples, seed,
-                                                                f"val/ood/{name}").materialize())
-                               for name, images in pools.items()},
-                          ood_sizes={name: len(images) for name, images in pools.items()})
+                          ood={name: _drawn(images, v.ood_examples, seed, f"val/ood/{name}", subsets,
+                                            f"val/ood/{name}") for name, images in pools.items()},
+                          ood_sizes={name: len(images) for name, images in pools.items()}, subsets=subsets)
 
 
 def pooled_ood_accuracy(correct: dict[str, torch.Tensor], sizes: dict[str, int], pooling: str) -> float:
@@ -101,8 +127,25 @@ def pooled_ood_accuracy(correct: dict[str, torch.Tensor], sizes: dict[str, int],
     return sum(weights[name] * accuracy(ok) for name, ok in measured.items()) / sum(weights.values())
 
 
+# Which subset each metric's verdicts are measured on (rft_ray.results.verdicts); the radius and domain columns
+# follow their prefix.
+METRIC_SUBSETS = {"test_clean_acc": "test", "pgd_adv_acc": "test/pgd", "val_clean_acc": "val",
+                  "val_pgd_adv_acc": "val/pgd"}
+
+
+def verdict_subset(metric: str) -> str:
+    """The subset name of a verdict metric (`METRIC_SUBSETS`; pgd_adv_acc/<r> -> test/pgd, ood_acc/<d> ->
+    ood/<d>, val_ood_acc/<d> -> val/ood/<d>)."""
+    if metric in METRIC_SUBSETS:
+        return METRIC_SUBSETS[metric]
+    prefix, _, rest = metric.partition("/")
+    return {"pgd_adv_acc": "test/pgd", "ood_acc": f"ood/{rest}", "val_ood_acc": f"val/ood/{rest}"}[prefix]
+
+
 def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.device,
-             dtype: torch.dtype | None, bar=None) -> dict:
+             dtype: torch.dtype | None, bar=None, verdicts: dict | None = None) -> dict:
+    """The point's metrics (EvalRecord's fields); with `verdicts` (a dict), also fills it with each metric's
+    per-image verdicts (metric -> bool numpy array, in its subset's image order; `verdict_subset`)."""
     e = spec.evaluation
     was_training = model.training
     model.eval()
@@ -131,13 +174,18 @@ def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.devi
             survived = pgd_robust(model, attacked.images, attacked.labels, scaled, pgd_batch, device,
                                   seed=spec.dataset.split_seed, clean_ok=clean_ok)
             extra[eps_label(radius)] = accuracy(survived)
+            if verdicts is not None:
+                verdicts[f"pgd_adv_acc/{eps_label(radius)}"] = survived.cpu().numpy()
         phase("OOD")
         ood_ok = {name: clean_correct(model, s.images, s.labels, e.batch_size, device, dtype)
                   for name, s in sets.ood.items()}
-        validated = _validate(model, sets.validation, spec, pgd, pgd_batch, device, dtype, phase) \
+        validated = _validate(model, sets.validation, spec, pgd, pgd_batch, device, dtype, phase, verdicts) \
             if sets.validation is not None else {}
     finally:
         model.train(was_training)
+    if verdicts is not None:
+        verdicts.update({"test_clean_acc": test_ok.cpu().numpy(), "pgd_adv_acc": robust.cpu().numpy(),
+                         **{f"ood_acc/{name}": ok.cpu().numpy() for name, ok in ood_ok.items()}})
     return dict(train_clean_acc=accuracy(train_ok), test_clean_acc=accuracy(test_ok), pgd_adv_acc=accuracy(robust),
                 test_ood_accuracy=pooled_ood_accuracy(ood_ok, sets.ood_sizes, e.ood_pooling),
                 ood_acc={k: accuracy(v) for k, v in ood_ok.items()}, pgd_extra=extra,
@@ -146,7 +194,7 @@ def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.devi
 
 
 def _validate(model: nn.Module, sets: ValidationSets, spec: RunSpec, pgd: PGDConfig, pgd_batch: int,
-              device: torch.device, dtype: torch.dtype | None, phase) -> dict:
+              device: torch.device, dtype: torch.dtype | None, phase, verdicts: dict | None = None) -> dict:
     """The validation metrics and their image counts (EvalRecord's val_* fields): clean, PGD at the main radius
     (same settings and seed as the test attack), and the pooled OOD validation accuracy when asked."""
     e = spec.evaluation
@@ -158,10 +206,14 @@ def _validate(model: nn.Module, sets: ValidationSets, spec: RunSpec, pgd: PGDCon
                         seed=spec.dataset.split_seed, clean_ok=clean_ok[sets.pgd_index])
     out = dict(val_clean_acc=accuracy(clean_ok), val_pgd_adv_acc=accuracy(robust), val_images=len(clean_ok),
                val_pgd_images=len(robust))
+    if verdicts is not None:
+        verdicts.update(val_clean_acc=clean_ok.cpu().numpy(), val_pgd_adv_acc=robust.cpu().numpy())
     if e.validation.ood and sets.ood:
         phase("validation OOD")
         ood_ok = {name: clean_correct(model, s.images, s.labels, e.batch_size, device, dtype)
                   for name, s in sets.ood.items()}
         out.update(val_ood_accuracy=pooled_ood_accuracy(ood_ok, sets.ood_sizes, e.ood_pooling),
                    val_ood_images=sum(len(ok) for ok in ood_ok.values()))
+        if verdicts is not None:
+            verdicts.update({f"val_ood_acc/{name}": ok.cpu().numpy() for name, ok in ood_ok.items()})
     return out

@@ -24,6 +24,7 @@ from rft_ray.results.attacks import ATTACKS_DIR, AttackError, join_attack_result
 from rft_ray.results.files import WriteError, atomic_path, filesystem_for, folder_problem, is_uri
 from rft_ray.results.lease import Lease
 from rft_ray.results.record import REQUIRED_COLUMNS, EvalRecord, arrow_schema
+from rft_ray.results.verdicts import RunVerdicts, read_verdicts, verdicts_path, write_verdicts
 
 CLASS_NAMES_KEY = "rft.class_names"  # a run file's schema metadata: its class names, a JSON list
 HEAD_INIT_KEY = "rft.head_init"  # and which head the run started from: "fresh" or "pretrained" (model.keep_head)
@@ -182,6 +183,21 @@ class ResultStore:
             cause = err.__cause__ if isinstance(err, WriteError) and isinstance(err.__cause__, OSError) else err
             raise StoreWriteError(f"cannot write result file {final} ({cause.strerror or cause}); its previous "
                                   "version, if any, is intact and readers are unaffected", cause.errno) from err
+
+    def write_verdicts(self, run_id: str, verdicts: RunVerdicts) -> None:
+        """Replace the run's per-image verdicts (`rft_ray.results.verdicts`), atomically, before its file."""
+        try:
+            write_verdicts(self.fs, self.path, check_run_id(run_id), verdicts)
+        except OSError as err:
+            raise StoreWriteError(f"cannot write the verdicts of run {run_id} in {self.root} ({err}); their previous "
+                                  "version, if any, is intact", getattr(err, "errno", None)) from err
+
+    def has_verdicts(self, run_id: str) -> bool:
+        return self.fs.get_file_info(verdicts_path(self.path, check_run_id(run_id))).type == pafs.FileType.File
+
+    def read_verdicts(self, run_id: str) -> RunVerdicts | None:
+        """The run's per-image verdicts; None for a run written before they were kept."""
+        return read_verdicts(self.fs, self.path, check_run_id(run_id))
 
     def class_names(self, run_id: str) -> list[str] | None:
         """The run's class names in the order of its model's outputs, from its file's metadata; None for a run

@@ -6,6 +6,7 @@ from typing import Any
 
 from rft_ray.config.experiment import ExperimentSpec, Group
 from rft_ray.results.store import ResultStore
+from rft_ray.results.verdicts import VERDICTS_DIR
 from rft_ray.sweep.console import say, warn
 from rft_ray.sweep.results import GroupResult, TrialSummary, pareto_set, trial_summaries
 from rft_ray.sweep.search import param_space, tune_config
@@ -32,6 +33,8 @@ def _set_aside_orphans(folder: SweepFolder, experiment: ExperimentSpec, group: G
         if run_id.startswith(prefix) and "-" not in suffix and suffix not in known:
             for relative in [path for paths in store.derived_files(run_id).values() for path in paths]:
                 folder.move(f"store/{relative}", "/".join(["orphans", *relative.split("/")[:-1]]))
+            if store.has_verdicts(run_id):  # its per-image verdicts go with it
+                folder.move(f"store/{VERDICTS_DIR}/{run_id}.parquet", f"orphans/{VERDICTS_DIR}")
             folder.move(f"store/{run_id}.parquet", "orphans")
             orphans.append(run_id)
     if orphans:

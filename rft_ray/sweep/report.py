@@ -20,10 +20,14 @@ def summarize_store(store_root: str, min_acc: float | None = None, select_on: st
     """Per strategy and dataset: best final and peak accuracy and robustness, the frontier AUC and its knee,
     and with `min_acc` (search.min_acc) the most robust point at that clean-accuracy floor
     (`analysis.summary.sweep_summary`, strategies in the registry's order), chosen on `select_on`'s split."""
+    from analysis.auc_intervals import add_summary_intervals
     from analysis.summary import sweep_summary
 
-    return sweep_summary(ResultStore(store_root).read(), strategy_order=strategy_names(), min_acc=min_acc,
-                         select_on=select_on)
+    store = ResultStore(store_root)
+    table = store.read()
+    rows = sweep_summary(table, strategy_order=strategy_names(), min_acc=min_acc, select_on=select_on)
+    add_summary_intervals(store, table, rows)  # frontier_auc_ci from the runs' per-image verdicts
+    return rows
 
 
 def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], search: SearchSpec) -> str:

@@ -162,13 +162,14 @@ def _log_group_metrics(client, parent: str, experiment: ExperimentSpec, store: R
     end), timed at the last evaluation point's measurement."""
     from mlflow.entities import Metric
 
+    from analysis.auc_intervals import add_summary_intervals
     from analysis.summary import sweep_summary
 
     table = store.read()
     have = client.get_run(parent).data.metrics
-    missing = {k: v for k, v in group_metrics(sweep_summary(table, min_acc=experiment.search.min_acc,
-                                                          select_on=experiment.search.select_on),
-                                                      experiment.groups).items() if k not in have}
+    rows = sweep_summary(table, min_acc=experiment.search.min_acc, select_on=experiment.search.select_on)
+    add_summary_intervals(store, table, rows)
+    missing = {k: v for k, v in group_metrics(rows, experiment.groups).items() if k not in have}
     if missing:
         times = [t for t in table.column("measured_at").to_pylist() if t is not None] \
             if "measured_at" in table.column_names else []

@@ -156,7 +156,8 @@ def group_metrics(rows: list[dict[str, Any]], groups: list[Any] = ()) -> dict[st
     `floor_clean_acc`, `floor_pgd_acc`, `floor_step`), so sweeps compare side by side in MLflow. Rows chosen on
     validation (search.select_on) carry the chosen points' test values under these names and the validation
     values they were chosen on as `best_final_val_acc`, `best_final_val_pgd_acc`, `knee_val_clean_acc`,
-    `knee_val_pgd_acc`, `floor_val_clean_acc`, `floor_val_pgd_acc`. A row's group
+    `knee_val_pgd_acc`, `floor_val_clean_acc`, `floor_val_pgd_acc`; rows with the frontier AUC's 95% interval add
+    `frontier_auc_lo`, `frontier_auc_hi`. A row's group
     is the sweep's group of its strategy and dataset, else `<strategy>-<dataset>`; characters MLflow refuses in
     names become `_`."""
     names = {(g.strategy, g.dataset): g.name for g in groups}
@@ -169,5 +170,7 @@ def group_metrics(rows: list[dict[str, Any]], groups: list[Any] = ()) -> dict[st
         values.update({key: float(row[column]) for key, column in GROUP_VALIDATION_METRICS.items()
                        if row.get(column) is not None})
         values.update({key: float(row[key]) for key in KNEE_METRICS + FLOOR_METRICS if row.get(key) is not None})
+        if row.get("frontier_auc_ci") is not None:  # the paired bootstrap's 95% interval (analysis.bootstrap)
+            values["frontier_auc_lo"], values["frontier_auc_hi"] = map(float, row["frontier_auc_ci"])
         out.update({f"{name}/{key}": value for key, value in values.items()})
     return loggable(out)

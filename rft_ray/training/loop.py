@@ -158,6 +158,7 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     context = RunContext(spec, model, phases.optimizer, phases.scheduler, device, run.total_steps, run.bundle)
 
     point_hooks = hooks(observers, "records_changed")
+    verdict_hooks = hooks(observers, "verdicts_measured")  # per-image verdicts (rft_ray.results.verdicts)
 
     def publish(records: list[EvalRecord], saved: Path | None) -> None:
         for records_changed in point_hooks:
@@ -171,9 +172,12 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
 
     def evaluation_point(loss: float) -> None:
         record = None
-        if parallel.leads:  # rank 0 measures; every worker then holds its record
+        if parallel.leads:  # rank 0 measures (and keeps the per-image verdicts); every worker then holds its record
             began = time.perf_counter()
-            metrics = evaluate(model, sets, spec, device, dtype, bar)
+            verdicts: dict = {}
+            metrics = evaluate(model, sets, spec, device, dtype, bar, verdicts=verdicts)
+            for verdicts_measured in verdict_hooks:  # before records_changed, which writes them beside the records
+                verdicts_measured(step, verdicts, sets.subsets)
             elapsed = elapsed_before + time.perf_counter() - started
             record = _record(run, params, step, loss, metrics, elapsed, time.perf_counter() - began)
         records.append(parallel.from_leader(record))

@@ -16,10 +16,12 @@ from typing import Callable
 import pyarrow.fs as pafs
 
 from rft_ray.config import RunSpec
+from rft_ray.evaluation.evaluator import verdict_subset
 from rft_ray.results.files import atomic_write, check_file_destination, check_folder
 from rft_ray.results.lease import Lease, holding
 from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore, StoreError, check_run_id
+from rft_ray.results.verdicts import RunVerdicts
 from rft_ray.training.checkpoint import CHECKPOINT_FILE
 from rft_ray.training.describe import RunSummary
 from rft_ray.training.loop import train_loop
@@ -37,10 +39,24 @@ class StoreObserver:
         self.store, self.run_id, self.json_path, self.guard = store, run_id, json_path, guard
         self.class_names: list[str] | None = None
         self.head_init: str | None = None
+        self.verdicts: RunVerdicts | None = None  # per-image verdicts of the run's points (verdicts_measured)
 
     def on_run_start(self, context) -> None:
         self.class_names = list(context.class_names)
         self.head_init = getattr(context.model, "head_init", None)
+
+    def verdicts_measured(self, step: int, verdicts: dict, subsets: dict) -> None:
+        """Keep a point's per-image verdicts until `records_changed` writes them beside its record."""
+        kept = self._verdicts()
+        kept.points[int(step)] = dict(verdicts)
+        kept.metric_subsets.update({metric: verdict_subset(metric) for metric in verdicts})
+        kept.subsets.update(subsets)
+
+    def _verdicts(self) -> RunVerdicts:
+        """The run's verdicts so far: a resumed run starts from what its sidecar holds."""
+        if self.verdicts is None:
+            self.verdicts = self.store.read_verdicts(self.run_id) or RunVerdicts({}, {}, {})
+        return self.verdicts
 
     def records_changed(self, records: list[EvalRecord], checkpoint_dir: Path | None) -> None:
         if self.guard is not None:
@@ -48,6 +64,11 @@ class StoreObserver:
         if self.class_names is None:  # a restored run's records come before on_run_start: keep what the file has
             self.class_names = self.store.class_names(self.run_id)
             self.head_init = self.store.head_init(self.run_id)
+        kept = self._verdicts()
+        steps = {record.step for record in records}
+        kept.points = {step: v for step, v in kept.points.items() if step in steps}  # a resumed run's later ones go
+        if kept.points:  # first, so that every row the run's file shows has its verdicts
+            self.store.write_verdicts(self.run_id, kept)
         self.store.write_run(self.run_id, records, self.class_names, self.head_init)
         if self.json_path is not None:
             write_paper_json(self.json_path, records)

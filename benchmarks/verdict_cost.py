@@ -1,0 +1,64 @@
+"""Storage cost of per-image verdicts against the records, and the paired bootstrap's time (docs/guides/analysis.md,
+"Intervals"). Synthetic runs with random verdicts (incompressible bits: an upper bound). Run from the repository
+root: python benchmarks/verdict_cost.py"""
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, '.')
+from rft_ray.results.record import EvalRecord
+from rft_ray.results.store import ResultStore
+from rft_ray.results.verdicts import RunVerdicts, Subset
+from analysis.bootstrap import bootstrap_groups
+
+rng = np.random.default_rng(0)
+def run_sizes(points, n_test, n_pgd, domains, n_ood, n_val, n_vpgd):
+    tmp = tempfile.mkdtemp(); store = ResultStore(tmp)
+    recs, pts = [], {}
+    for k in range(points):
+        acc, rob = 0.5 + 0.4 * k / points, 0.3 - 0.2 * k / points
+        v = {"test_clean_acc": rng.random(n_test) < acc, "pgd_adv_acc": rng.random(n_pgd) < rob,
+             "val_clean_acc": rng.random(n_val) < acc, "val_pgd_adv_acc": rng.random(n_vpgd) < rob,
+             **{f"ood_acc/{d}": rng.random(n_ood) < acc - 0.2 for d in domains}}
+        pts[k * 50] = v
+        recs.append(EvalRecord(run_id="r", strategy="lora", dataset="cifar10", model="vit_base_patch16_224.orig_in21k",
+            lr=1e-3, weight_decay=0.01, seed=0, step=k * 50, total_steps=points * 50, epoch=k / 3, examples_seen=k * 1600,
+            train_loss=float(rng.random()), train_clean_acc=float(rng.random()), test_clean_acc=float(v["test_clean_acc"].mean()),
+            pgd_adv_acc=float(v["pgd_adv_acc"].mean()), pgd_eps=1/255, test_ood_accuracy=float(rng.random()),
+            trainable_params=300000, total_params=86000000, wall_seconds=float(k * 30), eval_seconds=12.0,
+            train_images=1000, test_images=n_test, pgd_images=n_pgd, val_clean_acc=float(v["val_clean_acc"].mean()),
+            val_pgd_adv_acc=float(v["val_pgd_adv_acc"].mean()), val_images=n_val, val_pgd_images=n_vpgd,
+            measured_at=time.time(), ood_acc={d: float(v[f"ood_acc/{d}"].mean()) for d in domains},
+            ood_images={d: n_ood for d in domains}))
+    store.write_run("r", recs)
+    metric_subsets = {m: {"test_clean_acc": "test", "pgd_adv_acc": "test/pgd", "val_clean_acc": "val",
+                          "val_pgd_adv_acc": "val/pgd"}.get(m, "ood/" + m.split("/")[-1]) for m in pts[0]}
+    sizes = {"test": n_test, "test/pgd": n_pgd, "val": n_val, "val/pgd": n_vpgd, **{f"ood/{d}": n_ood for d in domains}}
+    subsets = {s: Subset.of(np.sort(rng.choice(50000, n, replace=False)), rng.integers(0, 10, n)) for s, n in sizes.items()}
+    store.write_verdicts("r", RunVerdicts(pts, metric_subsets, subsets))
+    rec = os.path.getsize(f"{tmp}/r.parquet"); ver = os.path.getsize(f"{tmp}/verdicts/r.parquet")
+    bits = n_test + n_pgd + len(domains) * n_ood + n_val + n_vpgd
+    return rec, ver, bits
+
+for label, points, args in (("paper study, cifar10 (test 10,000, PGD 1,000, 4 corruptions x 1,000, val 500 + PGD 200)", 60,
+                             (10000, 1000, ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"], 1000, 500, 200)),
+                            ("demo (test 300, PGD 200, 4 corruptions x 100, val 500 + PGD 200)", 6,
+                             (300, 200, ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"], 100, 500, 200))):
+    rec, ver, bits = run_sizes(points, *args)
+    print(f"{label}: {points} points; records file {rec} B ({rec/points:.0f} B/point); verdict sidecar {ver} B "
+          f"({ver/points:.0f} B/point; {bits} verdicts = {bits/8:.0f} B packed per point); sidecar/records = {ver/rec:.2f}")
+
+# bootstrap time: demo-sized analysis: 7 strategies x 2 trials x 6 points, 300 test / 200 PGD images, 1000 replicates
+P = 7 * 2 * 6
+clean = rng.random((P, 300)) < 0.7; robust = rng.random((P, 200)) < 0.2
+group = np.repeat(np.arange(7), 12)
+t = time.perf_counter(); bootstrap_groups(clean, robust, np.arange(200), group, 7, replicates=1000, seed=0)
+print(f"bootstrap, demo-sized (84 points, 7 strategies, 300/200 images), 1000 replicates: {time.perf_counter()-t:.2f} s")
+P = 7 * 6 * 60  # paper-sized cifar10: 7 strategies x 6 grid points x 60 points
+clean = rng.random((P, 10000)) < 0.7; robust = rng.random((P, 1000)) < 0.2
+group = np.repeat(np.arange(7), 360)
+t = time.perf_counter(); bootstrap_groups(clean, robust, np.arange(1000), group, 7, replicates=1000, seed=0)
+print(f"bootstrap, paper-sized cifar10 ({P} points, 10,000/1,000 images), 1000 replicates: {time.perf_counter()-t:.2f} s")
