@@ -177,7 +177,7 @@ def test_the_sweep_summary_and_the_parent_runs_metrics_carry_each_groups_interva
     from rft_ray.tracking.metrics import group_metrics
 
     _store_with_verdicts(tmp_path / "s", shift=0.08)
-    rows = summarize_store(str(tmp_path / "s"))
+    rows = summarize_store(str(tmp_path / "s"), select_on="test")
     for row in rows:
         lo, hi = row["frontier_auc_ci"]
         assert lo < row["frontier_auc"] < hi

@@ -62,7 +62,7 @@ def _rows(counts: bool = True) -> pa.Table:
 
 
 def test_knee_and_rq1_rows_carry_the_wilson_intervals_of_their_counts():
-    knee = group_knees(_rows())[0]["knee"]
+    knee = group_knees(_rows(), select_on="test")[0]["knee"]
     assert (knee["step"], knee["test_clean_acc"]) == (10, 0.6)
     assert knee["test_clean_acc_ci"] == pytest.approx(list(_wilson_by_hand(600, 1000)))
     assert knee["pgd_adv_acc_ci"] == pytest.approx(list(_wilson_by_hand(80, 200)))
@@ -71,15 +71,15 @@ def test_knee_and_rq1_rows_carry_the_wilson_intervals_of_their_counts():
     assert run["final_robustness_ci"] == pytest.approx(list(_wilson_by_hand(40, 200)))
     assert run["final_accuracy_ci"] == pytest.approx(list(_wilson_by_hand(900, 1000)))
     # Results written before the counts were recorded: no interval, never a guessed one.
-    old = group_knees(_rows(counts=False))[0]["knee"]
+    old = group_knees(_rows(counts=False), select_on="test")[0]["knee"]
     assert old["test_clean_acc_ci"] is None and old["pgd_adv_acc_ci"] is None
 
 
 def test_an_ood_axis_brings_its_own_image_counts():
-    domain = group_knees(select_axis(_rows(), "ood:snow"))[0]["knee"]
+    domain = group_knees(select_axis(_rows(), "ood:snow"), select_on="test")[0]["knee"]
     assert domain["pgd_adv_acc"] == 0.25
     assert domain["pgd_adv_acc_ci"] == pytest.approx(list(_wilson_by_hand(75, 300)))
-    pooled = group_knees(select_axis(_rows(), "ood"))[0]["knee"]  # every domain's images together
+    pooled = group_knees(select_axis(_rows(), "ood"), select_on="test")[0]["knee"]  # every domain's images together
     assert pooled["pgd_adv_acc_ci"] == pytest.approx(list(_wilson_by_hand(200, 400)))
 
 
@@ -87,7 +87,7 @@ def test_report_and_rft_best_show_the_intervals(tmp_path):
     from analysis.report import analyze
     from rft_ray.cli.best import _point_lines
 
-    data = analyze(_rows(), tmp_path, figures=True).data
+    data = analyze(_rows(), tmp_path, figures=True, select_on="test").data
     report = (tmp_path / "report.md").read_text()
     lo, hi = _wilson_by_hand(600, 1000)
     assert f"0.6000 [{lo:.3f}, {hi:.3f}]" in report  # the knee's clean accuracy in the knee table
