@@ -36,6 +36,8 @@ def _third_party_imports(folders: tuple[str, ...]) -> dict[str, str]:
     found: dict[str, str] = {}
     for folder in folders:
         for path in sorted((ROOT / folder).rglob("*.py")):
+            if "fixtures" in path.relative_to(ROOT).parts:
+                continue  # a fixture's provenance script (make_golden.py) runs once, in the reference's own venv
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Import):
                     names = [alias.name for alias in node.names]

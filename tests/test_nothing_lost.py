@@ -55,8 +55,11 @@ def finished(tmp_path_factory) -> Path:
     store = result.store
     record_attack_results(store.fs, store.path, RUN, [{"run_id": RUN, "step": s, "aa_adv_acc/4/255": 0.25}
                                                       for s in STEPS])
+    from rft_ray.training.interpolate import WISE_HEAD_KEY
+
     ResultStore(root / "store" / "interpolated").write_run(f"{RUN}.wise-step60", [dataclasses.replace(
-        result.records[-1], run_id=f"{RUN}.wise-step60", wise_alpha=1.0, source_run_id=RUN)])
+        result.records[-1], run_id=f"{RUN}.wise-step60", wise_alpha=1.0, source_run_id=RUN)],
+        metadata={WISE_HEAD_KEY: "fine_tuned"})  # as `rft interpolate` (default head mode) writes it
     return root
 
 
