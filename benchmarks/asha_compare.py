@@ -28,7 +28,6 @@ validation split is simulated).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from legacy_pareto_asha import LegacyParetoAsha  # noqa: E402
-from scheduler_sim import CLEAN, PGD, SCENARIOS, Outcome, Setting, random_search_at, simulate  # noqa: E402
+from scheduler_sim import (  # noqa: E402
+    CLEAN, PGD, SCENARIOS, Outcome, Setting, command_line, mean_sd, random_search_at, simulate)
 
 FIELDS = ("recall", "hypervolume_kept", "kendall_tau", "compute", "keep_rate")
 SIDES = ("run_everything", "asha", "pareto_asha_before", "pareto_asha", "random")
@@ -67,11 +67,6 @@ def one_seed(scenario: str, seed: int, args) -> dict[str, Outcome]:
     return out
 
 
-def summary(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
@@ -84,9 +79,7 @@ def main() -> None:
     parser.add_argument("--rf", type=float, default=2.0)
     args = parser.parse_args()
     print("== early stopping vs running everything, simulated learning curves (benchmarks/scheduler_sim.py)")
-    options = (f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-               for k, v in vars(args).items())
-    print("command: benchmarks/asha_compare.py " + " ".join(options))
+    print(command_line("asha_compare.py", args))
     for scenario in args.scenarios:
         started = time.perf_counter()
         per_seed = [one_seed(scenario, seed, args) for seed in args.seeds]
@@ -95,7 +88,7 @@ def main() -> None:
         print(f"| scheduler | {' | '.join(FIELDS)} |")
         print(f"| --- |{' --- |' * len(FIELDS)}")
         for side in SIDES:
-            cells = [summary([getattr(seed[side], field) for seed in per_seed]) for field in FIELDS]
+            cells = [mean_sd([getattr(seed[side], field) for seed in per_seed]) for field in FIELDS]
             print(f"| {side} | {' | '.join(cells)} |", flush=True)
 
 

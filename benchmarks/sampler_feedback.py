@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import statistics
 import sys
 import warnings
 from pathlib import Path
@@ -29,7 +28,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler_sim import CLEAN, PGD, Setting, TrialCurve, auc, measure  # noqa: E402
+from scheduler_sim import CLEAN, PGD, Setting, TrialCurve, auc, command_line, mean_sd, measure  # noqa: E402
 
 WAYS = ("pruned", "ignored", "forecast")
 
@@ -96,11 +95,6 @@ def one_run(sampler_name: str, way: str, seed: int, args) -> tuple[float, float]
     return auc(finals), steps / (args.trials * args.max_t)
 
 
-def spread(values: list[float], digits: int) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samplers", nargs="+", default=["tpe", "gp"], choices=["tpe", "gp"])
@@ -111,15 +105,13 @@ def main() -> None:
     parser.add_argument("--rf", type=float, default=2.0)
     args = parser.parse_args()
     print("== stopped trials and the sampler: hypervolume of the finished trials' final points (reference (0, 0))")
-    options = (f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-               for k, v in vars(args).items())
-    print("command: benchmarks/sampler_feedback.py " + " ".join(options))
+    print(command_line("sampler_feedback.py", args))
     print("| sampler | stopped trials told as | hypervolume | compute |\n| --- | --- | --- | --- |")
     for sampler_name in args.samplers:
         for way in WAYS:
             runs = [one_run(sampler_name, way, seed, args) for seed in args.seeds]
             hv, compute = [r[0] for r in runs], [r[1] for r in runs]
-            print(f"| {sampler_name} | {way} | {spread(hv, 4)} | {spread(compute, 3)} |", flush=True)
+            print(f"| {sampler_name} | {way} | {mean_sd(hv, 4)} | {mean_sd(compute, 3)} |", flush=True)
 
 
 if __name__ == "__main__":

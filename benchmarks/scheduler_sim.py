@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import statistics
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Callable
@@ -263,3 +264,19 @@ def random_search_at(setting: Setting, reference: list[GroupRun], compute: float
                        {int(j): ref.last_result[int(j)] for j in chosen})
         runs.append(run)
     return compare(setting, reference, runs, grace, rf)
+
+
+# -- what the benchmarks built on the simulator print
+
+
+def mean_sd(values: list[float], digits: int = 3) -> str:
+    """'mean ± sd' over seeds (sd 0 for one seed)."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def command_line(script: str, args) -> str:
+    """The command that reproduces a run: the script and every option as parsed, defaults included."""
+    options = (f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+               for k, v in vars(args).items())
+    return f"command: benchmarks/{script} " + " ".join(options)
