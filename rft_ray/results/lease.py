@@ -241,7 +241,7 @@ class Lease:
                 if time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-                raise self._held(self._read_retrying()) from None
+                raise self._held(self._read()) from None
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
             except FileNotFoundError:
@@ -286,30 +286,23 @@ class Lease:
             out.write(self.record.to_json())
 
     def _read(self) -> Holder | None:
-        """The lease file's holder; None when there is no file, or it stays unparseable for about a second (a
-        file a writer is rewriting is empty or partial for a moment where writes are not atomic, as on a
-        local disk seen through an object-store protocol; object stores' own puts are atomic)."""
-        for attempt in range(20):
+        """The lease file's holder; None when there is no file, or it stays unparseable over 20 reads (a file a
+        writer is rewriting is empty or partial for a moment where writes are not atomic: a local holder's
+        heartbeat, or a local disk seen through an object-store protocol; object stores' own puts are atomic)."""
+        pause = 0.01 if self.local else 0.05
+        for _ in range(20):
             try:
                 with self.fs.open_input_stream(self.path) as handle:
-                    data = handle.read()
-            except FileNotFoundError:
-                return None
-            holder = Holder.from_json(data)
-            if holder is not None or self.local:
-                return holder
-            time.sleep(0.05)
-        return None
-
-    def _read_retrying(self) -> Holder | None:
-        for _ in range(20):  # a holder rewriting its file leaves it empty for a moment
-            try:
-                holder = self._read()
-            except OSError:
-                holder = None
+                    holder = Holder.from_json(handle.read())
+            except OSError as err:
+                if not self.local:
+                    if isinstance(err, FileNotFoundError):
+                        return None
+                    raise
+                holder = None  # locally only read for the refusal message: a holder replacing its file, read again
             if holder is not None:
                 return holder
-            time.sleep(0.01)
+            time.sleep(pause)
         return None
 
     def _held(self, holder: Holder | None) -> LeaseHeld:
