@@ -232,11 +232,12 @@ def test_frontier_weights_keep_the_front_and_load_back_the_same_model(tmp_path):
     from rft_ray.evaluation.evaluator import EvalSets, evaluate
     from rft_ray.training.setup import Run
 
-    # seed 1: a run whose front holds two points at some step (seed 0's, since heads are always fresh, has one)
+    # seed 1: a run whose test front holds two points at some step (seed 0's, since heads are always fresh, has
+    # one); the keeper keeps the test front (as under search.select_on: test), the one `front` computes
     spec = run_spec(tiny_run(tmp_path, **EVERY_10, **{"training.seed": 1}))
     store = ResultStore(spec.output.results)
     watch = Watch(store, spec.run_id)
-    records = train_loop(spec, [CheckpointKeeper(store, spec.run_id, "frontier"), watch],
+    records = train_loop(spec, [CheckpointKeeper(store, spec.run_id, "frontier", "test"), watch],
                          checkpoint_dir=tmp_path / "ckpt")
     assert [r.step for r in records] == [0, 10, 20, 30, 40, 50, 60]
     for step, (kept, expected) in watch.kept.items():
