@@ -24,6 +24,7 @@ like every analysis table (`analysis.cleaning`): bad rows are dropped with a `Dr
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -164,13 +165,16 @@ def _point_cells(r: dict[str, Any], prefix: str, validation: bool = False) -> st
 
 
 def summary_table_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows of `sweep_summary` as a Markdown table (no trailing newline); NaN shows as nan. Chosen on
-    validation, each best final cell is "test (val)": the chosen run's test value, then the validation value
-    it was chosen on."""
+    """The rows of `sweep_summary` as a Markdown table (no trailing newline). Chosen on validation, each best
+    final cell is "test (val)": the chosen run's test value, then the validation value it was chosen on. The best
+    OOD cell says "not measured" where nothing measured what chooses it: a dataset without OOD splits, or on
+    validation, val_ood_accuracy off (evaluation.validation.ood, off by default)."""
     validation = _on_validation(rows)
     lines = [_VAL_HEADER if validation else _HEADER, _RULE]
 
     def cell(r: dict[str, Any], key: str) -> str:
+        if math.isnan(r[key + "_val"] if validation else r[key]):
+            return "not measured"
         return f"{r[key]:.3f} ({r[key + '_val']:.3f})" if validation else f"{r[key]:.3f}"
 
     for r in rows:

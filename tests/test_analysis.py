@@ -528,7 +528,7 @@ def test_sweep_summary_order_and_shared_numbers(table):
     assert (full["final_pgd"], full["final_pgd_lr"], full["peak_acc"], full["peak_pgd"]) == (0.2, 1e-4, 0.9, 0.4)
     assert full["best_ood"] == pytest.approx(0.5 * 0.9 + 0.1)
     assert math.isnan(by[("full", "digits")]["best_ood"])  # digits has no OOD split
-    assert "| 0.900 | 0.200 | nan | 0.1450 |" in summary_table_markdown(rows)
+    assert "| 0.900 | 0.200 | not measured | 0.1450 |" in summary_table_markdown(rows)
     for r in auc_table(table):  # the frontier AUC is the pooled hypervolume AUC of the AUC table
         assert by[(r["strategy"], r["dataset"])]["frontier_auc"] == pytest.approx(r["auc"], abs=1e-12)
     assert sweep_summary(table.slice(0, 0), select_on="test") == []

@@ -218,14 +218,14 @@ def test_pgd_rerun_reproduces_the_training_time_pgd_exactly(store_root):
 def test_points_final_frontier_and_all_and_a_missing_file_is_reported(store_root):
     store = ResultStore(store_root)
     run_id = only_run(store_root)
-    front = sorted(front_steps(store.read_run(run_id)))
+    front = sorted(front_steps(store.read_run(run_id), "validation"))  # the run selects on validation
     assert [p.step for p in plan_points(store, "all")[0]] == [0, 20, 40, 60]
     assert [p.step for p in plan_points(store, "final")[0]] == [60]
     assert [p.step for p in plan_points(store, "frontier")[0]] == front
     Path(store.checkpoint_path(run_id, front[0])).unlink()
     points, notes = plan_points(store, "frontier")
     assert [p.step for p in points] == front[1:]
-    assert any(f"step {front[0]} is on its frontier but has no kept weights file" in n for n in notes), notes
+    assert any(f"step {front[0]} is on its validation frontier but has no kept weights file" in n for n in notes), notes
     with pytest.raises(AttackError, match="--runs 'nope-\\*' matches no run"):
         plan_points(store, "all", runs="nope-*")
 
@@ -234,7 +234,7 @@ def test_cli_attacks_the_frontier_prints_the_cost_and_analysis_sees_the_columns(
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # in this process
     store = ResultStore(store_root)
     run_id = only_run(store_root)
-    front = sorted(front_steps(store.read_run(run_id)))
+    front = sorted(front_steps(store.read_run(run_id), "validation"))  # the run selects on validation
     code = main(["attack", store_root, "--attack", "pgd", "--on", "frontier", "--eps", "4/255,2/255",
                  "--device", "cpu"])
     out, err = capsys.readouterr()

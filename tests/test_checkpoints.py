@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -65,12 +66,13 @@ def test_rft_run_keeps_lists_and_replaces_checkpoints_per_mode(tmp_path, capsys)
     assert store.derived_files("r1") == derived
     capsys.readouterr()
 
-    # The same run id again, from scratch, keeping its front: the earlier run's other files go, as its rows do.
+    # The same run id again, from scratch, keeping its (validation) front: the earlier run's other files go, as
+    # its rows do.
     assert main(["run", "--spec", str(spec_file), "--quiet", "--restart"]) == 0
-    assert set(store.checkpoints("r1")) == front_steps(store.read_run("r1"))
+    assert set(store.checkpoints("r1")) == front_steps(store.read_run("r1"), "validation")
     assert {**store.derived_files("r1"), "checkpoints": []} == {"checkpoints": [], "attacks": [], "interpolated": []}
     assert interpolated.run_ids() == [] and "aa_adv_acc/4/255" not in store.read().column_names
-    assert "checkpoints (frontier):" in capsys.readouterr().out
+    assert "checkpoints (frontier, on the validation front):" in capsys.readouterr().out
     assert main(["run", "--spec", str(spec_file), "--quiet", "--restart", "--keep-checkpoints", "none"]) == 0
     assert store.checkpoints("r1") == {} and list_checkpoints(store) == []
     assert "checkpoints (none): 0 kept\n" in capsys.readouterr().out
@@ -83,11 +85,15 @@ class Context:
         self.spec, self.model, self.class_names = spec, model, [str(i) for i in range(10)]
 
 
-def _records(run_id: str, points: list[tuple[int, float, float]]) -> list[EvalRecord]:
+def _records(run_id: str, points: list[tuple[int, float, float]],
+             validation: list[tuple[float, float]] | None = None) -> list[EvalRecord]:
+    """Records of (step, test clean, PGD) points, with (val clean, val PGD) metrics where `validation` gives them."""
+    vals = validation or [(None, None)] * len(points)
     base = dict(run_id=run_id, strategy="lora", dataset="digits", model="m", lr=1e-3, weight_decay=0.0, seed=0,
                 total_steps=60, epoch=0.0, examples_seen=0, train_loss=0.1, train_clean_acc=0.5, pgd_eps=4 / 255,
                 test_ood_accuracy=0.3, trainable_params=10, total_params=100, wall_seconds=1.0, eval_seconds=0.5)
-    return [EvalRecord(step=s, test_clean_acc=a, pgd_adv_acc=r, **base) for s, a, r in points]
+    return [EvalRecord(step=s, test_clean_acc=a, pgd_adv_acc=r, val_clean_acc=va, val_pgd_adv_acc=vr, **base)
+            for (s, a, r), (va, vr) in zip(points, vals)]
 
 
 def test_an_object_store_keeps_lists_and_loads_checkpoints(tmp_path):
@@ -121,6 +127,61 @@ def test_an_object_store_keeps_lists_and_loads_checkpoints(tmp_path):
         out.write(b"not safetensors")
     with pytest.raises(StoreError, match="step-80.safetensors is not a safetensors file"):
         checkpoint_metadata(store.fs, store.checkpoint_path("remote", 80))
+
+
+# Test front: steps 20 and 60. Validation front: steps 0 and 40 (what a selection on validation may pick).
+TEST_POINTS = [(0, 0.1, 0.1), (20, 0.5, 0.4), (40, 0.6, 0.3), (60, 0.7, 0.35)]
+VAL_POINTS = [(0.2, 0.5), (0.4, 0.3), (0.6, 0.4), (0.5, 0.2)]
+
+
+def _keep_points(store, run_id: str, select_on: str, validation, tmp_path) -> None:
+    from rft_ray.models.backbones import create_classifier
+    from rft_ray.models.strategies import create_strategy
+
+    spec = run_spec(tiny_run(tmp_path, **{"output.run_id": run_id}))
+    model = create_classifier(spec.model, 10, seed=0)
+    create_strategy(spec.strategy.name, spec.strategy.options).apply(model)
+    keeper = CheckpointKeeper(store, run_id, "frontier", select_on)
+    keeper.on_run_start(Context(spec, model))
+    records = _records(run_id, TEST_POINTS, validation)
+    for i in range(len(records)):
+        keeper.records_changed(records[: i + 1])
+    store.write_run(run_id, records)
+
+
+@pytest.mark.parametrize("select_on, validation, front, steps", [
+    ("validation", VAL_POINTS, "validation", [0, 40]),
+    ("test", VAL_POINTS, "test", [20, 60]),  # search.select_on: test (the paper's test-only curves)
+    ("validation", None, "test", [20, 60]),  # the run measured no validation: every selection reads test
+])
+def test_frontier_keeps_the_front_of_the_split_selections_read(tmp_path, select_on, validation, front, steps):
+    """keep_checkpoints: frontier keeps the run's validation front when it selects on validation and measured
+    it, else its test front; the listing says which, and `--on frontier` (rft attack, rft interpolate) finds a
+    kept file for every point of that front."""
+    from rft_ray.results.checkpoints import front_split, select_kept_points
+
+    store = ResultStore(tmp_path / "store")
+    _keep_points(store, "r", select_on, validation, tmp_path)
+    records = store.read_run("r")
+    assert front_steps(records, "test") == {20, 60}  # the two fronts differ: the kept steps show which was kept
+    assert front_steps(records, "validation") == ({0, 40} if validation else set())
+    assert front_split(records, select_on) == front and sorted(store.checkpoints("r")) == steps
+    kept = list_checkpoints(store)
+    assert [(c.step, c.front) for c in kept] == [(s, front) for s in steps]
+    assert describe_checkpoints(kept).count(f"{'val' if front == 'validation' else 'test'} front") == len(steps)
+    points, notes = select_kept_points(store, "frontier")
+    assert [p.step for p in points] == steps and notes == []
+    if validation:  # the validation metrics are in the file's metadata beside the test ones
+        metadata = checkpoint_metadata(store.fs, kept[0].path)
+        assert (float(metadata["val_clean_acc"]), metadata["front"]) == (VAL_POINTS[steps[0] // 20][0], front)
+    # rft best, choosing on the split the run kept, finds the kept file of the knee it picks
+    from rft_ray.cli.best import best_points
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # select_on test is warned as optimistic
+        [group] = best_points(str(tmp_path / "store"), select_on=front)["groups"]
+    knee = group["knee"]
+    assert knee["step"] in steps and knee["checkpoint"] == store.checkpoint_path("r", knee["step"])
 
 
 def test_mode_none_keeps_nothing_and_unknown_modes_are_refused(tmp_path):

@@ -151,7 +151,7 @@ def test_select_frontier_notes_front_points_without_a_file_and_all_takes_files_w
     _keep(store, "a", 80)  # a file whose step has no row
     points, notes = select_kept_points(store, "frontier", runs="a*")
     assert [p.step for p in points] == [40]
-    assert notes == ["run a: step 20 is on its frontier but has no kept weights file (kept: steps 40, 80)"]
+    assert notes == ["run a: step 20 is on its test frontier but has no kept weights file (kept: steps 40, 80)"]
     points, notes = select_kept_points(store, "all")
     assert [(p.step, p.record is None, math.isnan(p.clean_acc)) for p in points] == [(40, False, False),
                                                                                       (80, True, True)]

@@ -3,6 +3,7 @@ and two points), the most robust point at an accuracy floor, per-run and per-gro
 choices are reported: the sweep summary, MLflow metrics, the analysis report and `rft best STORE`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -435,6 +436,22 @@ def test_the_summary_chooses_best_final_on_validation_and_says_so(tmp_path):
     assert "best final test acc (val acc it was chosen on)" in summary_table_markdown(rows)
     assert "0.900 (0.400)" in summary_table_markdown(rows)
     assert "knee: val clean acc | val PGD acc | test clean acc | test PGD acc" in knee_table_markdown(rows)
+
+
+def test_the_summarys_best_ood_says_not_measured_where_validation_ood_was_off(tmp_path):
+    """evaluation.validation.ood is off by default: nothing measured what would choose the best OOD run, so the
+    cell says so instead of 'nan (nan)'; where val_ood_accuracy was measured, the cell is 'test (val)'."""
+    from analysis.summary import summary_table_markdown, sweep_summary
+
+    store = write_validated_store(tmp_path / "store")
+    table = summary_table_markdown(sweep_summary(store.read(), strategy_order=("full", "lora")))
+    assert "| best test OOD (val OOD) |" in table.splitlines()[0] and "nan" not in table
+    assert [line.split(" | ")[7] for line in table.splitlines()[2:]] == ["not measured"] * 2
+    for run, val_ood in (("lora-digits-a", 0.5), ("lora-digits-b", 0.6)):  # measured for lora: b's is the best
+        store.write_run(run, [dataclasses.replace(r, val_ood_accuracy=val_ood, test_ood_accuracy=val_ood - 0.35)
+                              for r in store.read_run(run)])
+    table = summary_table_markdown(sweep_summary(store.read(), strategy_order=("full", "lora")))
+    assert [line.split(" | ")[7] for line in table.splitlines()[2:]] == ["not measured", "0.250 (0.600)"]
 
 
 def test_rft_best_chooses_on_validation_by_default_and_refuses_results_without_it(tmp_path, capsys):

@@ -155,7 +155,7 @@ def test_two_runs_of_one_id_started_at_once_one_is_refused_and_the_others_run_is
     store = ResultStore(tmp_path / "store")
     records = store.read_run(RUN)
     assert [r.step for r in records] == STEPS and {r.lr for r in records} == {lr}
-    assert set(store.checkpoints(RUN)) == (set(STEPS) if mode == "all" else front_steps(records))
+    assert set(store.checkpoints(RUN)) == (set(STEPS) if mode == "all" else front_steps(records, "validation"))
     state = torch.load(tmp_path / "ckpt" / RUN / "checkpoint.pt", weights_only=True)
     assert state["step"] == 60 and state["spec"]["training"]["lr"] == lr
 

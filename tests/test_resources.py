@@ -157,6 +157,52 @@ def test_resume_refuses_settings_an_interrupted_group_would_not_apply(tmp_path, 
     assert (Path(first.storage_root) / STATE_FILE).read_bytes() == before  # nothing written
 
 
+def _as_before_select_on(state: dict) -> dict:
+    """The state rft-ray < 0.2.0 wrote for the same spec: its search had no select_on, and its fingerprint was the
+    hash of the decisive sections without it (that version's `ExperimentSpec.fingerprint`, written out here)."""
+    import hashlib
+
+    spec = json.loads(json.dumps(state["spec"]))
+    del spec["search"]["select_on"]
+    decisive = {k: spec[k] for k in ("name", "base", "strategies", "datasets", "search")}
+    fingerprint = hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {**state, "spec": spec, "fingerprint": fingerprint}
+
+
+def test_a_sweep_started_before_select_on_resumes_entirely_on_test_with_one_warning(tmp_path, capsys):
+    """Its trials and restored searcher chose on test and its rows have no validation metrics: the resumed sweep
+    goes on on test (new trials' config, searcher and scheduler keys, progress, summary), never a mix; a sweep
+    started with select_on resumes on the split it names, silently."""
+    from rft_ray.sweep.driver import _open_state, _selection_as_started
+    from rft_ray.sweep.search import early_stopping, param_space
+
+    data = tiny_experiment(tmp_path / "sweep")
+    data["search"].update(scheduler="asha", asha={"grace_period": 20}, objectives=[{"metric": "pgd_adv_acc"}])
+    experiment = experiment_spec(data)
+    assert experiment.search.select_on == "validation"  # the default: what the same spec file reads as today
+    folder = SweepFolder(experiment.storage_root)
+    state = _open_state(experiment, folder, resume=False, overwrite=False)
+    folder.write_state(state)
+    assert _selection_as_started(experiment, _open_state(experiment, folder, resume=True, overwrite=False)) \
+        is experiment and capsys.readouterr().err == ""
+
+    folder.write_state(_as_before_select_on(state))
+    legacy = _open_state(experiment, folder, resume=True, overwrite=False)  # the same spec file: not "changed"
+    resumed = _selection_as_started(experiment, legacy)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "started before search.select_on existed" in err and "optimistic" in err, err
+    assert resumed.search.select_on == "test" and resumed.search.keys() == ["pgd_adv_acc"]
+    assert experiment.search.keys() == ["val_pgd_adv_acc"]  # what a fresh searcher would have read: the mix
+    assert early_stopping(resumed.search).metric == "pgd_adv_acc"
+    resources = {"cpus_per_trial": 1, "gpus_per_trial": 0}
+    assert param_space(resumed, resumed.groups[0], resources)["select_on"] == "test"  # new trials report test
+    assert resumed.fingerprint(before_select_on=True) == legacy["fingerprint"]
+    # ...and a spec that changed otherwise is still refused
+    data["search"]["num_samples"] = 3
+    with pytest.raises(SpecError, match="the spec changed since the sweep"):
+        _open_state(experiment_spec(data), folder, resume=True, overwrite=False)
+
+
 def test_changed_settings_names_each_dotted_field():
     before = {"resources": {"cpus_per_trial": 1.0, "max_concurrent_trials": "auto"}, "tracking": {"enabled": True}}
     now = {"resources": {"cpus_per_trial": 2.0, "max_concurrent_trials": "auto"}, "tracking": {"enabled": False}}

@@ -416,7 +416,7 @@ def test_sweep_end_to_end_pareto_store_mlflow_and_a_killed_worker(ray_session, t
         # The weights of the run's Pareto-optimal points, carried from the worker in its checkpoints; the one
         # documented call loads them back.
         weights = sorted(a.path for a in client.list_artifacts(child.info.run_id, "weights"))
-        assert weights == sorted(f"weights/step-{s}.safetensors" for s in front_steps(records)), weights
+        assert weights == sorted(f"weights/step-{s}.safetensors" for s in front_steps(records, "validation")), weights
         path = mlflow.artifacts.download_artifacts(run_id=child.info.run_id, artifact_path=weights[-1],
                                                    tracking_uri=experiment.tracking_uri())
         assert read_weights(path)[1]["run_id"] == tags["run_id"] and load_finetuned(path).training is False

@@ -232,11 +232,12 @@ def test_frontier_weights_keep_the_front_and_load_back_the_same_model(tmp_path):
     from rft_ray.evaluation.evaluator import EvalSets, evaluate
     from rft_ray.training.setup import Run
 
-    # seed 1: a run whose front holds two points at some step (seed 0's, since heads are always fresh, has one)
+    # seed 1: a run whose test front holds two points at some step (seed 0's, since heads are always fresh, has
+    # one); the keeper keeps the test front (as under search.select_on: test), the one `front` computes
     spec = run_spec(tiny_run(tmp_path, **EVERY_10, **{"training.seed": 1}))
     store = ResultStore(spec.output.results)
     watch = Watch(store, spec.run_id)
-    records = train_loop(spec, [CheckpointKeeper(store, spec.run_id, "frontier"), watch],
+    records = train_loop(spec, [CheckpointKeeper(store, spec.run_id, "frontier", "test"), watch],
                          checkpoint_dir=tmp_path / "ckpt")
     assert [r.step for r in records] == [0, 10, 20, 30, 40, 50, 60]
     for step, (kept, expected) in watch.kept.items():
@@ -311,27 +312,28 @@ def test_a_resumed_run_ends_with_exactly_the_files_its_mode_implies(tmp_path, mo
 
         def records_changed(self, records, checkpoint_dir):
             files = store.checkpoints(spec.run_id)
-            self.seen.append((records[-1].step, kept_steps_for(mode, records),
+            self.seen.append((records[-1].step, kept_steps_for(mode, records, "test"),
                               {s: contents(p) for s, p in files.items()}))
 
-    # lr 5e-3, seed 4: a trajectory whose front at step 20 is {10, 20} and whose step 30 beats both (found by trying
-    # seeds once heads were always fresh; seed 0 at the default lr no longer had that shape)
+    # lr 5e-3, seed 4: a trajectory whose test front at step 20 is {10, 20} and whose step 30 beats both (found by
+    # trying seeds once heads were always fresh; seed 0 at the default lr no longer had that shape); the keepers
+    # keep the test front (a sweep with search.select_on: test), the one of that shape
     spec = run_spec(tiny_run(tmp_path, **EVERY_10, **{"output.keep_checkpoints": mode, "training.lr": 5e-3,
                                                       "training.seed": 4}))
     store = ResultStore(spec.output.results)
     attempt, at_20 = tmp_path / "attempt", tmp_path / "at-20"
     with pytest.raises(Interrupt):
-        train_loop(spec, [CheckpointKeeper(store, spec.run_id, mode), StopAt(20)], checkpoint_dir=attempt)
+        train_loop(spec, [CheckpointKeeper(store, spec.run_id, mode, "test"), StopAt(20)], checkpoint_dir=attempt)
     shutil.copytree(attempt, at_20)  # the last checkpoint the restarted run will find
     files_at_20 = {step: contents(path) for step, path in store.checkpoints(spec.run_id).items()}
     with pytest.raises(Interrupt):
-        train_loop(spec, [CheckpointKeeper(store, spec.run_id, mode), StopAt(40)], checkpoint_dir=attempt,
+        train_loop(spec, [CheckpointKeeper(store, spec.run_id, mode, "test"), StopAt(40)], checkpoint_dir=attempt,
                    resume_from=attempt)
     assert max(store.checkpoints(spec.run_id)) == 40
     snapshot = Snapshot()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        records = train_loop(spec, [CheckpointKeeper(store, spec.run_id, mode), snapshot], checkpoint_dir=at_20,
+        records = train_loop(spec, [CheckpointKeeper(store, spec.run_id, mode, "test"), snapshot], checkpoint_dir=at_20,
                              resume_from=at_20)
     lost = [str(w.message) for w in caught if "cannot be remade" in str(w.message)]
     step, expected, files = snapshot.seen[0]  # the restored records, before any new point
@@ -344,7 +346,7 @@ def test_a_resumed_run_ends_with_exactly_the_files_its_mode_implies(tmp_path, mo
         assert set(files_at_20) == expected == {10, 20} and files == {}
         assert len(lost) == 1 and "step(s) [10]" in lost[0], lost
     assert all(set(files) == expected for _, expected, files in snapshot.seen[1:])
-    assert set(store.checkpoints(spec.run_id)) == kept_steps_for(mode, records) and records[-1].step == 60
+    assert set(store.checkpoints(spec.run_id)) == kept_steps_for(mode, records, "test") and records[-1].step == 60
     assert (mode == "all") == (set(store.checkpoints(spec.run_id)) == {r.step for r in records})
 
 

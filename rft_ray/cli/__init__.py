@@ -83,8 +83,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     result = run_in_process(spec, progress=not args.quiet, json_path=args.json, restart=args.restart, summary=True)
     _print_summary(result.records, spec.output.results, result.store.run_path(spec.run_id), args.json)
-    kept = result.kept_checkpoints
-    print(f"checkpoints ({spec.output.keep_checkpoints}): {len(kept)} kept"
+    from rft_ray.results.checkpoints import kept_front
+
+    kept, mode = result.kept_checkpoints, spec.output.keep_checkpoints
+    front = f", on the {kept_front(result.store, kept)} front" if mode == "frontier" and kept else ""
+    print(f"checkpoints ({mode}{front}): {len(kept)} kept"
           + (f", steps {', '.join(map(str, kept))}, in {result.store.checkpoint_folder(spec.run_id)}" if kept else ""))
     return 0
 

@@ -35,8 +35,9 @@ def add_attack_command(sub) -> None:
     attack.add_argument("--attack", action="append", required=True, metavar="NAME",
                         help=f"{', '.join(ATTACK_SLUGS)}; comma-separated or repeated")
     attack.add_argument("--on", choices=POINT_CHOICES, default="frontier",
-                        help="frontier: the kept points on each run's own clean-vs-PGD front (default); all: every "
-                             "kept point; final: each run's last kept point")
+                        help="frontier: the kept points on each run's own clean-vs-PGD front (default; on the split "
+                             "the run kept its front on, validation when it selects on it: rft checkpoints says); all: "
+                             "every kept point; final: each run's last kept point")
     attack.add_argument("--eps", action="append", metavar="EPS",
                         help="L-inf radii, e.g. 1/255,2/255 (default: each run's own PGD radius)")
     attack.add_argument("--runs", metavar="GLOB", help="only runs whose id matches this glob, e.g. 'lora-*'")

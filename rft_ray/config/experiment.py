@@ -291,10 +291,14 @@ class ExperimentSpec:
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
 
-    def fingerprint(self) -> str:
-        """Hash of what decides the trials (not resources, tracking or retries, which a resume may change)."""
+    def fingerprint(self, before_select_on: bool = False) -> str:
+        """Hash of what decides the trials (not resources, tracking or retries, which a resume may change);
+        `before_select_on`: as rft-ray before 0.2.0 hashed it, whose search had no select_on field (a sweep
+        started then resumes with it: `rft_ray.sweep.driver`)."""
         plain = self.to_dict()
         decisive = {k: plain[k] for k in ("name", "base", "strategies", "datasets", "search")}
+        if before_select_on:
+            decisive["search"] = {k: v for k, v in decisive["search"].items() if k != "select_on"}
         return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @classmethod

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
+from rft_ray.config.metrics import VALIDATION_COLUMNS, check_select_on
 from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import CHECKPOINTS_DIR, ResultStore, StoreError, check_run_id
 
@@ -30,6 +31,11 @@ POINT_CHOICES = ("frontier", "all", "final")
 
 _MAX_HEADER = 100_000_000  # safetensors' own limit on a header's size
 FORMAT = "rft-ray frontier weights 1"  # CheckpointKeeper's files; unchanged since they held frontier points only
+# The (clean, PGD) columns of the front a run keeps, per split (`front_split`); a file's metadata names the split
+# its run kept on under FRONT_KEY (files kept before it was recorded: test, the only front there was).
+_TEST_FRONT = ("test_clean_acc", "pgd_adv_acc")
+FRONT_COLUMNS = {"test": _TEST_FRONT, "validation": tuple(VALIDATION_COLUMNS[c] for c in _TEST_FRONT)}
+FRONT_KEY = "front"
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class KeptCheckpoint:
     pgd_adv_acc: float
     strategy: str
     problem: str | None = None  # why the file is bad (`inspect_checkpoint`); None for a good one
+    front: str = "test"  # the split whose front its run kept (`front_split`; FRONT_KEY of its metadata)
 
 
 def checkpoint_metadata(filesystem: pafs.FileSystem, path: str) -> dict[str, str]:
@@ -102,7 +109,8 @@ def list_checkpoints(store: ResultStore, run_ids: list[str] | None = None) -> li
             except (ValueError, TypeError, AttributeError) as err:
                 metrics, strategy = (math.nan, math.nan), ""
                 problem = problem or f"its metadata cannot be read ({type(err).__name__}: {err})"
-            kept.append(KeptCheckpoint(run_id, step, path, size, *metrics, strategy, problem))
+            kept.append(KeptCheckpoint(run_id, step, path, size, *metrics, strategy, problem,
+                                       metadata.get(FRONT_KEY, "test")))
     return kept
 
 
@@ -114,19 +122,33 @@ def _is_run_id(name: str) -> bool:
 
 
 def describe_checkpoints(kept: list[KeptCheckpoint]) -> str:
-    """One line per kept checkpoint, for commands that list them: run, step, metrics (or why the file is bad),
-    size, path."""
+    """One line per kept checkpoint, for commands that list them: run, step, test metrics (or why the file is
+    bad), the split whose front its run kept, size, path."""
     return "\n".join(f"{c.run_id:<40} step {c.step:>7}  "
-                     + (f"BAD: {c.problem}  " if c.problem else f"clean {c.test_clean_acc:.3f}  PGD {c.pgd_adv_acc:.3f}  ")
+                     + (f"BAD: {c.problem}  " if c.problem else f"clean {c.test_clean_acc:.3f}  PGD "
+                        f"{c.pgd_adv_acc:.3f}  {'val' if c.front == 'validation' else 'test'} front  ")
                      + f"{c.size_bytes / 1e6:>9.2f} MB  {c.path}" for c in kept)
 
 
-def front_steps(records: list[EvalRecord]) -> set[int]:
-    """The steps of the records on their (test_clean_acc, pgd_adv_acc) Pareto front, the front
-    `analysis.frontier.pareto_frontier` draws (this floor cannot import analysis); of points measured alike, the
-    earliest, so a later tie never replaces a kept file. Records with a NaN metric are on no front."""
-    points = [(float(r.test_clean_acc), float(r.pgd_adv_acc), int(r.step)) for r in records
-              if math.isfinite(r.test_clean_acc) and math.isfinite(r.pgd_adv_acc)]
+def front_split(records: list[EvalRecord], select_on: str = "validation") -> str:
+    """The split whose (clean, PGD) front a run keeps (`output.keep_checkpoints: frontier`) and `--on frontier`
+    chooses: validation when its selections read validation (search.select_on, the default) and every record
+    measured both validation metrics; test when they read test, or validation was not measured (off, no
+    validation split, rows written before it was), as every selection of the run would then read test."""
+    check_select_on(select_on)
+    columns = FRONT_COLUMNS["validation"]
+    if select_on == "validation" and records and all(_finite(getattr(r, c)) for r in records for c in columns):
+        return "validation"
+    return "test"
+
+
+def front_steps(records: list[EvalRecord], split: str = "test") -> set[int]:
+    """The steps of the records on their Pareto front of `split`'s (clean, PGD) metrics (`FRONT_COLUMNS`), the
+    front `analysis.frontier.pareto_frontier` draws (this floor cannot import analysis); of points measured
+    alike, the earliest, so a later tie never replaces a kept file. Records with a NaN metric are on no front."""
+    clean, robust = FRONT_COLUMNS[check_select_on(split)]
+    points = [(float(getattr(r, clean)), float(getattr(r, robust)), int(r.step)) for r in records
+              if _finite(getattr(r, clean)) and _finite(getattr(r, robust))]
     front, best_rob = set(), -math.inf
     # From the highest accuracy down (ties: most robust first), a point is on the front exactly when it is more
     # robust than every point of at least its accuracy.
@@ -139,6 +161,21 @@ def front_steps(records: list[EvalRecord]) -> set[int]:
         if (acc, rob) in front:
             first.setdefault((acc, rob), step)
     return set(first.values())
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(float(value))
+
+
+def kept_front(store: ResultStore, kept: dict[int, str]) -> str:
+    """The split whose front a run kept its weights on, as its latest readable kept file names it (test for files
+    kept before the split was recorded: test was the only front then)."""
+    for step in sorted(kept, reverse=True):
+        try:
+            return checkpoint_metadata(store.fs, kept[step]).get(FRONT_KEY, "test")
+        except StoreError:
+            continue  # a bad file: the next one says
+    return "test"
 
 
 @dataclass(frozen=True)
@@ -167,8 +204,8 @@ class KeptPoint:
 def select_kept_points(store: ResultStore, on: str = "frontier", runs: str | None = None
                        ) -> tuple[list[KeptPoint], list[str]]:
     """The kept points of the runs whose id matches the glob `runs` (None: every run), and a note for each point
-    asked for that has no kept file. `on`: `frontier`, the kept points on the run's own (test_clean_acc,
-    pgd_adv_acc) front of its stored rows (`front_steps`, the front `keep_checkpoints: frontier` keeps); `all`,
+    asked for that has no kept file. `on`: `frontier`, the kept points on the run's own front of its stored rows,
+    on the split its kept files name (`kept_front`: the front `keep_checkpoints: frontier` keeps); `all`,
     every kept file; `final`, the run's last kept step (noted when it is not the run's last evaluated step).
     StoreError for an unknown `on` or a glob no run matches."""
     if on not in POINT_CHOICES:
@@ -194,11 +231,12 @@ def select_kept_points(store: ResultStore, on: str = "frontier", runs: str | Non
                 notes.append(f"run {run_id}: its last point, step {records[-1].step}, has no kept weights; taking "
                              f"its last kept step, {wanted[0]}")
         else:
-            wanted = sorted(front_steps(records))
+            split = kept_front(store, kept)
+            wanted = sorted(front_steps(records, split))
         for step in wanted:
             if step not in kept:
-                notes.append(f"run {run_id}: step {step} is on its frontier but has no kept weights file (kept: "
-                             f"steps {', '.join(map(str, kept))})")
+                notes.append(f"run {run_id}: step {step} is on its {split} frontier but has no kept weights file "
+                             f"(kept: steps {', '.join(map(str, kept))})")
                 continue
             problem = inspect_checkpoint(store.fs, kept[step])[2]
             if problem:

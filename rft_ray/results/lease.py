@@ -10,15 +10,22 @@ on the storage (RELIABILITY.md says what each kind guarantees):
   exclusive `flock` on the file while it holds the lease. The kernel judges: a second taker's non-blocking
   `flock` fails at once, and a process that ends, however it ends, loses its lock, so a lease file whose lock
   is free is provably abandoned and is taken over, with a message naming the dead holder.
-- An object store (any other pyarrow filesystem: s3://, gs://): pyarrow offers no atomic create-if-absent, so a
+- An object store (any other pyarrow filesystem: s3://, gs://): the stores are reached through pyarrow's
+  filesystems, which offer no conditional create (pyarrow 25's S3FileSystem has no If-None-Match put: none of
+  its options in `pyarrow/_s3fs.pyx`, nothing in `arrow/filesystem/s3fs.h`; GcsFileSystem likewise), so a
   taker reads the file; a lease whose heartbeat is younger than `stale_after` is held (refused, naming the
   holder) unless its holder ran on this very host (hostname and kernel boot id) and its process has ended;
   otherwise the taker writes its own record with a fresh token, waits `settle` seconds and reads the file back.
-  Its own token there makes the lease its own; of two takers, the one that wrote first reads the other's token
-  and is refused. A taker whose read is older than `settle / 2` when it would write reads again, so a slow
-  taker cannot overwrite a winner after the winner's read-back. The holder's heartbeat rewrites the file every
-  `beat` seconds after checking that the token there is still its own; finding another's, it marks the lease
-  lost, and `check()` (called before each write) raises.
+  Its own token there makes the lease its own; of two takers that both read the lease free, the one whose write
+  landed first reads the other's token and is refused. This is exclusive under one assumption: every taker's
+  write lands within `settle` of its read (a write landing later can replace a winner's record after the
+  winner read its own back). The taker enforces half of it: a read older than `settle / 2` when it is about to
+  write is read again, so a taker paused between its read and its write cannot go on; what it cannot enforce
+  is a pause longer than `settle / 2` after that check, inside the write. If that happens, two takers return
+  holding the lease, and the earlier one's next heartbeat (within `beat`) finds the other's token, marks the
+  lease lost, and its `check()` (called before each write) raises. The holder's heartbeat rewrites the file
+  every `beat` seconds after checking that the token there is still its own. tests/test_lease.py drives each of
+  these interleavings deterministically (pauses injected at the read and the write).
 """
 from __future__ import annotations
 

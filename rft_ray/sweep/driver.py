@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 
 from rft_ray.config import SpecError
 from rft_ray.config.experiment import ExperimentSpec
+from rft_ray.config.metrics import optimistic_warning
 from rft_ray.results.store import ResultStore
 from rft_ray.sweep.console import LOG_FILE, GroupProgress, SweepConsole, say, warn
 from rft_ray.sweep.group import run_group
@@ -37,6 +38,7 @@ from rft_ray.sweep.state import (
     SweepInterrupted,
     changed_settings,
     settings_of,
+    started_before_select_on,
 )
 
 
@@ -78,6 +80,7 @@ def _run_held(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, ove
               spec_path: str | None, analyze: bool, cluster_config: str | None, verbose: bool,
               dashboard: bool | None, began: float) -> SweepResult:
     state = _open_state(experiment, folder, resume, overwrite)
+    experiment = _selection_as_started(experiment, state)
     if resume and _local_databases(experiment):  # a fresh head or pod: Optuna's and MLflow's from their copies
         from rft_ray.sweep.state_copies import restore_copies
 
@@ -134,7 +137,7 @@ def _open_state(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, o
     if resume:
         if state is None:
             raise SweepError(f"nothing to resume: no {STATE_FILE} in {experiment.storage_root}; run without --resume")
-        if state.get("fingerprint") != experiment.fingerprint():
+        if state.get("fingerprint") != experiment.fingerprint(before_select_on=started_before_select_on(state)):
             raise SpecError(f"the spec changed since the sweep in {experiment.storage_root} started (name, base, "
                             "strategies, datasets or search differ); resume with the same spec, or start anew with "
                             "--overwrite or another storage.path")
@@ -155,6 +158,23 @@ def _open_state(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, o
     return {"name": experiment.name, "fingerprint": experiment.fingerprint(), "spec": spec,
             "settings": settings_of(spec), "groups": {}, "parent_run_id": None,
             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _selection_as_started(experiment: ExperimentSpec, state: dict[str, Any]) -> ExperimentSpec:
+    """The experiment a sweep goes on with: a sweep started before search.select_on existed resumes entirely on
+    test, as it started (as Tune restores a searcher with the metric it began with): its Optuna study, restored
+    searcher and scheduler read test keys, its trials report them and its rows have no validation metrics, so
+    new trials choosing on validation would mix two splits in one search. One line warns it is optimistic."""
+    if not started_before_select_on(state) or experiment.search.select_on == "test":
+        return experiment
+    import dataclasses
+    import warnings
+
+    warn("rft sweep: warning: this sweep was started before search.select_on existed (rft-ray < 0.2.0) and chose "
+         f"on test, so it resumes on test to the end; {optimistic_warning('search.select_on')}")
+    with warnings.catch_warnings():  # the spec's own warnings were shown when it was read
+        warnings.simplefilter("ignore")
+        return dataclasses.replace(experiment, search=dataclasses.replace(experiment.search, select_on="test"))
 
 
 def _check_resumable_settings(experiment: ExperimentSpec, state: dict[str, Any], folder: SweepFolder) -> None:

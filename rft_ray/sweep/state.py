@@ -6,6 +6,9 @@ MLflow run, finished groups), `store/` (Parquet), `tune/<group>/` (Tune experime
 writing it: one at a time, `SweepFolder.lease`), and locally `mlflow.db`, `optuna.db`, the
 summary and `analysis/` (for s3:// / gs:// folders a local results/<name>, uploaded into the folder at the end).
 
+A state whose stored spec has no `search.select_on` is of a sweep started before it existed (rft-ray < 0.2.0):
+its trials, searcher and scheduler chose on test (`started_before_select_on`); `--resume` goes on on test.
+
 `settings` in the state are the spec's sections a resume may not silently ignore (`CHANGEABLE`): Tune restores an
 interrupted group with the concurrency, retries and callbacks it started with, so `--resume` refuses to go on
 with different ones while such a group is left (`changed_settings`).
@@ -92,6 +95,12 @@ class SweepFolder:
     def move(self, source: str, target_dir: str) -> None:
         self.fs.create_dir(self._p(target_dir), recursive=True)
         self.fs.move(self._p(source), self._p(target_dir, Path(source).name))
+
+
+def started_before_select_on(state: dict[str, Any]) -> bool:
+    """The sweep's stored spec predates search.select_on (its search section has none): it chose on test."""
+    search = (state.get("spec") or {}).get("search")
+    return isinstance(search, dict) and "select_on" not in search
 
 
 # What the fingerprint leaves out (a resume may change it) but an interrupted group keeps from its start.

@@ -134,12 +134,12 @@ def train_worker(config: dict[str, Any]) -> None:
         store = ResultStore(spec.output.results)
         if rank == 0 and resume_from is None:
             store.forget_derived(run_id)  # attacked and interpolated on weights this trial is about to replace
-        kept = [RunSummary(), StoreObserver(store, run_id), CheckpointKeeper(store, run_id,
-                                                                             spec.output.keep_checkpoints)
+        # Trials configured before search.select_on existed selected on test; the kept front follows the split.
+        select_on = config.get("select_on", "test")
+        kept = [RunSummary(), StoreObserver(store, run_id),
+                CheckpointKeeper(store, run_id, spec.output.keep_checkpoints, select_on)
                 ] if rank == 0 else []  # RunSummary: what the trial loaded, in sweep.log
-        # Trials configured before search.select_on existed selected on test.
-        reporter = TuneReporter(config["objectives"], config.get("select_on", "test"), rank,
-                                resuming=resume_from is not None)
+        reporter = TuneReporter(config["objectives"], select_on, rank, resuming=resume_from is not None)
         observers = [*kept, *plugins_from_env(), reporter]
         try:
             train_loop(spec, observers, checkpoint_dir=checkpoint_dir, resume_from=resume_from, progress=False)

@@ -6,13 +6,17 @@ training changes: a few MB for the PEFT strategies, the whole model for `full`) 
 `<store>/checkpoints/<run_id>/step-<step>.safetensors` (`ResultStore.checkpoint_path`, through the store's
 filesystem: local, replaced atomically, or an object store):
 
-- `frontier` (default): the points on the run's own (test_clean_acc, pgd_adv_acc) Pareto front so far; the files
-  of points that fall off it are deleted, so the folder always holds exactly the front of the points so far;
+- `frontier` (default): the points on the run's own (clean, PGD) Pareto front so far, on the split its selections
+  read (`rft_ray.results.checkpoints.front_split`): (val_clean_acc, val_pgd_adv_acc) when the run measures
+  validation and selects on it (search.select_on: validation, the default; `rft run` selects on validation),
+  else (test_clean_acc, pgd_adv_acc); the files of points that fall off it are deleted, so the folder always
+  holds exactly the front of the points so far;
 - `all`: every point;
 - `none`: nothing (and files an earlier run of the same run id left there are deleted, as its rows are replaced).
 
 Each file's metadata holds the run spec (JSON), the run id, the step, the number and the ordered names of the
-classes and the point's two metrics, so
+classes, the point's test metrics (and validation metrics where measured) and the split of the front its run
+keeps (`front`), so
 
     model = load_finetuned(store.checkpoint_path(run_id, 400))
 
@@ -42,7 +46,8 @@ from rft_ray.config import RunSpec
 from rft_ray.models.backbones import ImageClassifier, create_classifier
 from rft_ray.models.strategies import create_strategy
 from rft_ray.results.files import atomic_path, filesystem_for, is_uri, write_bytes
-from rft_ray.results.checkpoints import FORMAT, checkpoint_metadata, front_steps
+from rft_ray.results.checkpoints import (FORMAT, FRONT_COLUMNS, FRONT_KEY, checkpoint_metadata, front_split,
+                                         front_steps)
 from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore
 
@@ -53,21 +58,23 @@ class WeightsError(ValueError):
     """A weights file that is not one of ours, or does not fit the model its spec builds."""
 
 
-def kept_steps_for(mode: str, records: list[EvalRecord]) -> set[int]:
-    """The steps whose files a run keeping `mode` holds once it has measured `records`."""
+def kept_steps_for(mode: str, records: list[EvalRecord], select_on: str = "validation") -> set[int]:
+    """The steps whose files a run keeping `mode` and selecting on `select_on` holds once it has measured
+    `records` (`frontier`: the front of `front_split`'s split)."""
     if mode == "all":
         return {int(r.step) for r in records}
-    return front_steps(records) if mode == "frontier" else set()
+    return front_steps(records, front_split(records, select_on)) if mode == "frontier" else set()
 
 
 class CheckpointKeeper:
     """Loop observer keeping the trainable weights of a run's evaluation points in the result store, per `mode`
-    (module docstring)."""
+    (module docstring); `select_on`, the split the run's selections read (search.select_on), says which front
+    `frontier` keeps."""
 
-    def __init__(self, store: ResultStore, run_id: str, mode: str = "frontier"):
+    def __init__(self, store: ResultStore, run_id: str, mode: str = "frontier", select_on: str = "validation"):
         if mode not in KEEP_MODES:
             raise ValueError(f"output.keep_checkpoints must be one of {', '.join(KEEP_MODES)}, got {mode!r}")
-        self.store, self.run_id, self.mode = store, run_id, mode
+        self.store, self.run_id, self.mode, self.select_on = store, run_id, mode, select_on
         self.context = None
         self.restored: list[EvalRecord] = []
 
@@ -76,9 +83,9 @@ class CheckpointKeeper:
         if not self.restored:
             return
         records, self.restored = self.restored, []
-        wanted, present = kept_steps_for(self.mode, records), self.store.checkpoints(self.run_id)
+        wanted, present = kept_steps_for(self.mode, records, self.select_on), self.store.checkpoints(self.run_id)
         if records[-1].step in wanted and records[-1].step not in present:
-            self._save(records[-1])  # the restored model holds exactly this point's weights
+            self._save(records)  # the restored model holds exactly this point's weights
         lost = sorted(wanted - set(present) - {records[-1].step})
         if lost:
             warnings.warn(f"run {self.run_id}: the weights of step(s) {lost} (keep_checkpoints: {self.mode}) are "
@@ -89,11 +96,11 @@ class CheckpointKeeper:
     def records_changed(self, records: list[EvalRecord], checkpoint_dir=None) -> None:
         if not records:
             return
-        wanted = kept_steps_for(self.mode, records)
+        wanted = kept_steps_for(self.mode, records, self.select_on)
         if self.context is None:
             self.restored = list(records)  # before on_run_start only a restored run's records are published
         elif records[-1].step in wanted:
-            self._save(records[-1])  # saved before others are deleted: a crash between leaves one file too many
+            self._save(records)  # saved before others are deleted: a crash between leaves one file too many
         for step, path in self.store.checkpoints(self.run_id).items():
             if step not in wanted:
                 try:
@@ -101,12 +108,14 @@ class CheckpointKeeper:
                 except FileNotFoundError:
                     pass
 
-    def _save(self, record: EvalRecord) -> None:
+    def _save(self, records: list[EvalRecord]) -> None:
+        """The last record's point, its metadata naming the front the run keeps so far."""
         from safetensors import SafetensorError
         from safetensors.torch import save, save_file
 
+        record = records[-1]
         tensors, metadata = weights_content(self.context.model, self.context.spec, record,
-                                            self.context.class_names)
+                                            self.context.class_names, front_split(records, self.select_on))
         path = self.store.checkpoint_path(self.run_id, record.step)
         if self.store.local:  # straight to a temporary beside the file: no second copy of a whole model in memory
             with atomic_path(path) as temporary:  # WriteError, the previous file intact, when the disk is full
@@ -119,15 +128,19 @@ class CheckpointKeeper:
             write_bytes(self.store.fs, path, save(tensors, metadata=metadata))
 
 
-def weights_content(model, spec: RunSpec, record: EvalRecord, class_names: list[str] | None
+def weights_content(model, spec: RunSpec, record: EvalRecord, class_names: list[str] | None, front: str = "test"
                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A kept point's file: the trainable parameters (on the CPU) and the metadata `load_finetuned` and `rft
-    predict` read: the run spec, run id, step, the number and the names of the classes, the point's metrics."""
+    predict` read: the run spec, run id, step, the number and the names of the classes, the point's metrics (the
+    validation ones where measured), and `front`, the split whose front its run keeps (`front_split`)."""
     tensors = {name: param.detach().to("cpu", copy=True).contiguous()
                for name, param in model.named_parameters() if param.requires_grad}
     metadata = {"format": FORMAT, "spec": json.dumps(spec.to_dict()), "step": str(record.step),
                 "num_classes": str(_num_classes(model)), "run_id": record.run_id,
-                "test_clean_acc": repr(float(record.test_clean_acc)), "pgd_adv_acc": repr(float(record.pgd_adv_acc))}
+                FRONT_KEY: front}
+    for column in (*FRONT_COLUMNS["test"], *FRONT_COLUMNS["validation"]):
+        if getattr(record, column) is not None:
+            metadata[column] = repr(float(getattr(record, column)))
     if class_names:
         metadata["class_names"] = json.dumps(list(class_names))
     metadata["head_init"] = getattr(model, "head_init", "fresh")  # which head the run started from
