@@ -25,9 +25,9 @@ from rft_ray.training.weights import WeightsError
 TINY = ModelSpec(name="rft_vit_cifar_patch8_32", source="random", image_size=16)
 
 
-def step0_model(strategy: str):
+def step0_model(strategy: str, options: dict | None = None):
     model = create_classifier(TINY, 10, seed=0)
-    create_strategy(strategy).apply(model)
+    create_strategy(strategy, options).apply(model)
     return model.eval()
 
 
@@ -42,18 +42,22 @@ def finetuned_tensors(model, seed: int = 1) -> dict[str, torch.Tensor]:
 IMAGES = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))
 
 
-@pytest.mark.parametrize("strategy", strategy_names())
-def test_alpha_one_is_exactly_the_finetuned_model_and_alpha_zero_the_step0_model(strategy):
-    model = step0_model(strategy)
+# AdapterHub's init starts the up-projections non-zero: alpha 0 must still be the step-0 model.
+ADAPTERHUB = [("adapter", {"init": "adapterhub"}), ("compacter", {"init": "adapterhub"})]
+
+
+@pytest.mark.parametrize(("strategy", "options"), [(name, None) for name in strategy_names()] + ADAPTERHUB)
+def test_alpha_one_is_exactly_the_finetuned_model_and_alpha_zero_the_step0_model(strategy, options):
+    model = step0_model(strategy, options)
     tuned = finetuned_tensors(model)
     with torch.no_grad():
         before = model(IMAGES)
-        reference = step0_model(strategy)
+        reference = step0_model(strategy, options)
         for name, param in reference.named_parameters():
             if name in tuned:
                 param.copy_(tuned[name])
         after = reference(IMAGES)
-    interpolator = Interpolator(model, create_strategy(strategy))
+    interpolator = Interpolator(model, create_strategy(strategy, options))
     interpolator.load(tuned)
     with torch.no_grad():
         interpolator.set_alpha(1.0)

@@ -13,6 +13,8 @@
 - every other strategy (linear probing, BitFit and the adapters): lr 5e-3 and weight decay 0, as
   `finetune.py`'s note on those defaults says ("5e-3 for others", "0 for others"), 800 warm-up steps, then
   cosine decay;
+- the bottleneck adapter and Compacter: AdapterHub's initialisation (`strategy.options.init: adapterhub`), which
+  the code's `BnConfig` and `CompacterConfig` (`build.py:113-116`) get by default;
 - LP-FT (not in the paper's code): full fine-tuning's settings, since `training.lr` is its fine-tuning phase's
   (its probe phase takes `strategy.options.probe_lr`, by default 30x that lr).
 
@@ -34,13 +36,15 @@ PAPER_CODE: dict[str, Any] = {
 }
 PAPER_CODE_FULL = {"training": {"lr": 2e-5, "weight_decay": 0.01, "lr_schedule": "linear", "warmup_steps": 0}}
 PAPER_CODE_OTHERS = {"training": {"lr": 5e-3, "weight_decay": 0.0, "lr_schedule": "cosine", "warmup_steps": 800}}
+PAPER_CODE_ADAPTERS = {"strategy": {"options": {"init": "adapterhub"}}}  # adapter, compacter
 
 
 def recipe_settings(recipe: str, strategy: str) -> dict[str, Any]:
     """The settings `recipe` gives a run of `strategy` (empty for the default recipe)."""
     if recipe != "paper_code":
         return {}
-    return merged(PAPER_CODE, PAPER_CODE_FULL if strategy in ("full", "lp_ft") else PAPER_CODE_OTHERS)
+    settings = merged(PAPER_CODE, PAPER_CODE_FULL if strategy in ("full", "lp_ft") else PAPER_CODE_OTHERS)
+    return merged(settings, PAPER_CODE_ADAPTERS) if strategy in ("adapter", "compacter") else settings
 
 
 def with_recipe(data: Any, default_strategy: str) -> Any:

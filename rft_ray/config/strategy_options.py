@@ -15,6 +15,9 @@ from rft_ray.config.fields import SpecError, check, described
 TARGET_NAMES = ("q", "k", "v", "proj", "fc1", "fc2")
 Target = Literal["q", "k", "v", "proj", "fc1", "fc2"]
 Activation = Literal["gelu", "relu", "silu"]
+# How a bottleneck adapter's weights start: identity (up-projection zero, the model unchanged at step 0) or
+# adapterhub (AdapterHub's defaults, which the paper's code gets; `recipe: paper_code` picks it).
+AdapterInit = Literal["identity", "adapterhub"]
 
 
 @dataclass
@@ -51,6 +54,10 @@ class IA3Options:
 class AdapterOptions:
     reduction_factor: int = described("bottleneck = hidden size / reduction_factor", 8, bounds="[1, 4096]")
     activation: Activation = described("bottleneck non-linearity", "gelu")
+    init: AdapterInit = described(
+        "identity: down-projection normal with std 0.01, up-projection zero, so the model is unchanged at step 0; "
+        "adapterhub: AdapterHub's 'bert' init, both projections normal with std 0.02, biases zero, so outputs change "
+        "at step 0", "identity")
 
 
 @dataclass
@@ -59,6 +66,11 @@ class CompacterOptions:
     phm_dim: int = described("n: number of Kronecker summands; hidden and bottleneck sizes must divide by it", 4,
                              bounds="[1, 64]")
     activation: Activation = described("bottleneck non-linearity", "gelu")
+    init: AdapterInit = described(
+        "identity: rules normal with std phm_dim^-1/2, factors with std (in_features x phm_dim)^-1/4, the "
+        "up-projection's right factor zero, so the model is unchanged at step 0; adapterhub: AdapterHub's Compacter "
+        "defaults, shared rules normal with std 1e-4, every factor glorot-normal, biases zero (outputs change at "
+        "step 0, by about 1e-8 of the hidden state)", "identity")
 
 
 @dataclass

@@ -134,22 +134,26 @@ class IA3(Strategy):
                 block.attn.qkv = fused_qkv(block.attn.qkv)
 
 
+_FROM_STEP_0 = ("with init adapterhub, whose up-projection is not zero at step 0, every adapter parameter moves "
+                "alpha of the way from its step-0 value instead")
+
+
 @register_strategy
 class Adapter(Strategy):
     name = "adapter"
     summary = "Houlsby bottleneck adapters after attention and MLP"
     Config = AdapterOptions
-    interpolation = ("each adapter's up-projection (zero at step 0) scaled to alpha x its fine-tuned weights, its "
-                     "down-projection kept fine-tuned, so every adapter adds exactly alpha x its fine-tuned output; "
-                     "the head interpolated")
+    interpolation = ("init identity: each adapter's up-projection (zero at step 0) scaled to alpha x its fine-tuned "
+                     "weights, its down-projection kept fine-tuned, so every adapter adds exactly alpha x its "
+                     f"fine-tuned output; {_FROM_STEP_0}; the head interpolated")
 
     def interpolation_rule(self, name):
-        return KEEP_FINETUNED if ".down." in name else INTERPOLATE
+        return KEEP_FINETUNED if ".down." in name and self.config.init == "identity" else INTERPOLATE
 
     def adapt(self, model):
         c = self.config
         insert_after_sublayers(vit_blocks(model), lambda dim: BottleneckAdapter(
-            dim, _bottleneck(dim, c.reduction_factor), ACTIVATIONS[c.activation]))
+            dim, _bottleneck(dim, c.reduction_factor), ACTIVATIONS[c.activation], c.init))
 
     def is_trainable(self, name, param):
         return isinstance(param, nn.Parameter) and (".ls1.1." in name or ".ls2.1." in name)
@@ -163,17 +167,18 @@ class Compacter(Strategy):
     name = "compacter"
     summary = "Compacter: PHM adapters, shared rule matrices, rank-1 factors"
     Config = CompacterOptions
-    interpolation = ("each adapter's up-projection factor `right` and bias (zero at step 0) scaled to alpha x their "
-                     "fine-tuned values, the shared rules, `left` and the down-projection kept fine-tuned, so every "
-                     "adapter adds exactly alpha x its fine-tuned output; the head interpolated")
+    interpolation = ("init identity: each adapter's up-projection factor `right` and bias (zero at step 0) scaled to "
+                     "alpha x their fine-tuned values, the shared rules, `left` and the down-projection kept "
+                     "fine-tuned, so every adapter adds exactly alpha x its fine-tuned output; "
+                     f"{_FROM_STEP_0}; the head interpolated")
 
     def interpolation_rule(self, name):
         kept = name.startswith("phm_rules.") or ".down." in name or name.endswith(".up.left")
-        return KEEP_FINETUNED if kept else INTERPOLATE
+        return KEEP_FINETUNED if kept and self.config.init == "identity" else INTERPOLATE
 
     def adapt(self, model):
         c = self.config
-        model.phm_rules = PHMRules(c.phm_dim)  # one set, shared by every layer
+        model.phm_rules = PHMRules(c.phm_dim, c.init)  # one set, shared by every layer
         blocks = list(vit_blocks(model))
         dim = blocks[0][1].norm1.normalized_shape[0]
         bottleneck = _bottleneck(dim, c.reduction_factor)
@@ -182,7 +187,7 @@ class Compacter(Strategy):
             raise SpecError(f"phm_dim {c.phm_dim} must divide the hidden size {dim} and the bottleneck {bottleneck} "
                             f"(= {dim} / reduction_factor {c.reduction_factor})", "strategy.options.phm_dim")
         insert_after_sublayers(blocks, lambda d: CompacterAdapter(d, bottleneck, model.phm_rules,
-                                                                  ACTIVATIONS[c.activation]))
+                                                                  ACTIVATIONS[c.activation], c.init))
 
     def is_trainable(self, name, param):
         return name.startswith("phm_rules.") or ".ls1.1." in name or ".ls2.1." in name

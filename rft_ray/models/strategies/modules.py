@@ -130,17 +130,29 @@ def split_qkv(blocks) -> None:
             block.attn.qkv = SplitQKV(block.attn.qkv)
 
 
-class BottleneckAdapter(nn.Module):
-    """Houlsby adapter: x + up(act(down(x))); `up` starts at zero, so the block is unchanged at step 0."""
+# AdapterHub's initialisation (`init: adapterhub`), as the paper's code gets it from adapters v1.2.0
+# (src/adapters/methods/modeling.py; lines in docs/fidelity.md): the bottleneck adapter's "bert" init draws every
+# Linear weight from N(0, 0.02) with zero bias; Compacter's PHM layers are no Linear, so "bert" leaves them to
+# their own init: shared rules N(0, phm_init_range = 1e-4), each factor slice glorot-normal, bias zero.
+ADAPTERHUB_STD = 0.02
+ADAPTERHUB_PHM_RULE_STD = 1e-4
 
-    def __init__(self, dim: int, bottleneck: int, activation: type[nn.Module] = nn.GELU):
+
+class BottleneckAdapter(nn.Module):
+    """Houlsby adapter: x + up(act(down(x))). `init` identity: `up` starts at zero, so the block is unchanged at
+    step 0; adapterhub: both projections N(0, 0.02), so it is not."""
+
+    def __init__(self, dim: int, bottleneck: int, activation: type[nn.Module] = nn.GELU, init: str = "identity"):
         super().__init__()
         self.down = nn.Linear(dim, bottleneck)
         self.act = activation()
         self.up = nn.Linear(bottleneck, dim)
-        nn.init.normal_(self.down.weight, std=1e-2)
+        nn.init.normal_(self.down.weight, std=ADAPTERHUB_STD if init == "adapterhub" else 1e-2)
         nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)
+        if init == "adapterhub":
+            nn.init.normal_(self.up.weight, std=ADAPTERHUB_STD)
+        else:
+            nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,28 +162,36 @@ class BottleneckAdapter(nn.Module):
 class PHMRules(nn.Module):
     """The n rule matrices A_i (n x n) that every PHM layer shares (Compacter's shared 'slow' weights)."""
 
-    def __init__(self, phm_dim: int):
+    def __init__(self, phm_dim: int, init: str = "identity"):
         super().__init__()
-        self.rules = nn.Parameter(torch.randn(phm_dim, phm_dim, phm_dim) / math.sqrt(phm_dim))
+        rules = torch.randn(phm_dim, phm_dim, phm_dim)
+        self.rules = nn.Parameter(rules * ADAPTERHUB_PHM_RULE_STD if init == "adapterhub"
+                                  else rules / math.sqrt(phm_dim))
 
 
 class PHMLinear(nn.Module):
     """Parameterised hypercomplex Linear: W = sum_i A_i kron (s_i t_i^T), rank-1 factorised B_i.
 
     `rules` is shared and deliberately not registered here (it belongs to the model once), so each
-    layer owns only its factors and bias. `zero_init` makes W start at zero (the adapter's up-projection).
+    layer owns only its factors and bias. `init` identity with `zero_init` makes W start at zero (the adapter's
+    up-projection); adapterhub draws every factor slice glorot-normal, as AdapterHub's `init_W` does.
     """
 
-    def __init__(self, in_features: int, out_features: int, rules: PHMRules, zero_init: bool = False):
+    def __init__(self, in_features: int, out_features: int, rules: PHMRules, zero_init: bool = False,
+                 init: str = "identity"):
         super().__init__()
         n = rules.rules.shape[0]
         if in_features % n or out_features % n:
             raise ValueError(f"PHM layer {in_features}->{out_features} needs both sizes divisible by phm_dim={n}")
         object.__setattr__(self, "_rules", rules)  # shared, not a submodule of this layer
-        scale = (1.0 / (in_features * n)) ** 0.25
-        self.left = nn.Parameter(torch.randn(n, in_features // n, 1) * scale)
-        self.right = nn.Parameter(torch.zeros(n, 1, out_features // n) if zero_init
-                                  else torch.randn(n, 1, out_features // n) * scale)
+        if init == "adapterhub":
+            self.left = nn.Parameter(_glorot_slices(n, in_features // n, 1))
+            self.right = nn.Parameter(_glorot_slices(n, 1, out_features // n))
+        else:
+            scale = (1.0 / (in_features * n)) ** 0.25
+            self.left = nn.Parameter(torch.randn(n, in_features // n, 1) * scale)
+            self.right = nn.Parameter(torch.zeros(n, 1, out_features // n) if zero_init
+                                      else torch.randn(n, 1, out_features // n) * scale)
         self.bias = nn.Parameter(torch.zeros(out_features))
 
     def weight(self) -> torch.Tensor:
@@ -186,12 +206,21 @@ class PHMLinear(nn.Module):
         return x @ self.weight() + self.bias
 
 
+def _glorot_slices(n: int, rows: int, cols: int) -> torch.Tensor:
+    """n slices of [rows, cols], each glorot-normal (std sqrt(2 / (rows + cols))), as AdapterHub's `init_W`."""
+    factor = torch.empty(n, rows, cols)
+    for axis in factor:
+        nn.init.xavier_normal_(axis)
+    return factor
+
+
 class CompacterAdapter(nn.Module):
-    def __init__(self, dim: int, bottleneck: int, rules: PHMRules, activation: type[nn.Module] = nn.GELU):
+    def __init__(self, dim: int, bottleneck: int, rules: PHMRules, activation: type[nn.Module] = nn.GELU,
+                 init: str = "identity"):
         super().__init__()
-        self.down = PHMLinear(dim, bottleneck, rules)
+        self.down = PHMLinear(dim, bottleneck, rules, init=init)
         self.act = activation()
-        self.up = PHMLinear(bottleneck, dim, rules, zero_init=True)
+        self.up = PHMLinear(bottleneck, dim, rules, zero_init=True, init=init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.up(self.act(self.down(x)))
