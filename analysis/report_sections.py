@@ -249,7 +249,7 @@ def _ci(row: dict[str, Any], key: str) -> str:
 
 def _knee_row(r: dict[str, Any], keys: list[str], floor: float | None, validation: bool) -> list[str]:
     def values(point: dict[str, Any]) -> list[str]:
-        chosen_on = [num(point["val_clean_acc"]), num(point["val_pgd_adv_acc"])] if validation else []
+        chosen_on = [_ci(point, "val_clean_acc"), _ci(point, "val_pgd_adv_acc")] if validation else []
         return chosen_on + [_ci(point, "test_clean_acc"), _ci(point, "pgd_adv_acc")]
 
     width = 4 if validation else 2

@@ -30,6 +30,11 @@ def summarize_store(store_root: str, min_acc: float | None = None, select_on: st
     return rows
 
 
+INTERVALS_NOTE = ("[lo, hi]: an accuracy's 95% Wilson interval from the images it was measured on (image-sampling "
+                  "variation only, not seed-to-seed; none where the results did not record the count); the frontier "
+                  "AUC's: a paired bootstrap over the runs' per-image verdicts (analysis.bootstrap).")
+
+
 def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], search: SearchSpec) -> str:
     """The summary table, the knee of each group's frontier, then the Pareto set of hyperparameters of each group,
     each saying which split chose (search.select_on) and which values are test."""
@@ -40,7 +45,7 @@ def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], sear
     shown = [k + (f" (test: {r})" if r is not None and r != k else "") for k, r in zip(keys, reported)]
     lines = [f"Summary per group ({label}; peaks and frontier AUC describe the test points, as the paper's):", "",
              summary_table_markdown(rows), "", f"Knee of each group's pooled frontier (analysis.knee; {label}):", "",
-             knee_table_markdown(rows), "", f"Pareto set of hyperparameters per group ({label}; objectives: "
+             knee_table_markdown(rows), "", INTERVALS_NOTE, "", f"Pareto set of hyperparameters per group ({label}; objectives: "
              f"{', '.join(shown)}):", ""]
     for g in groups:
         if not g.pareto:
