@@ -51,7 +51,8 @@ def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], sear
         if not g.pareto:
             lines.append(f"- {g.name}: no completed trial")
             continue
-        items = ", ".join(f"lr {t.lr:.3g} wd {t.weight_decay:.3g} -> " + _objective_cells(t, keys) for t in g.pareto)
+        items = ", ".join(f"lr {t.lr:.3g} wd {t.weight_decay:.3g}" + (f" seed {t.seed}" if t.seed is not None else "")
+                          + " -> " + _objective_cells(t, keys) for t in g.pareto)
         lines.append(f"- {g.name}: {items}")
     return "\n".join(lines) + "\n"
 
