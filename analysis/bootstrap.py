@@ -88,15 +88,16 @@ def percentile_interval(samples: np.ndarray) -> list[float]:
 
 
 def compare(names: list[str], aucs: list[float], boot: np.ndarray) -> tuple[list[dict], list[dict]]:
-    """Per group its interval; per ordered pair (a before b) the difference's interval, win share, resolved."""
-    groups = [{"strategy": s, "auc": a, "auc_ci": percentile_interval(boot[:, i])} for i, (s, a) in
-              enumerate(zip(names, aucs))]
+    """Per group its interval and sd over replicates; per ordered pair (a before b) the difference's interval, win share, resolved."""
+    groups = [{"strategy": s, "auc": a, "auc_ci": percentile_interval(boot[:, i]),
+               "auc_sd": float(np.std(boot[:, i], ddof=1))} for i, (s, a) in enumerate(zip(names, aucs))]
     pairs = []
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             diff = boot[:, i] - boot[:, j]
             ci = percentile_interval(diff)
             pairs.append({"a": names[i], "b": names[j], "difference": aucs[i] - aucs[j], "difference_ci": ci,
+                          "difference_sd": float(np.std(diff, ddof=1)),
                           "a_wins_share": float(np.mean(diff > 0) + 0.5 * np.mean(diff == 0)),
                           "resolved": bool(ci[0] > 0 or ci[1] < 0)})
     return groups, pairs

@@ -105,6 +105,13 @@ def _count_at(counts: np.ndarray | None, i: int) -> float | None:
     return None if counts is None or np.isnan(counts[i]) else float(counts[i])
 
 
+def extra_count(extra: dict[str, list], column: str, i: int) -> float | None:
+    """Row i's image count in one of a frame's extra columns; None where absent, null or NaN."""
+    values = extra.get(column)
+    value = None if values is None else values[i]
+    return None if value is None or value != value else float(value)
+
+
 def prepare(table: pa.Table, strict: bool, required: Sequence[str] = REQUIRED_COLUMNS,
             extra: Sequence[str] = EXTRA_COLUMNS) -> Frame:
     """`clean_table` (warning about what it drops), then the columns."""

@@ -44,9 +44,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from analysis.frame import EXTRA_COLUMNS, Frame, prepare
+from analysis.frame import EXTRA_COLUMNS, Frame, extra_count, prepare
 from analysis.frontier import as_points, pareto_frontier
-from analysis.selection import REPORTED_ACC, REPORTED_ROB, REPORTED_COLUMNS, selection_view
+from analysis.selection import (
+    CHOSEN_ACC_IMAGES,
+    CHOSEN_COUNTS,
+    CHOSEN_ROB_IMAGES,
+    REPORTED_ACC,
+    REPORTED_COLUMNS,
+    REPORTED_ROB,
+    selection_view,
+)
+from analysis.uncertainty import interval
 
 # Knee distances closer than this (in normalised units) are a tie: float noise of collinear points.
 TIE_TOLERANCE = 1e-9
@@ -137,6 +146,8 @@ def _point(frame: Frame, i: int) -> dict[str, Any]:
         point.update(test_clean_acc=float(extra[REPORTED_ACC][i]), pgd_adv_acc=float(extra[REPORTED_ROB][i]),
                      val_clean_acc=float(frame.acc[i]), val_pgd_adv_acc=float(frame.rob[i]))
         point.update(frame.intervals(i, acc=point["test_clean_acc"], rob=point["pgd_adv_acc"]))
+        point.update(val_clean_acc_ci=interval(point["val_clean_acc"], extra_count(extra, CHOSEN_ACC_IMAGES, i)),
+                     val_pgd_adv_acc_ci=interval(point["val_pgd_adv_acc"], extra_count(extra, CHOSEN_ROB_IMAGES, i)))
     return point
 
 
@@ -166,7 +177,7 @@ def selection_frame(table: pa.Table, select_on: str, strict: bool, axis: str = "
                     option: str = "--select-on") -> Frame:
     """The `Frame` selections read: acc/rob on `select_on`'s split, the test values in extra (`_point`)."""
     return prepare(selection_view(table, select_on, axis, option=option), strict,
-                   extra=EXTRA_COLUMNS + REPORTED_COLUMNS)
+                   extra=EXTRA_COLUMNS + REPORTED_COLUMNS + CHOSEN_COUNTS)
 
 
 def group_knees(

@@ -43,6 +43,7 @@ from analysis.robustness import (
 )
 from analysis.rq1 import rq1_table, rq1_trials
 from analysis.rq3 import rq3_table
+from analysis.seeds import ranking_resolution, seed_variation
 from analysis.wise import add_wise_auc, clean_wise, load_wise, wise_groups, wise_summary
 
 SCHEMA = "rft-analysis/1"
@@ -154,6 +155,8 @@ def analyze(
         add_wise_auc(auc_rows, table, wise, kind, pooling, step_budget)
     intervals = _intervals(results, table, loaded, auc_rows, axis, kind, pooling, step_budget, replicates,
                            bootstrap_seed)
+    seeds = _seeds(results, table, loaded, intervals, axis, kind, step_budget, replicates, bootstrap_seed,
+                   strategy_order)
     rq1 = rq1_table(table, tol, strategy_order=strategy_order)
     datasets = sorted({r["dataset"] for r in auc_rows})
     out = Path(out_dir)
@@ -182,6 +185,7 @@ def analyze(
         "cleaning": cleaning.to_dict(),
         "auc": auc_rows,
         "auc_intervals": intervals,
+        "seeds": seeds,
         "wise": wise_summary(wise, results) if wise is not None else None,
         "auc_trials": trial_aucs(table, kind=kind, step_budget=step_budget, strategy_order=strategy_order)
         if pooling == "per_trial" else None,
@@ -210,6 +214,19 @@ def _intervals(results, table: pa.Table, loaded: pa.Table, auc_rows: list[dict],
     out = auc_intervals(ResultStore(str(results)), table, loaded, auc_rows, axis=axis, kind=kind, pooling=pooling,
                         step_budget=step_budget, replicates=replicates, seed=seed)
     return {"method": describe(replicates, seed), "replicates": replicates, "seed": seed, **out}
+
+
+def _seeds(results, table: pa.Table, loaded: pa.Table, intervals: dict[str, Any], axis: str, kind: str,
+           step_budget: int | None, replicates: int, seed: int, strategy_order: Sequence[str] | None) -> dict:
+    """Seed-to-seed against image-sampling variation (`analysis.seeds`), where groups ran several seeds."""
+    store = None
+    if not isinstance(results, pa.Table):
+        from rft_ray.results.store import ResultStore  # lazy: keeps the pure functions free of the engine
+
+        store = ResultStore(str(results))
+    out = seed_variation(store, table, loaded, axis=axis, kind=kind, step_budget=step_budget, replicates=replicates,
+                         seed=seed, strategy_order=strategy_order)
+    return {**out, "resolve": ranking_resolution(out["groups"], intervals)}
 
 
 def _knees(table: pa.Table, min_acc: float | None, step_budget: int | None,

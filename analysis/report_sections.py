@@ -21,7 +21,7 @@ from rft_ray.results.record import eps_label
 def report_blocks(data: dict[str, Any]) -> list[Block]:
     """The whole report, section by section."""
     return [*_overview(data), *_conventions(data["conventions"]), *_cleaning(data["cleaning"]),
-            *_auc(data), *_rq1(data), *_rq3(data), *_knee(data), *robustness_blocks(data), *_frontiers(data)]
+            *_auc(data), *_seeds(data), *_rq1(data), *_rq3(data), *_knee(data), *robustness_blocks(data), *_frontiers(data)]
 
 
 def _overview(data: dict[str, Any]) -> list[Block]:
@@ -114,6 +114,41 @@ def _auc(data: dict[str, Any]) -> list[Block]:
     if "auc_heatmap" in data["figures"]:
         b.append(("img", data["figures"]["auc_heatmap"], "AUC heat map"))
     return b
+
+
+def _seeds(data: dict[str, Any]) -> list[Block]:
+    """Seed-to-seed against image-sampling variation of the AUC (`analysis.seeds`), where groups ran several
+    training seeds (search.seeds)."""
+    seeds = data.get("seeds") or {}
+    if not seeds.get("groups"):
+        return []
+    b: list[Block] = [("h2", "Training seeds: seed-to-seed and image-sampling variation"), ("p", (
+        "Per strategy and dataset run under several training seeds (search.seeds), on the same images: each seed's "
+        "pooled frontier AUC with its paired-bootstrap 95% interval (image sampling, within the seed); over the "
+        "seeds the AUC mean and sd (training variation) and the image sd (root mean square of the seeds' "
+        "bootstrap sds)."))]
+    rows = [[g["strategy"], g["dataset"], num(g["n_seeds"]),
+             "; ".join(f"{s['seed']}: " + with_interval(num(s["auc"]), s["auc_ci"]) for s in g["seeds"]),
+             num(g["auc_mean"]), num(g["auc_sd_seeds"]), num(g["auc_sd_images"])] for g in seeds["groups"]]
+    b.append(("table", ["strategy", "dataset", "seeds", "AUC per seed [lo, hi]", "mean AUC", "sd over seeds",
+                        "image sd"], rows))
+    resolve = seeds.get("resolve") or []
+    if resolve:
+        b.append(("p", "Seeds per strategy that would put the best-vs-second difference of mean AUCs 1.96 standard "
+                       "errors from 0 (sd^2 = (sd_best^2 + sd_second^2) / k + image sd of the difference^2; none "
+                       "where image sampling alone hides it: more images are needed, not seeds)."))
+        b.append(("table", ["dataset", "best", "second", "difference", "image sd of difference", "seeds needed"],
+                  [[r["dataset"], r["best"], r["second"], num(r["difference"], 4, True), num(r["sd_image_difference"]),
+                    _needed(r)] for r in resolve]))
+    b += [("p", f"No seed intervals for {d if d != '*' else 'any dataset'}: {why}.")
+          for d, why in seeds.get("unavailable", {}).items()]
+    return b
+
+
+def _needed(row: dict[str, Any]) -> str:
+    if row["sd_image_difference"] is None or row["sd_seed_best"] is None or row["sd_seed_second"] is None:
+        return "n/a (not measured)"
+    return "none" if row["seeds_to_resolve"] is None else num(row["seeds_to_resolve"])
 
 
 def _best(row: dict[str, Any]) -> str:
@@ -249,7 +284,7 @@ def _ci(row: dict[str, Any], key: str) -> str:
 
 def _knee_row(r: dict[str, Any], keys: list[str], floor: float | None, validation: bool) -> list[str]:
     def values(point: dict[str, Any]) -> list[str]:
-        chosen_on = [num(point["val_clean_acc"]), num(point["val_pgd_adv_acc"])] if validation else []
+        chosen_on = [_ci(point, "val_clean_acc"), _ci(point, "val_pgd_adv_acc")] if validation else []
         return chosen_on + [_ci(point, "test_clean_acc"), _ci(point, "pgd_adv_acc")]
 
     width = 4 if validation else 2

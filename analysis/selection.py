@@ -33,9 +33,14 @@ from rft_ray.config.metrics import (
     same_radius,
     selection_column,
 )
+from rft_ray.results.record import VALIDATION_COUNTS
 
 REPORTED_ACC, REPORTED_ROB = "reported_test_clean_acc", "reported_robustness"
 REPORTED_COLUMNS = (REPORTED_ACC, REPORTED_ROB)
+# The images behind the validation values a view put in test_clean_acc / pgd_adv_acc (val_images, val_pgd_images
+# or val_ood_images): their Wilson intervals. test_images / pgd_images keep counting the reported test values.
+CHOSEN_ACC_IMAGES, CHOSEN_ROB_IMAGES = "chosen_acc_images", "chosen_rob_images"
+CHOSEN_COUNTS = (CHOSEN_ACC_IMAGES, CHOSEN_ROB_IMAGES)
 
 
 def check_validation_axis(table: pa.Table, axis: str = "pgd", eps: float | None = None) -> None:
@@ -73,6 +78,10 @@ def selection_view(table: pa.Table, select_on: str, axis: str = "pgd", what: str
         warnings.warn(f"{int((~measured).sum())} of {len(measured)} evaluation points have no validation metrics "
                       f"({', '.join(columns)}) and take no part in the selection", DroppedRowsWarning, stacklevel=2)
     out = _with(_with(out, "test_clean_acc", val_acc), "pgd_adv_acc", val_rob)
+    for name, column in zip(CHOSEN_COUNTS, columns):
+        count = VALIDATION_COUNTS[column]
+        out = _with(out, name, float_column(table.column(count)) if count in table.column_names
+                    else np.full(table.num_rows, np.nan))
     return out.filter(pa.array(measured))
 
 

@@ -1,6 +1,10 @@
 """Storage cost of per-image verdicts against the records, and the paired bootstrap's time (docs/guides/analysis.md,
 "Intervals"). Synthetic runs with random verdicts (incompressible bits: an upper bound). Run from the repository
-root: python benchmarks/verdict_cost.py"""
+root: python benchmarks/verdict_cost.py
+
+With --store DIR [DIR ...]: real runs' verdict series instead. For every run of each store: its records file, its
+sidecar as stored, and the same verdicts encoded by this version (each point against the previous one, zstd) and
+plain in this layout, bytes per point; a store written by 0.2.0 gives the before and after of the change."""
 import os
 import sys
 import tempfile
@@ -13,6 +17,33 @@ from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore
 from rft_ray.results.verdicts import RunVerdicts, Subset
 from analysis.bootstrap import bootstrap_groups
+
+
+def real_stores(roots):
+    from rft_ray.results.verdicts import encode
+    for root in roots:
+        store = ResultStore(root)
+        totals = np.zeros(5)
+        for run_id in store.run_ids():
+            verdicts = store.read_verdicts(run_id)
+            if verdicts is None:
+                continue
+            sizes = [os.path.getsize(f"{root}/{run_id}.parquet"), os.path.getsize(f"{root}/verdicts/{run_id}.parquet"),
+                     len(encode(verdicts)), len(encode(verdicts, chain=False)), len(verdicts.points)]
+            totals += sizes
+            bits = sum(len(v) for v in next(iter(verdicts.points.values())).values())
+            print(f"{root} {run_id}: {sizes[4]} points, {bits} verdicts a point; per point: records {sizes[0] / sizes[4]:.0f} B, "
+                  f"sidecar as stored {sizes[1] / sizes[4]:.0f} B, this version {sizes[2] / sizes[4]:.0f} B, plain "
+                  f"{sizes[3] / sizes[4]:.0f} B")
+        rec, stored, now, plain, points = totals
+        print(f"{root}: {int(points)} points; per point records {rec / points:.0f} B, sidecar as stored "
+              f"{stored / points:.0f} B ({stored / rec:.2f}x the records), this version {now / points:.0f} B "
+              f"({now / rec:.2f}x the records; {stored / now:.2f}x smaller than stored)")
+
+
+if "--store" in sys.argv:
+    real_stores(sys.argv[sys.argv.index("--store") + 1:])
+    sys.exit(0)
 
 rng = np.random.default_rng(0)
 def run_sizes(points, n_test, n_pgd, domains, n_ood, n_val, n_vpgd):

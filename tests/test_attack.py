@@ -7,6 +7,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -29,6 +30,7 @@ from rft_ray.results.attacks import (
     sidecar_path,
 )
 from rft_ray.results.store import ResultStore, StoreError
+from rft_ray.results.verdicts import ATTACK_VERDICTS_DIR, verdicts_path
 from rft_ray.specs import run_spec
 from rft_ray.training.weights import front_steps
 
@@ -251,6 +253,15 @@ def test_cli_attacks_the_frontier_prints_the_cost_and_analysis_sees_the_columns(
     assert all(r["pgd_rerun_adv_acc/4/255"] is None for r in table.to_pylist() if r["step"] not in front)
     sidecar = pq.read_table(sidecar_path(store.path, run_id))
     assert sidecar.column("step").to_pylist() == front
+    # the per-image verdicts, keyed like training's (run, step, metric), pair with training's image by image
+    verdicts, own = store.read_verdicts(run_id, ATTACK_VERDICTS_DIR), store.read_verdicts(run_id)
+    assert f"results: {verdicts_path(store.path, run_id, ATTACK_VERDICTS_DIR)}" in out
+    assert sorted(verdicts.points) == front
+    assert verdicts.subset_of("pgd_rerun_adv_acc/4/255").fingerprint == own.subset_of("pgd_adv_acc").fingerprint
+    for step in front:  # the same attack on the same images: the same verdict on every image
+        assert np.array_equal(verdicts.points[step]["pgd_rerun_adv_acc/4/255"], own.points[step]["pgd_adv_acc"])
+        assert np.array_equal(verdicts.points[step]["pgd_rerun_adv_acc/2/255"], own.points[step]["pgd_adv_acc/2/255"])
+    assert f"{ATTACK_VERDICTS_DIR}/{run_id}.parquet" in store.derived_files(run_id)["attacks"]  # goes with the run
 
 
 def test_cli_refuses_bad_input_with_exit_2(store_root, tmp_path, capsys, monkeypatch):

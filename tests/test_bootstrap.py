@@ -196,7 +196,16 @@ def test_rft_analyze_takes_the_bootstrap_settings_and_refuses_bad_ones(tmp_path,
     _store_with_verdicts(tmp_path / "s", shift=0.08)
     assert main([str(tmp_path / "s"), "--out", str(tmp_path / "out"), "--no-figures", "--replicates", "200",
                  "--bootstrap-seed", "3"]) == 0
-    intervals = json.loads((tmp_path / "out" / "analysis.json").read_text())["auc_intervals"]
+    data = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    intervals = data["auc_intervals"]
     assert (intervals["replicates"], intervals["seed"]) == (200, 3)
+    # the report rft analyze writes (the case study's is regenerated so): AUC [lo, hi] and which differences resolve
+    report = (tmp_path / "out" / "report.md").read_text()
+    for row in data["auc"]:
+        assert f"{row['auc']:.4f} [{row['auc_ci'][0]:.3f}, {row['auc_ci'][1]:.3f}]" in report
+    (pair,) = intervals["datasets"][0]["pairs"]
+    assert "| dataset | a | b | AUC a - b [lo, hi] | a wins | resolved |" in report
+    assert (f"| digits | full | lora | {pair['difference']:+.4f} [{pair['difference_ci'][0]:.4f}, "
+            f"{pair['difference_ci'][1]:.4f}] | {pair['a_wins_share']:.3f} | yes |") in report
     assert main([str(tmp_path / "s"), "--out", str(tmp_path / "out"), "--replicates", "1"]) == 2
     assert "--replicates is 0 (no intervals) or a count in [2, 100000], got 1" in capsys.readouterr().err

@@ -273,6 +273,19 @@ def test_rows_reproduce_the_runs_own_points_at_alpha_one_and_zero(store, trained
             assert getattr(by_alpha[1.0], key) == getattr(source, key), key
             assert getattr(by_alpha[0.0], key) == getattr(start, key), key  # alpha 0 is the step-0 model
         assert by_alpha[1.0].wall_seconds == source.wall_seconds and by_alpha[1.0].lr == source.lr
+    # per-image verdicts keyed (step, alpha), on the run's own images: alpha 1 is the checkpoint's, alpha 0 step 0's
+    own = ResultStore(store).read_verdicts("lora-tiny")
+    for step in (10, 20):
+        verdicts = wise.read_verdicts(f"lora-tiny.wise-step{step}")
+        assert sorted(verdicts.points) == [(step, 0.0), (step, 0.5), (step, 1.0)]
+        assert verdicts.subset_of("test_clean_acc").fingerprint == own.subset_of("test_clean_acc").fingerprint
+        for metric, ok in own.points[step].items():
+            assert np.array_equal(verdicts.points[(step, 1.0)][metric], ok), metric
+            assert np.array_equal(verdicts.points[(step, 0.0)][metric], own.points[0][metric]), metric
+        middle = {r.wise_alpha: r for r in wise.read_run(f"lora-tiny.wise-step{step}")}[0.5]
+        assert verdicts.points[(step, 0.5)]["pgd_adv_acc"].mean() == pytest.approx(middle.pgd_adv_acc, abs=1e-6)
+    assert "interpolated/verdicts/lora-tiny.wise-step20.parquet" in ResultStore(store).derived_files(
+        "lora-tiny")["interpolated"]
     # the run's own rows carry no WiSE-FT marks (old files, without the columns, read back alike)
     assert all(r.wise_alpha is None and r.source_run_id is None for r in ResultStore(store).read_run("lora-tiny"))
 
@@ -303,6 +316,7 @@ def test_a_narrower_rerun_replaces_the_alphas_it_measures_again_and_keeps_the_re
     assert [f.read_bytes() for f in files] == before  # checkpoints not chosen this time: untouched
     rows = wise.read_run("lora-tiny.wise-step20")
     assert [r.wise_alpha for r in rows] == [0.0, 0.25, 0.5, 1.0]
+    assert sorted(wise.read_verdicts("lora-tiny.wise-step20").points) == [(20, 0.0), (20, 0.25), (20, 0.5), (20, 1.0)]
     assert "  lora-tiny.wise-step20: replaces its rows of alpha 0.5; keeps those of alpha 0, 1" in said
 
 

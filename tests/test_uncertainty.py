@@ -97,3 +97,51 @@ def test_report_and_rft_best_show_the_intervals(tmp_path):
     point = {**data["knees"][0]["knee"], "checkpoint": None}
     line = _point_lines("knee", point)[0]
     assert "clean acc 0.6000 [0.569, 0.630]" in line and "PGD acc 0.4000 [0.335, 0.469]" in line
+
+
+def _validated_rows() -> pa.Table:
+    """`_rows` with validation measured on 500 clean and 100 PGD images and 200 OOD validation images."""
+    table = _rows()
+    n = table.num_rows
+    for name, values in (("val_clean_acc", [0.3, 0.5, 0.8]), ("val_pgd_adv_acc", [0.2, 0.3, 0.1]),
+                         ("val_ood_accuracy", [0.4] * n), ("val_images", [500] * n), ("val_pgd_images", [100] * n),
+                         ("val_ood_images", [200] * n)):
+        table = table.append_column(name, pa.array(values))
+    return table
+
+
+def test_the_sweep_summary_tables_show_every_accuracy_with_its_interval():
+    from analysis.summary import knee_table_markdown, summary_table_markdown, sweep_summary
+
+    def cell(k: int, n: int, value: float) -> str:
+        lo, hi = _wilson_by_hand(k, n)
+        return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    [row] = sweep_summary(_rows(), select_on="test")
+    assert row["final_acc_ci"] == pytest.approx(list(_wilson_by_hand(900, 1000)))  # the final point (step 20)
+    assert row["peak_pgd_ci"] == pytest.approx(list(_wilson_by_hand(80, 200)))  # peak PGD at step 10
+    assert row["best_ood_ci"] == pytest.approx(list(_wilson_by_hand(200, 400)))  # pooled: both domains' images
+    line = summary_table_markdown([row]).splitlines()[2]
+    for k, n, value in ((900, 1000, 0.9), (40, 200, 0.2), (80, 200, 0.4), (200, 400, 0.5)):
+        assert cell(k, n, value) in line
+    assert cell(600, 1000, 0.6) in knee_table_markdown([row])  # the knee: step 10
+
+    [row] = sweep_summary(_validated_rows(), select_on="validation")
+    line = summary_table_markdown([row]).splitlines()[2]
+    # chosen on validation: the test value with its interval, then the validation value with its own
+    assert f"{cell(900, 1000, 0.9)} ({cell(400, 500, 0.8)})" in line
+    assert f"{cell(40, 200, 0.2)} ({cell(10, 100, 0.1)})" in line  # the final point: one run
+    assert f"{cell(200, 400, 0.5)} ({cell(80, 200, 0.4)})" in line
+    knee = knee_table_markdown([row])
+    assert all(c in knee for c in (cell(250, 500, 0.5), cell(30, 100, 0.3), cell(600, 1000, 0.6)))
+    # results without counts: the bare numbers, never a guessed interval
+    [old] = sweep_summary(_rows(counts=False), select_on="test")
+    assert old["final_acc_ci"] is None and "[" not in summary_table_markdown([old]).splitlines()[2]
+
+
+def test_the_reports_knee_table_shows_the_validation_values_intervals(tmp_path):
+    from analysis.report import analyze
+
+    analyze(_validated_rows(), tmp_path, figures=False, select_on="validation")
+    lo, hi = _wilson_by_hand(250, 500)
+    assert f"0.5000 [{lo:.3f}, {hi:.3f}]" in (tmp_path / "report.md").read_text()  # the knee's val clean acc

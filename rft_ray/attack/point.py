@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from rft_ray.attack.suite import REFERENCE, AttackBudget, PassCounter, robust_under
@@ -24,6 +25,7 @@ from rft_ray.results.attacks import AttackError, accuracy_column, images_column,
 from rft_ray.results.checkpoints import checkpoint_metadata
 from rft_ray.results.files import filesystem_for
 from rft_ray.results.store import StoreError
+from rft_ray.results.verdicts import PGD_SUBSET, Subset
 from rft_ray.training.setup import autocast_dtype, check_pgd_precision, seed_everything
 from rft_ray.training.weights import WeightsError, load_finetuned
 
@@ -41,6 +43,10 @@ class PointResult:
     seconds: float = 0.0  # wall time of the whole point, loading included
     device: str = "cpu"
     threads: int = 0  # torch's CPU threads while attacking (attack_threads)
+    # accuracy column -> per-image verdicts (1 = robust) in the PGD subset's order, and that subset's identity:
+    # kept beside the results (`rft_ray.results.verdicts`, ATTACK_VERDICTS_DIR) to pair with training's.
+    verdicts: dict[str, np.ndarray] = field(default_factory=dict)
+    subset: Subset | None = None
 
 
 def attack_threads() -> int:
@@ -111,7 +117,8 @@ def _attack_point(store_root: str, run_id: str, step: int, path: str, attacks: l
     test_ok = clean_correct(counter, sets.test.images, sets.test.labels, e.batch_size, target,
                             autocast_dtype(spec.training.precision, target))
     attacked, clean_ok = sets.test.take(sets.pgd_index), test_ok[sets.pgd_index]
-    result = PointResult(run_id, int(step), {}, len(attacked), int(clean_ok.sum()), device=str(target))
+    result = PointResult(run_id, int(step), {}, len(attacked), int(clean_ok.sum()), device=str(target),
+                         subset=sets.subsets.get(PGD_SUBSET))
     for radius in radii or [e.pgd.eps]:
         for name in attacks:
             seed_everything(spec.dataset.split_seed)
@@ -123,6 +130,7 @@ def _attack_point(store_root: str, run_id: str, step: int, path: str, attacks: l
             result.columns[images_column(name)] = len(robust)
             result.columns[seconds_column(name, radius)] = time.perf_counter() - attack_started
             result.robust[column] = int(robust.sum())
+            result.verdicts[column] = robust.cpu().numpy().astype(bool)
     result.forward_backward, result.forward_only = counter.forward_backward, counter.forward_only
     result.seconds = time.perf_counter() - started
     return result

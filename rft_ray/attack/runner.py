@@ -34,6 +34,7 @@ from rft_ray.results.attacks import (
 from rft_ray.results.checkpoints import KeptPoint, select_kept_points
 from rft_ray.results.lease import holding
 from rft_ray.results.store import ResultStore, StoreError
+from rft_ray.results.verdicts import ATTACK_VERDICTS_DIR, PGD_SUBSET, RunVerdicts, verdicts_path
 
 
 Point = KeptPoint  # a point to attack: its weights file and its run's row (`select_kept_points`)
@@ -105,8 +106,9 @@ def run_attacks(store_root: str, attacks: list[str], on: str = "frontier", radii
             leases[run_ids.index(point.run_id)].check()
             row = {"run_id": outcome.run_id, "step": outcome.step, **outcome.columns}
             path = record_attack_results(store.fs, store.path, point.run_id, [row])
-            if path not in summary.files:
-                summary.files.append(path)
+            for written in (path, _record_verdicts(store, outcome)):
+                if written is not None and written not in summary.files:
+                    summary.files.append(written)
             summary.results.append(outcome)
             log(describe_point(point, outcome))
     summary.seconds = time.perf_counter() - started
@@ -115,6 +117,17 @@ def run_attacks(store_root: str, attacks: list[str], on: str = "frontier", radii
     if summary.failures:
         log(f"{len(summary.failures)} of {len(points)} point(s) failed; the others are stored")
     return summary
+
+
+def _record_verdicts(store: ResultStore, outcome: PointResult) -> str | None:
+    """Merge the point's per-image verdicts into the run's attack verdicts (ATTACK_VERDICTS_DIR; under the run's
+    lease, which the command holds): its path, None when the attack kept none."""
+    if not outcome.verdicts or outcome.subset is None:
+        return None
+    kept = store.read_verdicts(outcome.run_id, ATTACK_VERDICTS_DIR) or RunVerdicts({}, {}, {})
+    kept.merge_point(int(outcome.step), outcome.verdicts, PGD_SUBSET, outcome.subset)
+    store.write_verdicts(outcome.run_id, kept, ATTACK_VERDICTS_DIR)
+    return verdicts_path(store.path, outcome.run_id, ATTACK_VERDICTS_DIR)
 
 
 def replaced_notes(store: ResultStore, points: list[Point], attacks: list[str], radii: list[float] | None

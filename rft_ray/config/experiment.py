@@ -153,6 +153,8 @@ class ExperimentSpec:
             if isinstance(training, dict) and key in training:
                 warnings.warn(f"base.training.{key} is ignored: the search sets it (search.space / search.grid)",
                               stacklevel=2)
+        if isinstance(training, dict) and "seed" in training and self.search.seeds:
+            warnings.warn("base.training.seed is ignored: search.seeds sets each trial's seed", stacklevel=2)
         if isinstance(training, dict) and training.get("checkpoint") is False:
             raise SpecError("must be true in a sweep: trials resume from their checkpoints after failures",
                             "base.training.checkpoint")
@@ -300,6 +302,12 @@ class ExperimentSpec:
         if before_select_on:
             decisive["search"] = {k: v for k, v in decisive["search"].items() if k != "select_on"}
         return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def trials(self, group: "Group") -> int:
+        """How many trials a group runs: each grid configuration once per search.seeds seed, or the Optuna budget."""
+        if self.search.mode == "grid":
+            return group.grid.size * max(1, len(self.search.seeds))
+        return int(self.search.num_samples)
 
     @classmethod
     def from_dict(cls, data: Any) -> "ExperimentSpec":

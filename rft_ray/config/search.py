@@ -151,6 +151,12 @@ class SearchSpec:
     startup_trials: int | None = described("random trials before tpe/gp model the results (default: a third of the "
                                            "budget, at least 2, at most 10)", None, bounds="[1, inf)")
     seed: int = described("seed of the sampler", 0)
+    seeds: list[int] = described(
+        "training seeds (training.seed) every configuration of the grid is repeated over: each (lr, weight_decay) "
+        "runs once per seed, as one more axis of Tune's grid, and each run's records say its seed; the analysis "
+        "separates seed-to-seed from image-sampling variation. Grid mode only with more than one seed (an Optuna "
+        "search samples each configuration once; repeat it over seeds with a grid of the configurations it "
+        "found). Default: none (base.training.seed, once)", factory=list, bounds="[0, 2^32)")
     scheduler: Literal["none", "asha", "pareto_asha"] | None = described(
         "early stopping on the optimizer step: none; asha (Ray's ASHA on the first objective); pareto_asha (ASHA "
         "over all objectives: a trial whose learning curve, extrapolated to max_t, no peer dominates continues, the "
@@ -182,6 +188,14 @@ class SearchSpec:
         check(len(set(keys)) == len(keys), "objectives", f"the same objective appears twice: {keys}")
         if self.select_on == "test":
             warnings.warn(optimistic_warning("search.select_on"), OptimisticSelectionWarning, stacklevel=1)
+        check(len(set(self.seeds)) == len(self.seeds), "seeds", f"has duplicate values: {self.seeds}")
+        for i, value in enumerate(self.seeds):
+            check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32, f"seeds[{i}]",
+                  f"must be a whole number in [0, 2^32) (a training.seed), got {value!r}")
+        check(self.mode == "grid" or len(self.seeds) <= 1, "seeds",
+              f"repeats grid configurations over training seeds, but mode is {self.mode}: an Optuna search samples "
+              f"each configuration once and its objective would be one seed's. Use mode: grid (with the "
+              f"configurations to compare), or give one seed; got {len(self.seeds)} seeds")
         if self.mode == "grid":
             check(self.grid is not None, "grid", "mode is grid, so a grid {lr: [...], weight_decay: [...]} is required")
             check(self.num_samples in (None, 1), "num_samples",

@@ -203,11 +203,7 @@ def plan_from_dict(data: dict[str, Any], name: str = "spec") -> Plan:
         placeholder = {"training.lr": 1e-3, "training.weight_decay": 0.0, "output.run_id": "estimate"}
         for g in experiment.groups:
             run = run_spec(apply_overrides(g.run, placeholder))
-            if experiment.search.mode == "grid":
-                trials = g.grid.size
-            else:
-                trials = int(experiment.search.num_samples or 1)
-            groups.append(count_run(run, trials, g.name))
+            groups.append(count_run(run, experiment.trials(g), g.name))  # grid x search.seeds, or the budget
             runs[g.name] = run
         concurrency = experiment.resources.max_concurrent_trials
         workers = experiment.resources.workers_per_trial

@@ -24,7 +24,14 @@ from rft_ray.results.attacks import ATTACKS_DIR, AttackError, join_attack_result
 from rft_ray.results.files import WriteError, atomic_path, filesystem_for, folder_problem, is_uri
 from rft_ray.results.lease import Lease
 from rft_ray.results.record import REQUIRED_COLUMNS, EvalRecord, arrow_schema
-from rft_ray.results.verdicts import RunVerdicts, read_verdicts, verdicts_path, write_verdicts
+from rft_ray.results.verdicts import (
+    ATTACK_VERDICTS_DIR,
+    VERDICTS_DIR,
+    RunVerdicts,
+    read_verdicts,
+    verdicts_path,
+    write_verdicts,
+)
 
 CLASS_NAMES_KEY = "rft.class_names"  # a run file's schema metadata: its class names, a JSON list
 HEAD_INIT_KEY = "rft.head_init"  # and which head the run started from: "fresh" or "pretrained" (model.keep_head)
@@ -87,15 +94,15 @@ class ResultStore:
 
     def derived_files(self, run_id: str) -> dict[str, list[str]]:
         """The files measured on the run's weights, beside its own file, as paths relative to the store's root:
-        "checkpoints" (its kept weights), "attacks" (`rft attack`'s results) and "interpolated" (`rft
-        interpolate`'s files); the lists are empty where it has none."""
+        "checkpoints" (its kept weights), "attacks" (`rft attack`'s results and their per-image verdicts) and
+        "interpolated" (`rft interpolate`'s files and theirs); the lists are empty where it has none."""
         check_run_id(run_id)
         found: dict[str, list[str]] = {"checkpoints": [], "attacks": [], "interpolated": []}
         prefix = f"{self.path}/"
         found["checkpoints"] = [path[len(prefix):] for path in self.checkpoints(run_id).values()]
-        attacks = f"{ATTACKS_DIR}/{run_id}.parquet"
-        if self.fs.get_file_info(prefix + attacks).type == pafs.FileType.File:
-            found["attacks"].append(attacks)
+        for attacks in (f"{ATTACKS_DIR}/{run_id}.parquet", f"{ATTACK_VERDICTS_DIR}/{run_id}.parquet"):
+            if self.fs.get_file_info(prefix + attacks).type == pafs.FileType.File:
+                found["attacks"].append(attacks)
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(prefix + INTERPOLATED_DIR, allow_not_found=True))
         except OSError as err:
@@ -105,6 +112,9 @@ class ResultStore:
             match = WISE_STEP_SUFFIX.search(stem)
             if info.type == pafs.FileType.File and match and stem[: match.start()] == run_id:
                 found["interpolated"].append(f"{INTERPOLATED_DIR}/{Path(info.path).name}")
+                measured = f"{INTERPOLATED_DIR}/{VERDICTS_DIR}/{Path(info.path).name}"  # its per-image verdicts
+                if self.fs.get_file_info(prefix + measured).type == pafs.FileType.File:
+                    found["interpolated"].append(measured)
         found["interpolated"].sort()
         return found
 
@@ -184,10 +194,11 @@ class ResultStore:
             raise StoreWriteError(f"cannot write result file {final} ({cause.strerror or cause}); its previous "
                                   "version, if any, is intact and readers are unaffected", cause.errno) from err
 
-    def write_verdicts(self, run_id: str, verdicts: RunVerdicts) -> None:
-        """Replace the run's per-image verdicts (`rft_ray.results.verdicts`), atomically, before its file."""
+    def write_verdicts(self, run_id: str, verdicts: RunVerdicts, folder: str = VERDICTS_DIR) -> None:
+        """Replace the run's per-image verdicts (`rft_ray.results.verdicts`; `rft attack`'s in
+        ATTACK_VERDICTS_DIR), atomically, before its file."""
         try:
-            write_verdicts(self.fs, self.path, check_run_id(run_id), verdicts)
+            write_verdicts(self.fs, self.path, check_run_id(run_id), verdicts, folder)
         except OSError as err:
             raise StoreWriteError(f"cannot write the verdicts of run {run_id} in {self.root} ({err}); their previous "
                                   "version, if any, is intact", getattr(err, "errno", None)) from err
@@ -195,9 +206,9 @@ class ResultStore:
     def has_verdicts(self, run_id: str) -> bool:
         return self.fs.get_file_info(verdicts_path(self.path, check_run_id(run_id))).type == pafs.FileType.File
 
-    def read_verdicts(self, run_id: str) -> RunVerdicts | None:
-        """The run's per-image verdicts; None for a run written before they were kept."""
-        return read_verdicts(self.fs, self.path, check_run_id(run_id))
+    def read_verdicts(self, run_id: str, folder: str = VERDICTS_DIR) -> RunVerdicts | None:
+        """The run's per-image verdicts (in `folder`); None for a run written before they were kept."""
+        return read_verdicts(self.fs, self.path, check_run_id(run_id), folder)
 
     def class_names(self, run_id: str) -> list[str] | None:
         """The run's class names in the order of its model's outputs, from its file's metadata; None for a run

@@ -1,15 +1,28 @@
 """Per-image verdicts: which images each evaluation point got right, kept beside the run's records so that
 intervals and paired comparisons can be computed from the images themselves (`analysis.bootstrap`).
 
-One sidecar file per run, `<store>/verdicts/<run_id>.parquet`, on any filesystem the store supports; one row per
-(step, metric):
+One sidecar file per run, `<store>/verdicts/<run_id>.parquet`, on any filesystem the store supports; `rft attack`
+keeps its own per run in `<store>/attacks/verdicts/` (metrics: its accuracy columns, e.g. aa_adv_acc/1/255, on
+test/pgd) and `rft interpolate` its own per interpolated file in `<store>/interpolated/verdicts/` (keyed by step and
+alpha). One row per (step[, alpha], metric):
 
     step     the evaluation point
+    alpha    the WiSE-FT alpha of an interpolated point (`rft interpolate`); null for every other point
     metric   the record's column the verdicts are behind: test_clean_acc, pgd_adv_acc, pgd_adv_acc/<radius>,
-             ood_acc/<domain>, val_clean_acc, val_pgd_adv_acc, val_ood_acc/<domain>
+             ood_acc/<domain>, val_clean_acc, val_pgd_adv_acc, val_ood_acc/<domain>, an attack's column
     subset   the images, by name: test, test/pgd, ood/<domain>, val, val/pgd, val/ood/<domain>
     n        how many images (bits)
-    bits     numpy.packbits of the booleans, in the subset's image order (1 = correct / robust)
+    coding   how `bits` holds the point against the previous point of the same metric (the row before it, in
+             the file's order, with that metric), whichever is smaller: 0 plain (a metric's first point, or a
+             subset of another size); 1 the XOR of the two bitmaps, packed; 2 the positions of the images whose
+             verdict changed, as little-endian uint16 gaps (when fewer than 1/16 of the images changed and no
+             gap exceeds 65,535). Few images change their verdict between evaluation points, so a point costs a
+             fraction of its bitmap (measured: docs/guides/analysis.md)
+    bits     numpy.packbits of the booleans in the subset's image order (1 = correct / robust), or what `coding`
+             says
+
+Decoding undoes the chain transparently; the file is zstd-compressed. Files written by 0.2.0 (no alpha or coding
+column: every row plain) are read as before.
 
 Image identity (the file's schema metadata, `rft.verdict_subsets`): per subset its image indices into the
 dataset's split (the seeded, class-stratified draw; the PGD subsets index the test or validation split too) and a
@@ -38,9 +51,14 @@ import pyarrow.parquet as pq
 from rft_ray.results.files import read_bytes, write_bytes
 
 VERDICTS_DIR = "verdicts"
+ATTACK_VERDICTS_DIR = "attacks/verdicts"  # `rft attack`'s, one file per attacked run
+PGD_SUBSET = "test/pgd"  # the subset PGD and `rft attack`'s attacks are measured on
 SUBSETS_KEY = b"rft.verdict_subsets"
-_SCHEMA = pa.schema([("step", pa.int64()), ("metric", pa.string()), ("subset", pa.string()), ("n", pa.int32()),
-                     ("bits", pa.binary())])
+_SCHEMA = pa.schema([("step", pa.int64()), ("alpha", pa.float64()), ("metric", pa.string()), ("subset", pa.string()),
+                     ("n", pa.int32()), ("coding", pa.int8()), ("bits", pa.binary())])
+_OLD_COLUMNS = ("step", "metric", "subset", "n", "bits")  # 0.2.0's files: every row plain
+PLAIN, XOR, CHANGED = 0, 1, 2  # the codings (module docstring)
+ZSTD_LEVEL = 9
 
 
 class VerdictError(ValueError):
@@ -78,61 +96,123 @@ class Subset:
 class RunVerdicts:
     """One run's verdicts: step -> metric -> booleans, the subset of each metric, and each subset's identity."""
 
-    points: dict[int, dict[str, np.ndarray]]
+    points: dict  # point -> metric -> booleans; a point is its step, or (step, alpha) in `rft interpolate`'s files
     metric_subsets: dict[str, str]
     subsets: dict[str, Subset]
 
     def subset_of(self, metric: str) -> Subset:
         return self.subsets[self.metric_subsets[metric]]
 
+    def merge_point(self, key, verdicts: dict[str, np.ndarray], subset_name: str, subset: Subset) -> None:
+        """Add (or replace) metrics of one point, all measured on one subset; VerdictError where that subset
+        differs from the images the file's other points were measured on (they would not pair)."""
+        known = self.subsets.get(subset_name)
+        if known is not None and known.fingerprint != subset.fingerprint:
+            raise VerdictError(f"the {subset_name} images of this point differ from those of the verdicts kept "
+                               f"before (fingerprint {subset.fingerprint[:12]} vs {known.fingerprint[:12]})")
+        self.subsets[subset_name] = subset
+        self.points.setdefault(key, {}).update({m: np.asarray(v, dtype=bool) for m, v in verdicts.items()})
+        self.metric_subsets.update({m: subset_name for m in verdicts})
 
-def verdicts_path(root_path: str, run_id: str) -> str:
-    return f"{root_path}/{VERDICTS_DIR}/{run_id}.parquet"
+
+def verdicts_path(root_path: str, run_id: str, folder: str = VERDICTS_DIR) -> str:
+    return f"{root_path}/{folder}/{run_id}.parquet"
 
 
-def encode(verdicts: RunVerdicts) -> bytes:
-    """The sidecar file's bytes (Parquet; module docstring)."""
+def _split(key) -> tuple[int, float | None]:
+    return (int(key[0]), float(key[1])) if isinstance(key, tuple) else (int(key), None)
+
+
+def _order(key) -> tuple[int, float]:
+    step, alpha = _split(key)
+    return step, -1.0 if alpha is None else alpha
+
+
+def _coded(ok: np.ndarray, before: np.ndarray | None, chain: bool) -> tuple[int, bytes]:
+    """(coding, bytes) of one point's verdicts against the previous point's (module docstring)."""
+    if not chain or before is None or len(before) != len(ok):
+        return PLAIN, np.packbits(ok).tobytes()
+    changed = np.flatnonzero(ok != before)
+    gaps = np.diff(changed, prepend=0)
+    if len(changed) * 16 < len(ok) and (len(gaps) == 0 or gaps.max() < 2**16):
+        return CHANGED, gaps.astype("<u2").tobytes()
+    return XOR, np.packbits(ok ^ before).tobytes()
+
+
+def _uncoded(coding: int, data: bytes, n: int, before: np.ndarray | None) -> np.ndarray:
+    if coding == PLAIN:
+        return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=n).astype(bool)
+    if before is None or len(before) != n:
+        raise ValueError("it is stored against a previous point the file does not hold")
+    if coding == XOR:
+        return before ^ np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=n).astype(bool)
+    if coding == CHANGED:
+        ok = before.copy()
+        ok[np.cumsum(np.frombuffer(data, dtype="<u2").astype(np.int64))] ^= True
+        return ok
+    raise ValueError(f"unknown coding {coding}")
+
+
+def encode(verdicts: RunVerdicts, chain: bool = True) -> bytes:
+    """The sidecar file's bytes (Parquet, zstd; module docstring); `chain` False writes every point plain (what
+    the storage measurement compares against)."""
     rows = {name: [] for name in _SCHEMA.names}
-    for step in sorted(verdicts.points):
-        for metric, ok in sorted(verdicts.points[step].items()):
+    previous: dict[str, np.ndarray] = {}  # metric -> its last point's verdicts
+    for key in sorted(verdicts.points, key=_order):
+        step, alpha = _split(key)
+        for metric, ok in sorted(verdicts.points[key].items()):
             ok = np.asarray(ok, dtype=bool)
-            rows["step"].append(int(step))
-            rows["metric"].append(metric)
-            rows["subset"].append(verdicts.metric_subsets[metric])
-            rows["n"].append(int(len(ok)))
-            rows["bits"].append(np.packbits(ok).tobytes())
+            coding, data = _coded(ok, previous.get(metric), chain)
+            for name, value in (("step", step), ("alpha", alpha), ("metric", metric),
+                                ("subset", verdicts.metric_subsets[metric]), ("n", int(len(ok))),
+                                ("coding", coding), ("bits", data)):
+                rows[name].append(value)
+            previous[metric] = ok
     table = pa.table(rows, schema=_SCHEMA)
     subsets = {name: subset.to_json() for name, subset in sorted(verdicts.subsets.items())}
     table = table.replace_schema_metadata({SUBSETS_KEY: json.dumps(subsets)})
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    pq.write_table(table, buffer, compression="zstd", compression_level=ZSTD_LEVEL,
+                   use_dictionary=["metric", "subset"])
     return buffer.getvalue()
 
 
 def decode(data: bytes, where: str) -> RunVerdicts:
+    """The verdicts of a sidecar's bytes, of this version or of 0.2.0 (module docstring)."""
     try:
         table = pq.read_table(io.BytesIO(data))
         subsets = {name: Subset.from_json(v) for name, v in
                    json.loads((table.schema.metadata or {})[SUBSETS_KEY]).items()}
+        columns = {c: table.column(c).to_pylist() for c in _OLD_COLUMNS}
     except (pa.ArrowInvalid, OSError, KeyError, ValueError, zlib.error) as err:
         raise VerdictError(f"verdict file {where} is not readable ({type(err).__name__}: {err}); it is written by "
-                           "rft run beside the run's results") from err
-    points: dict[int, dict[str, np.ndarray]] = {}
+                           "rft run (rft attack, rft interpolate) beside the results") from err
+    alphas = table.column("alpha").to_pylist() if "alpha" in table.column_names else [None] * table.num_rows
+    codings = table.column("coding").to_pylist() if "coding" in table.column_names else [PLAIN] * table.num_rows
+    points: dict = {}
     metric_subsets: dict[str, str] = {}
-    for step, metric, subset, n, bits in zip(*(table.column(c).to_pylist() for c in _SCHEMA.names)):
-        ok = np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=n).astype(bool)
-        points.setdefault(int(step), {})[metric] = ok
+    previous: dict[str, np.ndarray] = {}
+    for step, alpha, metric, subset, n, coding, bits in zip(columns["step"], alphas, columns["metric"],
+                                                            columns["subset"], columns["n"], codings, columns["bits"]):
+        try:
+            ok = _uncoded(coding, bits, n, previous.get(metric))
+        except (ValueError, IndexError) as err:
+            raise VerdictError(f"verdict file {where}: step {step} of {metric} cannot be decoded ({err}); the file "
+                               "is damaged") from err
+        previous[metric] = ok
+        points.setdefault(int(step) if alpha is None else (int(step), float(alpha)), {})[metric] = ok
         metric_subsets[metric] = subset
     return RunVerdicts(points, metric_subsets, subsets)
 
 
-def write_verdicts(filesystem, root_path: str, run_id: str, verdicts: RunVerdicts) -> None:
-    """Replace the run's sidecar (atomically locally, one object write remotely)."""
-    write_bytes(filesystem, verdicts_path(root_path, run_id), encode(verdicts))
+def write_verdicts(filesystem, root_path: str, run_id: str, verdicts: RunVerdicts, folder: str = VERDICTS_DIR
+                   ) -> None:
+    """Replace the run's sidecar in `folder` (atomically locally, one object write remotely)."""
+    write_bytes(filesystem, verdicts_path(root_path, run_id, folder), encode(verdicts))
 
 
-def read_verdicts(filesystem, root_path: str, run_id: str) -> RunVerdicts | None:
-    """The run's verdicts, None where it has no sidecar (runs written before verdicts were kept)."""
-    path = verdicts_path(root_path, run_id)
+def read_verdicts(filesystem, root_path: str, run_id: str, folder: str = VERDICTS_DIR) -> RunVerdicts | None:
+    """The run's verdicts in `folder`, None where it has no sidecar (runs written before verdicts were kept)."""
+    path = verdicts_path(root_path, run_id, folder)
     data = read_bytes(filesystem, path)
     return None if data is None else decode(data, path)

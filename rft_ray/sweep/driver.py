@@ -207,7 +207,7 @@ def _run_groups(experiment: ExperimentSpec, state: dict[str, Any], folder: Sweep
             results.append(GroupResult.from_dict(saved))
             continue
         say(f"rft sweep: [{index}/{len(groups)}] {group.name}")
-        trials = group.grid.size if experiment.search.mode == "grid" else int(experiment.search.num_samples)
+        trials = experiment.trials(group)
         callbacks = [GroupProgress(group.name, index, len(groups), trials, experiment.search.select_on)]
         if tracking.active:
             from rft_ray.tracking.callback import MLflowTrialCallback

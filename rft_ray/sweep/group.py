@@ -14,10 +14,6 @@ from rft_ray.sweep.state import SweepFolder
 from rft_ray.sweep.trial import trial_driver
 
 
-def _expected_trials(experiment: ExperimentSpec, group: Group) -> int:
-    return group.grid.size if experiment.search.mode == "grid" else int(experiment.search.num_samples)
-
-
 def _set_aside_orphans(folder: SweepFolder, experiment: ExperimentSpec, group: Group,
                        trials: list[TrialSummary]) -> list[str]:
     """Runs of this group whose trial Tune does not know (the driver died before Tune saved the trial):
@@ -76,7 +72,7 @@ def run_group(experiment: ExperimentSpec, group: Group, resources: dict[str, Any
         say(f"rft sweep: {group.name}: pareto_asha {scheduler.keep_rate_summary()}")
     trials = trial_summaries(path, group, experiment.search)
     _set_aside_orphans(folder, experiment, group, trials)
-    finished = len(trials) >= _expected_trials(experiment, group) and all(
+    finished = len(trials) >= experiment.trials(group) and all(
         t.status in ("completed", "stopped early", "error") for t in trials)
     status = "interrupted" if not finished else ("errors" if any(t.status == "error" for t in trials) else "done")
     return GroupResult(group.name, group.strategy, group.dataset, status, trials,

@@ -30,6 +30,11 @@ def summarize_store(store_root: str, min_acc: float | None = None, select_on: st
     return rows
 
 
+INTERVALS_NOTE = ("[lo, hi]: an accuracy's 95% Wilson interval from the images it was measured on (image-sampling "
+                  "variation only, not seed-to-seed; none where the results did not record the count); the frontier "
+                  "AUC's: a paired bootstrap over the runs' per-image verdicts (analysis.bootstrap).")
+
+
 def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], search: SearchSpec) -> str:
     """The summary table, the knee of each group's frontier, then the Pareto set of hyperparameters of each group,
     each saying which split chose (search.select_on) and which values are test."""
@@ -40,13 +45,14 @@ def summary_markdown(rows: list[dict[str, Any]], groups: list[GroupResult], sear
     shown = [k + (f" (test: {r})" if r is not None and r != k else "") for k, r in zip(keys, reported)]
     lines = [f"Summary per group ({label}; peaks and frontier AUC describe the test points, as the paper's):", "",
              summary_table_markdown(rows), "", f"Knee of each group's pooled frontier (analysis.knee; {label}):", "",
-             knee_table_markdown(rows), "", f"Pareto set of hyperparameters per group ({label}; objectives: "
+             knee_table_markdown(rows), "", INTERVALS_NOTE, "", f"Pareto set of hyperparameters per group ({label}; objectives: "
              f"{', '.join(shown)}):", ""]
     for g in groups:
         if not g.pareto:
             lines.append(f"- {g.name}: no completed trial")
             continue
-        items = ", ".join(f"lr {t.lr:.3g} wd {t.weight_decay:.3g} -> " + _objective_cells(t, keys) for t in g.pareto)
+        items = ", ".join(f"lr {t.lr:.3g} wd {t.weight_decay:.3g}" + (f" seed {t.seed}" if t.seed is not None else "")
+                          + " -> " + _objective_cells(t, keys) for t in g.pareto)
         lines.append(f"- {g.name}: {items}")
     return "\n".join(lines) + "\n"
 

@@ -26,6 +26,7 @@ class TrialSummary:
     # result key -> the test value at the point that objective chose (`SearchSpec.reported_keys`); {} where the
     # search selects on test (the objectives are the test values) and in summaries saved before it existed.
     reported: dict[str, float] = field(default_factory=dict)
+    seed: int | None = None  # the training seed search.seeds gave the trial (None: the group's own)
 
     @property
     def completed(self) -> bool:
@@ -115,7 +116,8 @@ def trial_summaries(path: str, group: Group, search: SearchSpec) -> list[TrialSu
             trial_id=trial.trial_id, run_id=f"{group.name}-{trial.trial_id}", lr=float(trial.config["lr"]),
             weight_decay=float(trial.config["weight_decay"]), status=status,
             step=int(step) if step is not None else None, total_steps=int(total) if total is not None else None,
-            objectives=values, error=trial_error(trial) if status == "error" else None, reported=reported))
+            objectives=values, error=trial_error(trial) if status == "error" else None, reported=reported,
+            seed=None if trial.config.get("seed") is None else int(trial.config["seed"])))
     return out
 
 

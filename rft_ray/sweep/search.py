@@ -131,9 +131,13 @@ def param_space(experiment: ExperimentSpec, group: Group, resources: dict[str, A
         lr, wd = search_domain(group.space.lr), search_domain(group.space.weight_decay)
     run = absolute_paths(json.loads(json.dumps(group.run)))
     run["output"] = {**(run.get("output") or {}), "results": experiment.store_root}  # base.output: keep_checkpoints
+    seeds = {}
+    if search.seeds:  # one more grid axis: every configuration once per training seed (optuna: one seed only)
+        seeds["seed"] = tune.grid_search(list(search.seeds)) if len(search.seeds) > 1 else search.seeds[0]
     return {
         "lr": lr,
         "weight_decay": wd,
+        **seeds,
         "group": group.name,
         "run": json.dumps(run, sort_keys=True),  # one line in Tune's output; the worker parses it
         "objectives": [asdict(o) for o in search.objectives],

@@ -38,11 +38,14 @@ DIVERGED_FILE = "diverged.json"
 
 
 def trial_run_spec(config: dict[str, Any], run_id: str) -> RunSpec:
-    """The run spec of one trial: the group's run with the trial's lr, weight decay and run id."""
+    """The run spec of one trial: the group's run with the trial's lr, weight decay, run id and, with
+    search.seeds, training seed."""
     run = json.loads(config["run"]) if isinstance(config["run"], str) else config["run"]
-    data = apply_overrides(run, {"training.lr": float(config["lr"]),
-                                           "training.weight_decay": float(config["weight_decay"]),
-                                           "output.run_id": run_id})
+    overrides = {"training.lr": float(config["lr"]), "training.weight_decay": float(config["weight_decay"]),
+                 "output.run_id": run_id}
+    if config.get("seed") is not None:
+        overrides["training.seed"] = int(config["seed"])
+    data = apply_overrides(run, overrides)
     return run_spec(data)
 
 

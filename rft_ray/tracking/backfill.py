@@ -128,7 +128,7 @@ def _sync_run(client, experiment: ExperimentSpec, experiment_id: str, parent: st
     if hits:
         child, status = hits[0].info.run_id, hits[0].info.status
     else:
-        tags = {**child_tags(group, trial_id, parent, provenance), "synced_by": "rft sync-mlflow",
+        tags = {**child_tags(group, trial_id, parent, provenance, seed=records[0].seed), "synced_by": "rft sync-mlflow",
                 "trainable_params": int(records[0].trainable_params), "total_params": int(records[0].total_params)}
         child = client.create_run(experiment_id, run_name=run_id, tags={k: str(v) for k, v in tags.items()}).info.run_id
         params = child_params(group, records[0].lr, records[0].weight_decay)

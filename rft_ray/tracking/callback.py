@@ -76,9 +76,10 @@ class MLflowTrialCallback(Callback):
                 if found[0].info.status != "RUNNING":
                     client.update_run(run_id, status="RUNNING")
                 return run_id
-            tags = child_tags(self.group, trial_id, self.parent_run_id, self._parent_provenance(client))
-            run = client.create_run(self.experiment_id, run_name=child_run_name(self.group.name, trial_id), tags=tags)
             config = trial.config or {}
+            tags = child_tags(self.group, trial_id, self.parent_run_id, self._parent_provenance(client),
+                              seed=config.get("seed"))
+            run = client.create_run(self.experiment_id, run_name=child_run_name(self.group.name, trial_id), tags=tags)
             tracker.log_batch(run.info.run_id, params=child_params(self.group, config.get("lr"),
                                                                    config.get("weight_decay")))
             self._last_step[trial_id] = -1

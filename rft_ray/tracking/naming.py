@@ -26,12 +26,13 @@ def child_run_name(group: str, trial_id: str) -> str:
 
 
 def child_tags(group: Group, trial_id: str, parent_run_id: str,
-               provenance: dict[str, str] | None = None) -> dict[str, str]:
-    """`provenance`: the parent's `inherited_tags`, so a trial names the code and spec of its sweep."""
+               provenance: dict[str, str] | None = None, seed: Any = None) -> dict[str, str]:
+    """`provenance`: the parent's `inherited_tags`, so a trial names the code and spec of its sweep; `seed`: the
+    trial's training seed where search.seeds set it (else the group's)."""
     run = group.run
     return {"strategy": group.strategy, "dataset": group.dataset,
             "model": str((run.get("model") or {}).get("name", "rft_vit_cifar_patch8_32")),
-            "seed": str((run.get("training") or {}).get("seed", 0)),
+            "seed": str((run.get("training") or {}).get("seed", 0) if seed is None else seed),
             PARENT_TAG: parent_run_id, "trial_id": trial_id, "group": group.name,
             "run_id": child_run_name(group.name, trial_id), **(provenance or {})}
 

@@ -41,13 +41,14 @@ import torch
 
 from analysis.wise import wise_root, wise_run_id
 from rft_ray.config import RunSpec
-from rft_ray.evaluation.evaluator import EvalSets, evaluate
+from rft_ray.evaluation.evaluator import EvalSets, evaluate, verdict_subset
 from rft_ray.models.strategies import Strategy, create_strategy
 from rft_ray.models.strategies.base import KEEP_FINETUNED
 from rft_ray.results.checkpoints import KeptPoint, select_kept_points
 from rft_ray.results.lease import holding
 from rft_ray.results.record import VALIDATION_COUNTS, VALIDATION_METRICS, EvalRecord
 from rft_ray.results.store import ResultStore, StoreError
+from rft_ray.results.verdicts import RunVerdicts
 from rft_ray.training.setup import Run
 from rft_ray.training.weights import WeightsError, read_weights
 
@@ -213,11 +214,12 @@ def _interpolate_run(store: ResultStore, out_store: ResultStore, run_id: str, so
         interpolator.load(tensors, source.path, _phase_start(store, run_id, source, run, interpolator))
         log(f"run {run_id} step {source.step} ({spec.strategy.name}: alpha scales "
             f"{interpolator.strategy.interpolation}; head {_head_words(head, spec.strategy.name)})")
-        rows = []
+        rows, measured = [], {}
         for alpha in alphas:
             interpolator.set_alpha(alpha)
             began = time.perf_counter()
-            metrics = evaluate(run.model, sets, spec, run.device, run.dtype)
+            measured[(source.step, alpha)] = verdicts = {}
+            metrics = evaluate(run.model, sets, spec, run.device, run.dtype, verdicts=verdicts)
             seconds = time.perf_counter() - began
             rows.append(interpolated_record(source.record, source.step, alpha, metrics, seconds))
             log(f"  alpha {alpha:<5g} clean {metrics['test_clean_acc']:.4f}  PGD {metrics['pgd_adv_acc']:.4f}  "
@@ -235,9 +237,23 @@ def _interpolate_run(store: ResultStore, out_store: ResultStore, run_id: str, so
             log(f"  {name}: " + (f"replaces its rows of alpha {', '.join(f'{a:g}' for a in again)}; " if again else "")
                 + (f"keeps those of alpha {', '.join(f'{r.wise_alpha:g}' for r in kept)}" if kept else "keeps no other"))
         guard()
+        # the per-image verdicts first (as a run's), keyed (step, alpha); those of kept alphas stay
+        out_store.write_verdicts(name, _merged_verdicts(out_store, name, measured, {r.wise_alpha for r in kept},
+                                                        sets))
         out_store.write_run(name, sorted(kept + rows, key=lambda r: r.wise_alpha), metadata={WISE_HEAD_KEY: head})
         written += rows
     return written
+
+
+def _merged_verdicts(out_store: ResultStore, name: str, measured: dict, kept_alphas: set[float], sets: EvalSets
+                     ) -> RunVerdicts:
+    """The interpolated file's verdicts: this measurement's, and the earlier file's of the alphas it keeps."""
+    earlier = out_store.read_verdicts(name)
+    points = {key: v for key, v in (earlier.points.items() if earlier is not None else [])
+              if isinstance(key, tuple) and key[1] in kept_alphas}
+    points.update(measured)
+    metrics = {metric for verdicts in points.values() for metric in verdicts}
+    return RunVerdicts(points, {m: verdict_subset(m) for m in metrics}, dict(sets.subsets))
 
 
 def _head_words(head: str, strategy: str) -> str:
