@@ -19,6 +19,7 @@ from rft_ray.sweep.pareto_rank import (
     protected,
     signed_vector,
     trend_forecast,
+    trend_scatter,
 )
 
 CONTINUE, STOP = "CONTINUE", "STOP"
@@ -229,6 +230,46 @@ def test_trend_forecast_extrapolates_a_rise_in_log_step_and_never_lowers():
     assert ahead[1] == pytest.approx(now[1])  # PGD falling: no rise added
     assert protected([(0.5, 0.5), (0.3, 0.1)], [(0.5, 0.5), (0.9, 0.3)]) == [True, True]
     assert protected([(0.5, 0.5), (0.3, 0.1)], [(0.5, 0.5), (0.4, 0.2)]) == [True, False]
+
+
+def test_with_the_noise_known_a_rise_within_it_is_no_trend_and_a_gap_within_it_no_reason_to_stop():
+    """noise sd 0.04 per report; three reports at 50, 75, 100 (log2 spread 0.51): the slope counted is the
+    measured one less sd / sqrt(spread), and the forecast gets sd / sqrt(3) on top; with two reports the slope
+    counts as measured (no scatter to judge it by), the margin still applies."""
+    sd = 0.04
+    three = [(50, (0.50, 0.30)), (75, (0.55, 0.30)), (100, (0.60, 0.30))]
+    now, ahead = trend_forecast(three, 800, 1.0, [sd, None])
+    plain_now, plain_ahead = trend_forecast(three, 800, 1.0)
+    xs = [math.log2(s) for s, _ in three]
+    spread = sum((x - sum(xs) / 3) ** 2 for x in xs)
+    slope = (plain_ahead[0] - plain_now[0]) / 3  # three doublings to 800
+    assert now == plain_now
+    assert ahead[0] == pytest.approx(now[0] + 3 * (slope - sd / math.sqrt(spread)) + sd / math.sqrt(3))
+    assert ahead[1] == pytest.approx(now[1])  # no noise known for PGD: as without
+    flat_noisy = [(50, (0.50, 0.30)), (75, (0.52, 0.30)), (100, (0.51, 0.30))]
+    assert trend_forecast(flat_noisy, 800, 2.0, [sd, sd])[1][0] == pytest.approx(
+        trend_forecast(flat_noisy, 800, 2.0)[0][0] + sd / math.sqrt(3))  # its small rise is within the noise
+    two = [(25, (0.20, 0.05)), (50, (0.30, 0.10))]
+    assert trend_forecast(two, 800, 1.0, [sd, sd])[1] == pytest.approx((0.30 + 0.4 + sd / math.sqrt(2),
+                                                                         0.10 + 0.2 + sd / math.sqrt(2)))
+    # The scatter behind the noise: residuals of the line, with n - 2 degrees of freedom, from three reports on.
+    [(rss, dof), none] = trend_scatter([(50, (0.50, -math.inf)), (75, (0.56, -math.inf)), (100, (0.58, 0.3))])
+    assert dof == 1 and rss > 0 and none is None
+    assert trend_scatter(two) == [None, None]
+
+
+def test_the_scheduler_pools_the_noise_over_judged_trials_and_keeps_it_across_save(tmp_path):
+    sched = scheduler(grace=20, rf=2, max_t=80)
+    assert sched.noise() == [None, None]
+    for trial, wobble in (("a", 0.02), ("b", -0.03)):
+        for step, acc in ((10, 0.50), (15, 0.55 + wobble), (20, 0.60)):
+            report(sched, trial, step, acc=acc, pgd=0.3)
+    acc_noise, pgd_noise = sched.noise()
+    assert acc_noise > 0 and pgd_noise == 0.0  # flat PGD reports: no scatter
+    sched.save(str(tmp_path / "sched.json"))
+    restored = scheduler(grace=20, rf=2, max_t=80)
+    restored.restore(str(tmp_path / "sched.json"))
+    assert restored.noise() == sched.noise()
 
 
 def test_a_late_bloomer_survives_where_its_flat_twin_stops():
