@@ -354,6 +354,27 @@ def _experiment(search):
 TWO = [{"metric": "test_clean_acc"}, {"metric": "pgd_adv_acc"}]
 
 
+def test_rungs_no_evaluation_point_reaches_are_named_and_none_reached_is_refused():
+    """A trial reports at its evaluation points only, so a rung with no point before the next rung judges
+    nobody: named in a line; when that is every rung below max_t the sweep is refused, naming the field."""
+    from rft_ray.specs import experiment_spec
+    from rft_ray.sweep.search import unjudged_rungs
+
+    def experiment(schedule, grace, steps=100):
+        return experiment_spec({"name": "t", "strategies": ["lora"],
+                                "base": {"training": {"steps": steps}, "evaluation": {"schedule": schedule}},
+                                "search": {"scheduler": "asha", "asha": {"grace_period": grace}}})
+    every = lambda n: [{"until": None, "every": n}]  # noqa: E731
+    assert unjudged_rungs(experiment(every(10), 10)) is None  # rungs 10, 20, 40, 80 all on points
+    line = unjudged_rungs(experiment(every(50), 10))  # points 0, 50, 100: rung 40 is judged at 50, not 10, 20, 80
+    assert "judges no trial at the rungs at steps 10, 20, 80" in line and "base.evaluation.schedule" in line
+    with pytest.raises(SpecError, match="could stop no trial") as err:
+        unjudged_rungs(experiment(every(1000), 10))  # points 0 and 100 only
+    assert err.value.field_path == "search.asha.grace_period"
+    assert unjudged_rungs(_experiment({"objectives": TWO})) is None  # no scheduler: nothing to check
+
+
+
 @pytest.mark.parametrize("search, words", [
     ({"scheduler": "pareto_asha"}, "use scheduler: asha"),
     ({"scheduler": "none", "asha": {"enabled": True}}, "deprecated spelling"),
