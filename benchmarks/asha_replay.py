@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asha_compare import FIELDS  # noqa: E402
 from legacy_pareto_asha import LegacyParetoAsha, RawTrendParetoAsha  # noqa: E402
 from scheduler_sim import (  # noqa: E402
-    GroupRun, command_line, drive, hypervolume, kendall_tau, pareto_indices, rung_keep_rates)
+    GroupRun, command_line, drive, front_kept_by, kendall_tau, rung_keep_rates)
 
 from analysis.frontier import frontier_auc  # noqa: E402
 from rft_ray.results.store import ResultStore  # noqa: E402
@@ -90,12 +90,10 @@ def measure(data, runs: dict[str, GroupRun], reference: dict[str, GroupRun], max
     hv, rates = [], []
     for strategy, records in data.items():
         ref, run = final(reference[strategy], max_t, keys), final(runs[strategy], max_t, keys)
-        front = pareto_indices(ref)
-        front_total += len(front)
-        kept += len(front & set(run))
-        nadir = (min(p[0] for p in ref.values()), min(p[1] for p in ref.values()))
-        full = hypervolume(ref.values(), nadir)
-        hv.append(hypervolume(run.values(), nadir) / full if full > 0 else 1.0)
+        front, front_kept, share = front_kept_by(ref, run)
+        front_total += front
+        kept += front_kept
+        hv.append(share)
         rates.extend(rung_keep_rates(list(runs[strategy].last_step.values()), *rungs, max_t))
         for j, rid in enumerate(records):
             last = runs[strategy].last_step.get(j, -1)

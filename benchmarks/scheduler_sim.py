@@ -134,7 +134,9 @@ def run_group(setting: Setting, curves: list[TrialCurve], scheduler, start_order
 
     def report(j: int, k: int) -> tuple[float, dict] | None:
         step = setting.every * (k + 1)
-        return (setting.every * curves[j].step_cost, measure(setting, curves[j], step)) if step <= setting.max_t else None
+        if step > setting.max_t:
+            return None
+        return setting.every * curves[j].step_cost, measure(setting, curves[j], step)
 
     return drive({j: f"g{curves[0].group}_t{j:03d}" for j in order}, setting.workers, report, scheduler)
 
@@ -238,6 +240,16 @@ def auc(points) -> float:
     return hypervolume(points, (0.0, 0.0))
 
 
+def front_kept_by(reference: dict[int, tuple[float, float]],
+                  kept: dict[int, tuple[float, float]]) -> tuple[int, int, float]:
+    """(trials on the reference's front, of them in `kept`, share of the reference's hypervolume `kept` holds)
+    for one group's final points, the hypervolume from the group's nadir (its worst value of each objective)."""
+    front = pareto_indices(reference)
+    nadir = (min(p[0] for p in reference.values()), min(p[1] for p in reference.values()))
+    full = hypervolume(reference.values(), nadir)
+    return len(front), len(front & set(kept)), hypervolume(kept.values(), nadir) / full if full > 0 else 1.0
+
+
 def compare(setting: Setting, reference: list[GroupRun], runs: list[GroupRun], grace: int, rf: float) -> Outcome:
     """How much of the reference (run everything) `runs` kept, group by group."""
     front_trials = kept = 0
@@ -245,12 +257,10 @@ def compare(setting: Setting, reference: list[GroupRun], runs: list[GroupRun], g
     steps = 0
     for ref, run in zip(reference, runs, strict=True):
         ref_finals, run_finals = finals(setting, ref), finals(setting, run)
-        front = pareto_indices(ref_finals)
-        front_trials += len(front)
-        kept += len(front & set(run_finals))
-        nadir = (min(p[0] for p in ref_finals.values()), min(p[1] for p in ref_finals.values()))
-        full = hypervolume(ref_finals.values(), nadir)
-        hv_kept.append(hypervolume(run_finals.values(), nadir) / full if full > 0 else 1.0)
+        front, front_kept, share = front_kept_by(ref_finals, run_finals)
+        front_trials += front
+        kept += front_kept
+        hv_kept.append(share)
         aucs_ref.append(auc(ref_finals.values()))
         aucs_run.append(auc(run_finals.values()))
         steps += sum(run.last_step.values())
