@@ -102,3 +102,45 @@ def test_the_simulator_is_seeded_and_reproducible():
     assert first == second
     with pytest.raises(ValueError, match="scenario must be one of late_bloom, tradeoff, aligned"):
         Setting(scenario="steep")
+
+
+def test_the_replay_runs_a_stored_grid_in_its_real_order_and_stops_what_the_scheduler_stops(tmp_path):
+    """benchmarks/asha_replay.py on a store of 4 trials per strategy (steps 0-160, 2 workers): trials start in
+    the order the sweep started them (measured_at), running everything reproduces the store, and Pareto ASHA
+    stops the last trial, flat and dominated by its 3 peers at the step-20 rung (reduction factor 2: 2 slots),
+    which saves compute without losing a front trial."""
+    from asha_replay import load, measure, replay
+
+    from rft_ray.results.record import EvalRecord
+    from rft_ray.results.store import ResultStore
+
+    store = ResultStore(tmp_path / "store")
+    finals = {"a": (0.80, 0.20), "b": (0.60, 0.40), "c": (0.70, 0.30), "poor": (0.30, 0.05)}
+    for strategy, scale in (("lora", 1.0), ("full", 0.9)):  # full's front lower: a ranking to keep
+        for started, (name, (clean, pgd)) in enumerate(finals.items()):
+            clean, pgd = clean * scale, pgd * scale
+            run_id = f"{strategy}-{name}"
+            records = [EvalRecord(
+                run_id=run_id, strategy=strategy, dataset="d", model="m", lr=1e-3, weight_decay=0.0, seed=0,
+                step=step, total_steps=160, epoch=0.0, examples_seen=0, train_loss=0.0, train_clean_acc=0.0,
+                test_clean_acc=clean * min(1, step / 40), pgd_adv_acc=pgd * min(1, step / 40), pgd_eps=1 / 255,
+                test_ood_accuracy=0.0, trainable_params=1, total_params=1, wall_seconds=float(step), eval_seconds=0.0,
+                val_clean_acc=clean * min(1, step / 40) if name != "poor" else clean,
+                val_pgd_adv_acc=pgd * min(1, step / 40) if name != "poor" else pgd,
+                measured_at=1000.0 + 10 * started) for step in (0, 20, 40, 60, 80, 120, 160)]
+            store.write_run(run_id, records)
+    data = load(str(tmp_path / "store"))
+    assert list(data["lora"]) == ["lora-a", "lora-b", "lora-c", "lora-poor"]
+    everything = {s: replay(records, None, 2) for s, records in data.items()}
+    assert all(step == 160 for run in everything.values() for step in run.last_step.values())
+    keys = ("val_clean_acc", "val_pgd_adv_acc")
+
+    def pareto():
+        return ParetoAshaScheduler(list(keys), ["max", "max"], time_attr="step", max_t=160, grace_period=20,
+                                   reduction_factor=2)
+    stopped = {s: replay(records, pareto, 2) for s, records in data.items()}
+    assert {ids[j]: step for s, run in stopped.items() for ids in [list(data[s])] for j, step in run.last_step.items()
+            if step < 160} == {"lora-poor": 20, "full-poor": 20}
+    kept = measure(data, stopped, everything, 160, keys, (20, 2))
+    assert kept["recall"] == 1.0 and kept["hypervolume_kept"] == 1.0 and kept["kendall_tau"] == 1.0
+    assert kept["compute"] == pytest.approx((3 * 160 + 20) / 640) and kept["time"] == pytest.approx(kept["compute"])
