@@ -1,6 +1,6 @@
 """Benchmark: what each early-stopping rule keeps of the run-everything fronts, and for what compute (issue 26).
 
-    flock /tmp/rft-heavy.lock .venv/bin/python benchmarks/asha_compare.py                 # ~5 min on 2 cores
+    flock /tmp/rft-heavy.lock .venv/bin/python benchmarks/asha_compare.py --seeds $(seq 0 19)   # ~6 min on 2 cores
     .venv/bin/python benchmarks/asha_compare.py --seeds 0 --strategies 2 --scenarios aligned   # a smoke run
 
 All sides in one run, on the seeded learning-curve simulator (benchmarks/scheduler_sim.py: per scenario and seed,
@@ -11,6 +11,7 @@ measurement of the same trial at the same step):
 - run everything: the reference; its fronts are the final (clean, PGD) points of all trials, group by group;
 - asha: Ray's ASHAScheduler on clean accuracy (`search.scheduler: asha`);
 - pareto_asha_before: Pareto ASHA before issue 26 (benchmarks/legacy_pareto_asha.py);
+- pareto_asha_raw_trend: issue 26's first trend rule, without the allowance for measurement noise (same file);
 - pareto_asha: Pareto ASHA now (rft_ray/sweep/pareto_asha.py, `search.scheduler: pareto_asha`);
 - random: random search at pareto_asha's compute (per group, that share of the trials, chosen at random and run
   to the end).
@@ -35,12 +36,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from legacy_pareto_asha import LegacyParetoAsha  # noqa: E402
+from legacy_pareto_asha import LegacyParetoAsha, RawTrendParetoAsha  # noqa: E402
 from scheduler_sim import (  # noqa: E402
     CLEAN, PGD, SCENARIOS, Outcome, Setting, command_line, mean_sd, random_search_at, simulate)
 
 FIELDS = ("recall", "hypervolume_kept", "kendall_tau", "compute", "keep_rate")
-SIDES = ("run_everything", "asha", "pareto_asha_before", "pareto_asha", "random")
+SIDES = ("run_everything", "asha", "pareto_asha_before", "pareto_asha_raw_trend", "pareto_asha", "random")
 
 
 def schedulers(args) -> dict:
@@ -52,6 +53,7 @@ def schedulers(args) -> dict:
     return {
         "asha": lambda: ASHAScheduler(time_attr="step", metric=CLEAN, mode="max", **rungs),
         "pareto_asha_before": lambda: LegacyParetoAsha([CLEAN, PGD], ["max", "max"], **rungs),
+        "pareto_asha_raw_trend": lambda: RawTrendParetoAsha([CLEAN, PGD], ["max", "max"], time_attr="step", **rungs),
         "pareto_asha": lambda: ParetoAshaScheduler([CLEAN, PGD], ["max", "max"], time_attr="step", **rungs),
     }
 
@@ -70,7 +72,7 @@ def one_seed(scenario: str, seed: int, args) -> dict[str, Outcome]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(20)))
     parser.add_argument("--strategies", type=int, default=8)
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--max-t", type=int, default=800)

@@ -1,11 +1,13 @@
-"""Pareto ASHA as it was before issue 26 (commit 9b757b9), kept here only so benchmarks/asha_compare.py can
-measure it beside its successor: at each rung a trial continued if it was in the top ceil(n / r) by
-non-dominated front, then crowding distance, or if fewer than 1/r of its peers dominated it (no trend)."""
+"""Earlier Pareto ASHA rules, kept here only so benchmarks/asha_compare.py can measure them beside the current one.
+
+`LegacyParetoAsha`: Pareto ASHA as it was before issue 26 (commit 9b757b9): at each rung a trial continued if it
+was in the top ceil(n / r) by non-dominated front, then crowding distance, or if fewer than 1/r of its peers
+dominated it (no trend). `RawTrendParetoAsha`: the trend rule without the allowance for measurement noise."""
 from __future__ import annotations
 
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
-from rft_ray.sweep.pareto_asha import rung_milestones
+from rft_ray.sweep.pareto_asha import ParetoAshaScheduler, rung_milestones
 from rft_ray.sweep.pareto_rank import (Vector, crowding_distance, dominates, non_dominated_sort, promotion_slots,
                                        signed_vector)
 
@@ -50,3 +52,14 @@ class LegacyParetoAsha(FIFOScheduler):
             keep = survives_rung(list(recorded.values()), list(recorded).index(trial_id), self._reduction_factor)
             return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
         return TrialScheduler.CONTINUE
+
+
+class RawTrendParetoAsha(ParetoAshaScheduler):
+    """Pareto ASHA as issue 26 first made it (commit 71adda0): the trend's raw slope, optimism 1.5, no allowance
+    for measurement noise; kept so benchmarks/asha_compare.py measures what the noise terms save."""
+
+    def __init__(self, metrics, modes, **rungs):
+        super().__init__(metrics, modes, optimism=1.5, **rungs)
+
+    def noise(self):
+        return [None] * len(self._metrics)

@@ -131,30 +131,49 @@ def run_group(setting: Setting, curves: list[TrialCurve], scheduler, start_order
     """Drive `scheduler` (None: run everything) over one group with asynchronous workers, as Ray would."""
     order = start_order if start_order is not None else list(
         np.random.default_rng([setting.seed, 11, curves[0].group]).permutation(len(curves)))
-    pending = list(order)
-    trials = {j: SimpleNamespace(trial_id=f"g{curves[0].group}_t{j:03d}") for j in order}
-    events: list[tuple[float, int, int]] = []  # (time, trial, step)
+
+    def report(j: int, k: int) -> tuple[float, dict] | None:
+        step = setting.every * (k + 1)
+        if step > setting.max_t:
+            return None
+        return setting.every * curves[j].step_cost, measure(setting, curves[j], step)
+
+    return drive({j: f"g{curves[0].group}_t{j:03d}" for j in order}, setting.workers, report, scheduler)
+
+
+def drive(trial_ids: dict[int, str], workers: int, report: Callable[[int, int], tuple[float, dict] | None],
+          scheduler) -> GroupRun:
+    """Trials start in the order of `trial_ids` (index: Tune's trial id) on `workers` asynchronous slots; trial
+    j's k-th report comes `report(j, k)[0]` seconds after its previous one (None: it has no more) and goes to
+    `scheduler.on_trial_result`; a STOP, or its last report, ends the trial, and its last result goes to
+    `on_trial_complete`, as Ray's TuneController does (`stop_trial`). None: run everything."""
+    pending = list(trial_ids)
+    trials = {j: SimpleNamespace(trial_id=trial_ids[j]) for j in pending}
+    events: list[tuple[float, int, int, dict]] = []  # (time, trial, report index, result)
     run = GroupRun()
+
+    def schedule(j: int, k: int, now: float) -> bool:
+        nxt = report(j, k)
+        if nxt is not None:
+            heapq.heappush(events, (now + nxt[0], j, k, nxt[1]))
+        return nxt is not None
 
     def start(j: int, now: float) -> None:
         if scheduler is not None:
             scheduler.on_trial_add(None, trials[j])
-        heapq.heappush(events, (now + setting.every * curves[j].step_cost, j, setting.every))
+        schedule(j, 0, now)
 
-    for _ in range(min(setting.workers, len(pending))):
+    for _ in range(min(workers, len(pending))):
         start(pending.pop(0), 0.0)
     while events:
-        now, j, step = heapq.heappop(events)
-        result = measure(setting, curves[j], step)
-        run.last_step[j], run.last_result[j] = step, result
+        now, j, k, result = heapq.heappop(events)
+        run.last_step[j], run.last_result[j] = result["step"], result
         decision = "CONTINUE" if scheduler is None else scheduler.on_trial_result(None, trials[j], result)
-        if decision == "STOP" or step >= setting.max_t:
+        if decision == "STOP" or not schedule(j, k + 1, now):
             if scheduler is not None:
                 scheduler.on_trial_complete(None, trials[j], result)
             if pending:
                 start(pending.pop(0), now)
-        else:
-            heapq.heappush(events, (now + setting.every * curves[j].step_cost, j, step + setting.every))
     return run
 
 
@@ -221,6 +240,16 @@ def auc(points) -> float:
     return hypervolume(points, (0.0, 0.0))
 
 
+def front_kept_by(reference: dict[int, tuple[float, float]],
+                  kept: dict[int, tuple[float, float]]) -> tuple[int, int, float]:
+    """(trials on the reference's front, of them in `kept`, share of the reference's hypervolume `kept` holds)
+    for one group's final points, the hypervolume from the group's nadir (its worst value of each objective)."""
+    front = pareto_indices(reference)
+    nadir = (min(p[0] for p in reference.values()), min(p[1] for p in reference.values()))
+    full = hypervolume(reference.values(), nadir)
+    return len(front), len(front & set(kept)), hypervolume(kept.values(), nadir) / full if full > 0 else 1.0
+
+
 def compare(setting: Setting, reference: list[GroupRun], runs: list[GroupRun], grace: int, rf: float) -> Outcome:
     """How much of the reference (run everything) `runs` kept, group by group."""
     front_trials = kept = 0
@@ -228,12 +257,10 @@ def compare(setting: Setting, reference: list[GroupRun], runs: list[GroupRun], g
     steps = 0
     for ref, run in zip(reference, runs, strict=True):
         ref_finals, run_finals = finals(setting, ref), finals(setting, run)
-        front = pareto_indices(ref_finals)
-        front_trials += len(front)
-        kept += len(front & set(run_finals))
-        nadir = (min(p[0] for p in ref_finals.values()), min(p[1] for p in ref_finals.values()))
-        full = hypervolume(ref_finals.values(), nadir)
-        hv_kept.append(hypervolume(run_finals.values(), nadir) / full if full > 0 else 1.0)
+        front, front_kept, share = front_kept_by(ref_finals, run_finals)
+        front_trials += front
+        kept += front_kept
+        hv_kept.append(share)
         aucs_ref.append(auc(ref_finals.values()))
         aucs_run.append(auc(run_finals.values()))
         steps += sum(run.last_step.values())

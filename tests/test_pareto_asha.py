@@ -19,6 +19,7 @@ from rft_ray.sweep.pareto_rank import (
     protected,
     signed_vector,
     trend_forecast,
+    trend_scatter,
 )
 
 CONTINUE, STOP = "CONTINUE", "STOP"
@@ -231,6 +232,46 @@ def test_trend_forecast_extrapolates_a_rise_in_log_step_and_never_lowers():
     assert protected([(0.5, 0.5), (0.3, 0.1)], [(0.5, 0.5), (0.4, 0.2)]) == [True, False]
 
 
+def test_with_the_noise_known_a_rise_within_it_is_no_trend_and_a_gap_within_it_no_reason_to_stop():
+    """noise sd 0.04 per report; three reports at 50, 75, 100 (log2 spread 0.51): the slope counted is the
+    measured one less sd / sqrt(spread), and the forecast gets sd / sqrt(3) on top; with two reports the slope
+    counts as measured (no scatter to judge it by), the margin still applies."""
+    sd = 0.04
+    three = [(50, (0.50, 0.30)), (75, (0.55, 0.30)), (100, (0.60, 0.30))]
+    now, ahead = trend_forecast(three, 800, 1.0, [sd, None])
+    plain_now, plain_ahead = trend_forecast(three, 800, 1.0)
+    xs = [math.log2(s) for s, _ in three]
+    spread = sum((x - sum(xs) / 3) ** 2 for x in xs)
+    slope = (plain_ahead[0] - plain_now[0]) / 3  # three doublings to 800
+    assert now == plain_now
+    assert ahead[0] == pytest.approx(now[0] + 3 * (slope - sd / math.sqrt(spread)) + sd / math.sqrt(3))
+    assert ahead[1] == pytest.approx(now[1])  # no noise known for PGD: as without
+    flat_noisy = [(50, (0.50, 0.30)), (75, (0.52, 0.30)), (100, (0.51, 0.30))]
+    assert trend_forecast(flat_noisy, 800, 2.0, [sd, sd])[1][0] == pytest.approx(
+        trend_forecast(flat_noisy, 800, 2.0)[0][0] + sd / math.sqrt(3))  # its small rise is within the noise
+    two = [(25, (0.20, 0.05)), (50, (0.30, 0.10))]
+    assert trend_forecast(two, 800, 1.0, [sd, sd])[1] == pytest.approx((0.30 + 0.4 + sd / math.sqrt(2),
+                                                                         0.10 + 0.2 + sd / math.sqrt(2)))
+    # The scatter behind the noise: residuals of the line, with n - 2 degrees of freedom, from three reports on.
+    [(rss, dof), none] = trend_scatter([(50, (0.50, -math.inf)), (75, (0.56, -math.inf)), (100, (0.58, 0.3))])
+    assert dof == 1 and rss > 0 and none is None
+    assert trend_scatter(two) == [None, None]
+
+
+def test_the_scheduler_pools_the_noise_over_judged_trials_and_keeps_it_across_save(tmp_path):
+    sched = scheduler(grace=20, rf=2, max_t=80)
+    assert sched.noise() == [None, None]
+    for trial, wobble in (("a", 0.02), ("b", -0.03)):
+        for step, acc in ((10, 0.50), (15, 0.55 + wobble), (20, 0.60)):
+            report(sched, trial, step, acc=acc, pgd=0.3)
+    acc_noise, pgd_noise = sched.noise()
+    assert acc_noise > 0 and pgd_noise == 0.0  # flat PGD reports: no scatter
+    sched.save(str(tmp_path / "sched.json"))
+    restored = scheduler(grace=20, rf=2, max_t=80)
+    restored.restore(str(tmp_path / "sched.json"))
+    assert restored.noise() == sched.noise()
+
+
 def test_a_late_bloomer_survives_where_its_flat_twin_stops():
     """Three fast trials already high at the step-50 rung, then a trial low in both objectives there: if it is
     still rising steeply (a low learning rate) its forecast is not dominated and it continues; the same values
@@ -311,6 +352,27 @@ def _experiment(search):
 
 
 TWO = [{"metric": "test_clean_acc"}, {"metric": "pgd_adv_acc"}]
+
+
+def test_rungs_no_evaluation_point_reaches_are_named_and_none_reached_is_refused():
+    """A trial reports at its evaluation points only, so a rung with no point before the next rung judges
+    nobody: named in a line; when that is every rung below max_t the sweep is refused, naming the field."""
+    from rft_ray.specs import experiment_spec
+    from rft_ray.sweep.search import unjudged_rungs
+
+    def experiment(schedule, grace, steps=100):
+        return experiment_spec({"name": "t", "strategies": ["lora"],
+                                "base": {"training": {"steps": steps}, "evaluation": {"schedule": schedule}},
+                                "search": {"scheduler": "asha", "asha": {"grace_period": grace}}})
+    every = lambda n: [{"until": None, "every": n}]  # noqa: E731
+    assert unjudged_rungs(experiment(every(10), 10)) is None  # rungs 10, 20, 40, 80 all on points
+    line = unjudged_rungs(experiment(every(50), 10))  # points 0, 50, 100: rung 40 is judged at 50, not 10, 20, 80
+    assert "judges no trial at the rungs at steps 10, 20, 80" in line and "base.evaluation.schedule" in line
+    with pytest.raises(SpecError, match="could stop no trial") as err:
+        unjudged_rungs(experiment(every(1000), 10))  # points 0 and 100 only
+    assert err.value.field_path == "search.asha.grace_period"
+    assert unjudged_rungs(_experiment({"objectives": TWO})) is None  # no scheduler: nothing to check
+
 
 
 @pytest.mark.parametrize("search, words", [

@@ -170,7 +170,8 @@ class ExperimentSpec:
     def _check_rungs(self, steps) -> None:
         """max_t defaults to the trials' step budget and must equal it when it is known: a larger one is never
         reached (every trial would end "stopped early" and count as pruned in Optuna), a smaller one cuts every
-        trial before its budget (none would complete)."""
+        trial before its budget (none would complete). The first rung, grace_period, must come before it. (That
+        the evaluation points reach the rungs is checked where the schedule is known: rft_ray.sweep.search.)"""
         asha = self.search.asha
         if asha.max_t is None:
             check(steps is not None, "search.asha.max_t",
@@ -181,6 +182,11 @@ class ExperimentSpec:
                   f"is {asha.max_t} but base.training.steps is {steps}: the rungs' max_t must be the trials' step "
                   f"budget (a larger one is never reached, so every trial would count as stopped early; a smaller "
                   f"one stops every trial before its budget); set it to {steps} or remove it", "search.asha.max_t")
+        budget = f"base.training.steps ({steps})" if isinstance(steps, int) else f"search.asha.max_t ({asha.max_t})"
+        check(asha.grace_period < asha.max_t, "search.asha.grace_period",
+              f"is {asha.grace_period}, but the trials run {budget} steps: the first rung must come before the "
+              f"budget, or {self.search.scheduler} stops nothing; set it below {asha.max_t} (rungs at grace_period "
+              f"x reduction_factor^k), or use search.scheduler: none")
 
     # -- groups ---------------------------------------------------------------------------------------
 

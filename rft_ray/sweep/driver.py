@@ -31,6 +31,7 @@ from rft_ray.sweep.report import write_analysis, write_summary
 from rft_ray.sweep.inputs import check_head_inputs
 from rft_ray.sweep.resources import ensure_ray, resolve_resources
 from rft_ray.sweep.results import GroupResult, SweepResult
+from rft_ray.sweep.search import unjudged_rungs
 from rft_ray.sweep.state import (
     STATE_FILE,
     SweepError,
@@ -79,8 +80,11 @@ def _local_databases(experiment: ExperimentSpec) -> list[Path]:
 def _run_held(experiment: ExperimentSpec, folder: SweepFolder, resume: bool, overwrite: bool, address: str | None,
               spec_path: str | None, analyze: bool, cluster_config: str | None, verbose: bool,
               dashboard: bool | None, began: float) -> SweepResult:
+    rungs_line = unjudged_rungs(experiment)  # refused before the sweep's folder is touched
     state = _open_state(experiment, folder, resume, overwrite)
     experiment = _selection_as_started(experiment, state)
+    if rungs_line:
+        warn(rungs_line)
     if resume and _local_databases(experiment):  # a fresh head or pod: Optuna's and MLflow's from their copies
         from rft_ray.sweep.state_copies import restore_copies
 

@@ -3,12 +3,14 @@
 Rungs sit where Ray's ASHA puts them (grace_period * reduction_factor^k on the time attribute, the optimizer
 step, up to max_t; one bracket). The first time a trial reports at or past a rung it has not been recorded at,
 its objective vector (smoothed over the reports of its last doubling of steps) and its learning curve's forecast
-(`pareto_rank.trend_forecast`) are recorded there, and it continues or stops by `pareto_rank.keeps_at_rung`
+(`pareto_rank.trend_forecast`, allowing for the measurement noise `noise` pooled from the scatter of every judged
+trial's reports around its trend) are recorded there, and it continues or stops by `pareto_rank.keeps_at_rung`
 among the trials recorded at that rung so far: a trial whose forecast no peer dominates continues; of the
 others, ASHA's top ceil(n / reduction_factor) by non-dominated front, then crowding distance. Each decision
 keeps at least ceil(n / reduction_factor) of the n recorded so far, more where the front (or the trend) protects
 more: on a clean-vs-PGD trade-off at reduction factor 2 the simulator (benchmarks/asha_compare.py) measured a
-mean keep rate of about 0.8 per rung, and a first rung that keeps nearly every trial still rising fast.
+mean keep rate of about 0.77 per rung (nominal 0.5), and a first rung that keeps nearly every trial still rising
+fast.
 Decisions are taken as trials arrive, so, as in Ray's ASHA, a rung can end a little under 1/reduction_factor.
 The keep rate each rung really had is in `debug_string` and `keep_rates`. A trial reaching max_t stops (it is
 done). The state is plain dicts and tuples (`save` writes it as JSON, `restore` reads it back), but a resumed
@@ -26,7 +28,7 @@ from typing import Any, Sequence
 
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
-from rft_ray.sweep.pareto_rank import Vector, keeps_at_rung, signed_vector, trend_forecast
+from rft_ray.sweep.pareto_rank import Vector, keeps_at_rung, signed_vector, trend_forecast, trend_scatter
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class ParetoAshaScheduler(FIFOScheduler):
 
     def __init__(self, metrics: Sequence[str], modes: Sequence[str], *, time_attr: str = "step",
                  max_t: float = 100, grace_period: float = 1, reduction_factor: float = 4,
-                 stop_last_trials: bool = True, optimism: float = 1.5):
+                 stop_last_trials: bool = True, optimism: float = 2.0):
         if len(metrics) != len(modes) or not metrics:
             raise ValueError(f"give one mode per metric, got metrics {list(metrics)} and modes {list(modes)}")
         if any(mode not in ("max", "min") for mode in modes):
@@ -64,6 +66,14 @@ class ParetoAshaScheduler(FIFOScheduler):
         # Each running trial's reports of its last doubling of steps: (step, maximised vector).
         self._curves: dict[str, list[tuple[float, Vector]]] = {}
         self._num_stopped = 0
+        # Per objective, [sum of squared residuals, degrees of freedom] of the judged trials' reports around their
+        # trend lines: the measurement noise the forecasts allow for (`noise`).
+        self._scatter = [[0.0, 0] for _ in self._metrics]
+
+    def noise(self) -> list[float | None]:
+        """Per objective, the standard deviation of one report around its trial's trend, pooled over every trial
+        judged so far with three reports or more in its last doubling of steps (None before there is one)."""
+        return [math.sqrt(rss / dof) if dof else None for rss, dof in self._scatter]
 
     @property
     def rungs(self) -> list[tuple[float, dict[str, Vector]]]:
@@ -108,7 +118,11 @@ class ParetoAshaScheduler(FIFOScheduler):
         for milestone, recorded in self._rungs:
             if now < milestone or trial_id in recorded:
                 continue
-            recorded[trial_id] = (*trend_forecast(curve, self._max_t, self._optimism), False)
+            recorded[trial_id] = (*trend_forecast(curve, self._max_t, self._optimism, self.noise()), False)
+            for pooled, scatter in zip(self._scatter, trend_scatter(curve)):
+                if scatter is not None:
+                    pooled[0] += scatter[0]
+                    pooled[1] += scatter[1]
             ids = list(recorded)
             keep = keeps_at_rung([recorded[t][0] for t in ids], [recorded[t][1] for t in ids], ids.index(trial_id),
                                  self._reduction_factor)
@@ -136,7 +150,7 @@ class ParetoAshaScheduler(FIFOScheduler):
         """The rungs' records as JSON (-inf, a missing objective, as JSON's Infinity): no pickle to load back."""
         state = {"rungs": [[m, {t: [list(now), list(ahead), kept] for t, (now, ahead, kept) in r.items()}]
                            for m, r in self._rungs],
-                 "num_stopped": self._num_stopped}
+                 "num_stopped": self._num_stopped, "scatter": self._scatter}
         with open(checkpoint_path, "w") as out:
             json.dump(state, out)
 
@@ -147,3 +161,4 @@ class ParetoAshaScheduler(FIFOScheduler):
         self._rungs = [(m, {t: (tuple(now), tuple(ahead), bool(kept)) for t, (now, ahead, kept) in
                             saved.get(float(m), {}).items()}) for m, _ in self._rungs]
         self._num_stopped = int(state["num_stopped"])
+        self._scatter = [[float(rss), int(dof)] for rss, dof in state.get("scatter", self._scatter)]

@@ -7,7 +7,8 @@ dominated by every peer that is at least as good elsewhere and never outranks on
 The rung rule (`keeps_at_rung`) judges each trial on two vectors recorded when it reached the rung: its value
 there (`current`: smoothed over the last doubling of steps once three reports are there) and its learning
 curve's trend carried to the trials' step budget (`forecast`, see `trend_forecast`: linear in log(step) over the
-last doubling of steps, rises only, times an optimism factor).
+last doubling of steps, rises only, times an optimism factor; with the measurement noise known, a rise counts
+only beyond one standard error of the slope, and the forecast gets one standard error of the value on top).
 With n trials recorded at the rung (the candidate included) and reduction factor r, the candidate continues if
 
 1. it is *protected*: no peer's current vector dominates its forecast (it could still end on the front, even if
@@ -26,6 +27,9 @@ linearly interpolated, of its peers' values (peers [1, 3], r = 2, candidate 1.5:
 better and ceil(3 / 2) = 2, so it continues). The rule that preceded this one (issue 17: keep any trial fewer
 than 1/r of its peers dominate) kept 0.75 to 0.87 of each rung's trials at r = 2 in the simulator (up to all of a
 rung whose trials lie on a trade-off) and still cut late bloomers; benchmarks/RESULTS.md measures both.
+Without the noise terms (a raw slope, optimism 1.5: issue 26's first rule) every trial whose slope a noisy
+evaluation tipped upwards was protected, and a rung kept about 0.8 of its trials; with them about 0.77, and 0.06
+to 0.08 less compute for the same share of the front kept (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -112,38 +116,76 @@ def promotion_slots(n: int, reduction_factor: float) -> int:
     return max(1, math.ceil(n / reduction_factor - 1e-9))
 
 
-def trend_forecast(history: Sequence[tuple[float, Vector]], horizon: float, optimism: float) -> tuple[Vector, Vector]:
-    """(value now, forecast at step `horizon`) of a trial from its reports `history` ((step, maximised vector),
-    ascending, the last one now), per objective, from the least-squares line of the value against log2(step)
-    over the reports of the last doubling of steps (step >= now / 2):
+def trend_fit(history: Sequence[tuple[float, Vector]]) -> list[tuple[float, float, float, int] | None]:
+    """Per objective, the least-squares line of the value against log2(step) over the reports of the last doubling
+    of steps (step >= now / 2) of a trial's reports `history` ((step, maximised vector), ascending, the last one
+    now): (value of the line at now, slope per doubling, spread of log2(step) around its mean, reports).
+    None for an objective with a missing (-inf) value in the window, and for every objective when fewer than two
+    reports (or one step) are there."""
+    now, _ = history[-1]
+    window = [(math.log2(step), vector) for step, vector in history if step >= now / 2 and step > 0]
+    xs = [x for x, _ in window]
+    mean_x = sum(xs) / len(xs) if xs else 0.0
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    lines: list[tuple[float, float, float, int] | None] = []
+    for m in range(len(history[-1][1])):
+        ys = [vector[m] for _, vector in window]
+        if len(window) < 2 or spread <= 0 or not all(math.isfinite(y) for y in ys):
+            lines.append(None)
+            continue
+        mean_y = sum(ys) / len(ys)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
+        lines.append((mean_y + slope * (math.log2(now) - mean_x), slope, spread, len(window)))
+    return lines
+
+
+def trend_scatter(history: Sequence[tuple[float, Vector]]) -> list[tuple[float, int] | None]:
+    """Per objective, (sum of squared residuals, degrees of freedom) of `trend_fit`'s line over its window: what
+    a trial's reports say about the measurement noise (None where the line rests on fewer than three reports)."""
+    now, _ = history[-1]
+    window = [(math.log2(step), vector) for step, vector in history if step >= now / 2 and step > 0]
+    out: list[tuple[float, int] | None] = []
+    for m, line in enumerate(trend_fit(history)):
+        if line is None or line[3] < 3:
+            out.append(None)
+            continue
+        value_now, slope, _, count = line
+        residuals = [vector[m] - (value_now + slope * (x - math.log2(now))) for x, vector in window]
+        out.append((sum(r * r for r in residuals), count - 2))
+    return out
+
+
+def trend_forecast(history: Sequence[tuple[float, Vector]], horizon: float, optimism: float,
+                   noise: Sequence[float | None] | None = None) -> tuple[Vector, Vector]:
+    """(value now, forecast at step `horizon`) of a trial from its reports `history`, per objective, from
+    `trend_fit`'s line:
 
     - value now: the line at now when it rests on three reports or more (one noisy evaluation then weighs a third
       or less), else the last report;
     - forecast: the value now plus the line's slope, if it rises, times the doublings left to `horizon` and
-      `optimism`. A falling curve, a missing (-inf) value or fewer than two reports: the value now (a forecast
-      never lowers a trial, so a trial is never cut for its trend alone)."""
+      `optimism`. With `noise` (per objective, the standard deviation of one report around its trend, or None
+      where unknown; see `trend_scatter`), the rise counted is the slope less one standard error, sd /
+      sqrt(spread), where the line rests on three reports or more (a rise within the measurement noise is not a
+      trend), and the forecast gets one standard error of the value now, sd / sqrt(reports), on top (a gap
+      within the noise is not a reason to stop a trial). A falling curve, a missing (-inf) value or fewer than
+      two reports: the value now, plus that margin (a forecast never lowers a trial, so a trial is never cut for
+      its trend alone)."""
     now, last = history[-1]
-    window = [(math.log2(step), vector) for step, vector in history if step >= now / 2 and step > 0]
     doublings = math.log2(horizon / now) if horizon > now > 0 else 0.0
-    if len(window) < 2:
-        return last, last
-    xs = [x for x, _ in window]
-    mean_x = sum(xs) / len(xs)
-    spread = sum((x - mean_x) ** 2 for x in xs)
-    if spread <= 0:
-        return last, last
+    reports = sum(1 for step, _ in history if step >= now / 2 and step > 0)
     value, forecast = [], []
-    for m, reported in enumerate(last):
-        ys = [vector[m] for _, vector in window]
-        if not all(math.isfinite(y) for y in ys):
+    for m, (reported, line) in enumerate(zip(last, trend_fit(history))):
+        sd = noise[m] if noise is not None and noise[m] is not None else 0.0
+        margin = sd / math.sqrt(max(1, reports)) if math.isfinite(reported) else 0.0
+        if line is None:
             value.append(reported)
-            forecast.append(reported)
+            forecast.append(reported + margin)
             continue
-        mean_y = sum(ys) / len(ys)
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
-        fitted = mean_y + slope * (math.log2(now) - mean_x) if len(window) >= 3 else reported
-        value.append(fitted)
-        forecast.append(fitted + optimism * max(0.0, slope) * doublings)
+        fitted, slope, spread, count = line
+        now_value = fitted if count >= 3 else reported
+        rise = max(0.0, slope - (sd / math.sqrt(spread) if count >= 3 else 0.0))
+        value.append(now_value)
+        forecast.append(now_value + optimism * rise * doublings + margin)
     return tuple(value), tuple(forecast)
 
 

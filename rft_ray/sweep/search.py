@@ -184,6 +184,38 @@ def early_stopping(search: SearchSpec):
     return None
 
 
+def unjudged_rungs(experiment: ExperimentSpec) -> str | None:
+    """With early stopping: a line naming the rungs below max_t that no evaluation point reaches before the next
+    rung (a trial reports only at its evaluation points and is judged at the highest rung it passed, so such a
+    rung never judges anyone), or None; a SpecError naming the fields when that is every rung (nothing could be
+    stopped). Read from the base evaluation schedule; a strategy's later phases (lp_ft) only add points."""
+    from rft_ray.config import RunSpec, SpecError
+    from rft_ray.evaluation.schedule import EvalSchedule
+    from rft_ray.sweep.pareto_asha import rung_milestones
+
+    asha = experiment.search.asha
+    if experiment.search.scheduler == "none" or not experiment.groups:
+        return None
+    max_t = int(asha.max_t)
+    points = EvalSchedule.from_spec(RunSpec.from_dict(experiment.groups[0].run).evaluation).points(max_t)
+    rungs = [m for m in rung_milestones(asha.grace_period, max_t, asha.reduction_factor) if m < max_t]
+    ends = rungs[1:] + [max_t]
+    unjudged = [m for m, end in zip(rungs, ends) if not any(m <= p < end for p in points)]
+    if not unjudged:
+        return None
+    shown = ", ".join(f"{m:g}" for m in rungs)
+    where = (f"rungs at steps {shown} (search.asha.grace_period {asha.grace_period} x reduction_factor "
+             f"{asha.reduction_factor:g}^k below max_t {max_t}), evaluation points at steps "
+             f"{', '.join(map(str, points[:12]))}{', ...' if len(points) > 12 else ''} (base.evaluation.schedule)")
+    if len(unjudged) == len(rungs):
+        raise SpecError(f"no rung below max_t is reached by an evaluation point before the next rung, so "
+                        f"{experiment.search.scheduler} could stop no trial: {where}; evaluate more often or move the "
+                        f"rungs onto evaluation points", "search.asha.grace_period")
+    return (f"{experiment.search.scheduler} judges no trial at the rungs at steps "
+            f"{', '.join(f'{m:g}' for m in unjudged)}: no evaluation point falls between them and the next rung; "
+            f"{where}")
+
+
 def tune_config(experiment: ExperimentSpec, group: Group, resources: dict[str, Any], sweep_started: str):
     from ray import tune
 
