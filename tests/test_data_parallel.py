@@ -161,9 +161,9 @@ def test_auto_workers_is_the_largest_gpu_node_and_a_trial_must_fit_one_node():
         plan_resources(two, [NodeOffer("node a", 4, 0, 1), NodeOffer("node b", 4, 0, 1)], None)
 
 
-def test_estimate_counts_every_worker_device_and_shares_only_training():
-    """Two workers: the same training accelerator-hours (ideal scaling), evaluation and start-up held on both
-    devices, and the report says so."""
+def test_estimate_counts_every_worker_device_and_shares_training_and_evaluation():
+    """Two workers: the same training and evaluation accelerator-hours (both sharded; ideal scaling), the
+    start-up held on both devices, and the report says so."""
     from rft_ray.cost.calibrate import Costs
     from rft_ray.cost.counts import plan_from_dict
     from rft_ray.cost.estimate import format_report, estimate, hours
@@ -177,10 +177,10 @@ def test_estimate_counts_every_worker_device_and_shares_only_training():
     assert (one.workers_per_trial, two.workers_per_trial) == (1, 2)
     costs = {g.group: Costs(1e-3, 1e-4, 2e-4, 30.0) for g in one.groups}
     a, b = hours(one, costs), hours(two, costs)
-    assert b.training == pytest.approx(a.training) and b.pgd == pytest.approx(2 * a.pgd)
-    assert b.clean_eval == pytest.approx(2 * a.clean_eval) and b.overhead == pytest.approx(2 * a.overhead)
+    assert b.training == pytest.approx(a.training) and b.pgd == pytest.approx(a.pgd) > 0
+    assert b.clean_eval == pytest.approx(a.clean_eval) > 0 and b.overhead == pytest.approx(2 * a.overhead)
     report = format_report(two, costs, estimate(two, costs))
-    assert "2 workers per trial: training shared at ideal scaling" in report
+    assert "2 workers per trial: training and evaluation shared at ideal scaling" in report
     assert "2 workers per trial" not in format_report(one, costs, estimate(one, costs))
 
 
