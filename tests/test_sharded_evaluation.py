@@ -4,18 +4,14 @@ slice of every subset, the verdicts are gathered, and the result is that of one 
 The gloo tests run in spawned processes joined by a gloo process group (what Ray Train sets up for a trial's
 workers), as tests/test_data_parallel.py does, and compare with the same work in this process.
 """
-import dataclasses
 import json
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import tiny_run
+from conftest import free_port, gloo_group, tiny_run
 
 from rft_ray.evaluation.robustness import PGDConfig, pgd_robust
 from rft_ray.evaluation.sharding import EvalShard
@@ -23,8 +19,8 @@ from rft_ray.specs import run_spec
 from rft_ray.training.loop import train_loop
 
 # A tiny spec that reaches every evaluation pass: train, test, PGD at three radii, two OOD domains, validation
-# clean, PGD and OOD. 37 test images (odd, so the shards differ in size) and 3 PGD images: with 2 workers one
-# shard of the validation's 1 PGD image is empty.
+# clean, PGD and OOD. 37 test and 19 PGD images (odd, so the two shards differ in size); the validation's one PGD
+# image leaves the second worker an empty slice.
 EVALUATED = {"training": {"steps": 16, "batch_size": 16, "lr": 3e-3, "seed": 0, "augment": "crop_flip"},
              "evaluation.schedule": [{"until": None, "every": 8}], "evaluation.test_examples": 37,
              "evaluation.pgd": {"eps": "4/255", "alpha": "1/255", "steps": 3, "examples": 19,
@@ -34,12 +30,6 @@ EVALUATED = {"training": {"steps": 16, "batch_size": 16, "lr": 3e-3, "seed": 0, 
 MEASURED = sorted(["test_clean_acc", "pgd_adv_acc", "pgd_adv_acc/2/255", "pgd_adv_acc/8/255", "ood_acc/contrast",
                    "ood_acc/gaussian_noise", "val_clean_acc", "val_pgd_adv_acc", "val_ood_acc/contrast",
                    "val_ood_acc/gaussian_noise"])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Verdicts:
@@ -53,19 +43,15 @@ class Verdicts:
 
 
 def _worker(rank: int, world: int, port: int, specs: list[dict], out: str) -> None:
-    """One data-parallel worker: the training loop on each spec; rank 0 writes the records and verdicts."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    """One data-parallel worker: the training loop on each spec; its records (and on rank 0 the verdicts) to
+    `out`."""
+    with gloo_group(rank, world, port):
         results = []
         for spec in specs:
             seen = Verdicts()
             records = train_loop(run_spec(spec), [seen])
             results.append({"records": [r.to_row() for r in records], "verdicts": seen.points})
         Path(out, f"rank{rank}.json").write_text(json.dumps(results, default=str))
-    finally:
-        dist.destroy_process_group()
 
 
 def _comparable(row: dict) -> dict:
@@ -125,7 +111,7 @@ def test_two_workers_evaluate_every_point_as_one_process_does(tmp_path):
         alone.append(([r.to_row() for r in train_loop(run_spec(spec), [seen])], seen.points))
     out = tmp_path / "out"
     out.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), specs, str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), specs, str(out)), nprocs=2, join=True)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     for (rows, verdicts), two, other in zip(alone, ranks[0], ranks[1]):
         assert [r["step"] for r in two["records"]] == [0, 8, 16]
