@@ -72,7 +72,7 @@ def measure(data: dict, repeats: int, shard) -> dict:
         began = time.perf_counter()
         mine = pgd_robust(model, attacked.images[part], attacked.labels[part], config, e.pgd.batch_size or e.batch_size,
                           run.device, seed=run_config.dataset.split_seed, first=part.start)
-        robust = shard.gather(mine, len(attacked))
+        robust = shard.gather(mine, len(attacked), run.device)
         pgd_seconds.append(time.perf_counter() - began)
         barrier()
         began = time.perf_counter()
@@ -133,8 +133,8 @@ def main() -> None:
     print(f"clean accuracy {one['test_clean_acc']:.3f}, PGD accuracy {one['pgd_adv_acc']:.3f} on the attacked images")
     for name, result in results.items():
         differ = sum(a != b for m in one["verdicts"] for a, b in zip(one["verdicts"][m], result["verdicts"][m]))
-        print(f"{name:>26}: PGD {result['pgd']:.2f} s (runs {runs(result, 'pgd')}), whole point {result['point']:.2f} s "
-              f"(runs {runs(result, 'point')}); verdicts differing from 1 worker's: {differ}")
+        print(f"{name:>26}: PGD {result['pgd']:.2f} s (runs {runs(result, 'pgd')}), whole point "
+              f"{result['point']:.2f} s (runs {runs(result, 'point')}); verdicts differing from 1 worker's: {differ}")
     two = results["2 workers, 1 thread each"]
     for base in ("1 worker, 1 thread(s)", "1 worker, 2 thread(s)"):
         print(f"2 workers vs {base}: PGD time {two['pgd'] / results[base]['pgd']:.2f}x, whole point "

@@ -156,14 +156,14 @@ class _Passes:
         part = self.shard.part(len(images))
         mine = clean_correct(self.model, images.images[part], images.labels[part], self.spec.evaluation.batch_size,
                              self.device, self.dtype)
-        return self.shard.gather(mine, len(images))
+        return self.shard.gather(mine, len(images), self.device)
 
     def attack(self, attacked: EvalSet, config: PGDConfig, clean_ok: torch.Tensor) -> torch.Tensor:
         """PGD on `attacked` (`clean_ok`: its clean verdicts), from the random starts of the whole subset."""
         part = self.shard.part(len(attacked))
         mine = pgd_robust(self.model, attacked.images[part], attacked.labels[part], config, self.pgd_batch,
                           self.device, seed=self.spec.dataset.split_seed, clean_ok=clean_ok[part], first=part.start)
-        return self.shard.gather(mine, len(attacked))
+        return self.shard.gather(mine, len(attacked), self.device)
 
 
 def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.device,

@@ -37,9 +37,10 @@ class EvalShard:
         start = rank * base + min(rank, extra)
         return slice(start, start + base + (rank < extra))
 
-    def gather(self, verdicts: torch.Tensor, images: int) -> torch.Tensor:
+    def gather(self, verdicts: torch.Tensor, images: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
         """The boolean verdicts of the whole subset of `images` images, from each worker's verdicts on its
-        `part` (this worker's are `verdicts`), on the host."""
+        `part` (this worker's are `verdicts`), on the host. `device`: this worker's GPU, which an NCCL group
+        sends through (gloo sends from the host)."""
         if self.world == 1:
             return verdicts
         import torch.distributed as dist
@@ -49,10 +50,9 @@ class EvalShard:
             raise ValueError(f"rank {self.rank} has {len(verdicts)} verdicts for its {mine} images of {images}")
         # all_gather moves one size from every worker (so padded), as uint8, and with NCCL only from the GPU
         width = -(-images // self.world) or 1
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
-            else torch.device("cpu")
-        padded = torch.zeros(width, dtype=torch.uint8, device=device)
-        padded[:len(verdicts)] = verdicts.to(device=device, dtype=torch.uint8)
+        via = device if dist.get_backend() == "nccl" else torch.device("cpu")
+        padded = torch.zeros(width, dtype=torch.uint8, device=via)
+        padded[:len(verdicts)] = verdicts.to(device=via, dtype=torch.uint8)
         pieces = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(pieces, padded)
         whole = [piece[:len(range(images)[self._part_of(rank, images)])] for rank, piece in enumerate(pieces)]
