@@ -163,8 +163,9 @@ def test_estimate_counts_every_worker_device_and_shares_training_and_evaluation(
     assert (one.workers_per_trial, two.workers_per_trial) == (1, 2)
     costs = {g.group: Costs(1e-3, 1e-4, 2e-4, 30.0) for g in one.groups}
     a, b = hours(one, costs), hours(two, costs)
-    assert b.training == pytest.approx(a.training) and b.pgd == pytest.approx(a.pgd) > 0
-    assert b.clean_eval == pytest.approx(a.clean_eval) > 0 and b.overhead == pytest.approx(2 * a.overhead)
+    assert a.pgd > 0 and a.clean_eval > 0 and a.overhead > 0
+    assert b.training == pytest.approx(a.training) and b.pgd == pytest.approx(a.pgd)
+    assert b.clean_eval == pytest.approx(a.clean_eval) and b.overhead == pytest.approx(2 * a.overhead)
     report = format_report(two, costs, estimate(two, costs))
     assert "2 workers per trial: training and evaluation shared at ideal scaling" in report
     assert "2 workers per trial" not in format_report(one, costs, estimate(one, costs))
