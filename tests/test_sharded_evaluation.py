@@ -13,10 +13,12 @@ import torch
 import torch.multiprocessing as mp
 from conftest import free_port, gloo_group, tiny_run
 
+from rft_ray.evaluation.evaluator import EvalSets, evaluate
 from rft_ray.evaluation.robustness import PGDConfig, pgd_robust
 from rft_ray.evaluation.sharding import EvalShard
 from rft_ray.specs import run_spec
 from rft_ray.training.loop import train_loop
+from rft_ray.training.setup import Run
 
 # A tiny spec that reaches every evaluation pass: train, test, PGD at three radii, two OOD domains, validation
 # clean, PGD and OOD. 37 test and 19 PGD images (odd, so the two shards differ in size); the validation's one PGD
@@ -52,6 +54,21 @@ def _worker(rank: int, world: int, port: int, specs: list[dict], out: str) -> No
             records = train_loop(run_spec(spec), [seen])
             results.append({"records": [r.to_row() for r in records], "verdicts": seen.points})
         Path(out, f"rank{rank}.json").write_text(json.dumps(results, default=str))
+
+
+def _evaluated(spec: dict, shard: EvalShard) -> dict:
+    """One evaluation point of the spec's freshly built model, sharded by `shard`: its metrics and verdicts."""
+    config = run_spec(spec)
+    run = Run.build(config)
+    verdicts: dict = {}
+    metrics = evaluate(run.model, EvalSets.from_bundle(run.bundle, config), config, run.device, run.dtype,
+                       verdicts=verdicts, shard=shard)
+    return {"metrics": metrics, "verdicts": {metric: v.tolist() for metric, v in verdicts.items()}}
+
+
+def _evaluating_worker(rank: int, world: int, port: int, spec: dict, out: str) -> None:
+    with gloo_group(rank, world, port):
+        Path(out, f"rank{rank}.json").write_text(json.dumps(_evaluated(spec, EvalShard(rank, world))))
 
 
 def _comparable(row: dict) -> dict:
@@ -99,6 +116,21 @@ def test_a_slice_is_attacked_from_the_random_starts_of_the_whole_subset(verdict)
 # Two gloo workers against one process
 
 
+def test_three_workers_evaluate_a_point_as_one_process_does(tmp_path):
+    """Every pass of one point (final-iterate PGD, so every image is attacked for every step) sharded over three
+    gloo workers, in slices of unequal size: each worker ends with the metrics and per-image verdicts one process
+    measures."""
+    spec = tiny_run(tmp_path, **EVALUATED, **{"evaluation.pgd.verdict": "final_iterate"})
+    alone = json.loads(json.dumps(_evaluated(spec, EvalShard())))
+    assert sorted(alone["verdicts"]) == MEASURED
+    out = tmp_path / "out"
+    out.mkdir()
+    mp.spawn(_evaluating_worker, args=(3, free_port(), spec, str(out)), nprocs=3, join=True)
+    for rank in range(3):
+        assert json.loads((out / f"rank{rank}.json").read_text()) == alone, rank
+
+
+@pytest.mark.slow
 def test_two_workers_evaluate_every_point_as_one_process_does(tmp_path):
     """linear and lora, 16 steps, points 0, 8 and 16: every metric of every record, and every per-image verdict
     (test, PGD at each radius, OOD, validation clean, PGD and OOD), the same with the evaluation sharded over
