@@ -39,6 +39,31 @@ def cli_error(err: str) -> str:
     return err[len(prefix):]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def gloo_group(rank: int, world: int, port: int):
+    """This spawned process as worker `rank` of a gloo process group of `world` on `port` (what Ray Train sets
+    up for a trial's workers), one torch thread each; the group is destroyed after."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
 @contextmanager
 def two_node_cluster():
     """A local Ray cluster of a head and one added node, 1 CPU each, no dashboard (this process's own Ray, if

@@ -43,6 +43,20 @@ def test_a_request_no_node_can_hold_is_refused_naming_request_and_offers(tmp_pat
         plan_resources(gpu, LAPTOP, None)
 
 
+def test_more_workers_per_trial_than_the_gpus_of_any_node_is_refused_naming_request_and_nodes(tmp_path):
+    """Four one-GPU workers on nodes of two GPUs each: the cluster has four GPUs, but a trial's workers must share
+    one node, so no node can hold it."""
+    experiment = spec(tmp_path, resources={"workers_per_trial": 4, "cpus_per_trial": 1, "gpus_per_trial": 1,
+                                           "max_concurrent_trials": 1})
+    two_gpu_nodes = [NodeOffer("node a", 8, 2, 1), NodeOffer("node b", 8, 2, 1)]
+    with pytest.raises(SweepError) as err:
+        plan_resources(experiment, two_gpu_nodes, None)
+    message = str(err.value)
+    assert "each asks for 4 CPU and 4 GPU (4 worker(s)" in message and "resources.workers_per_trial" in message
+    assert "node a: 8 CPU, 2 GPU; node b: 8 CPU, 2 GPU" in message
+    assert plan_resources(experiment, [NodeOffer("node c", 8, 4, 1)], None)["workers_per_trial"] == 4
+
+
 def test_more_than_one_gpu_per_trial_is_refused():
     with pytest.raises(SpecError, match=r"must be in \[0, 1\] or auto") as err:
         experiment_spec(tiny_experiment(Path("/tmp/x"), resources={"gpus_per_trial": 2}))

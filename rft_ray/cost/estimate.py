@@ -15,9 +15,10 @@ counting the model's FLOPs on the meta device (nothing downloaded, nothing compu
 
 Hours are accelerator-hours: every trial holds one accelerator (a GPU, or on a CPU-only machine the
 `cpus_per_trial` cores it is given) per worker (`resources.workers_per_trial`) for its whole life, training,
-evaluation and start-up alike. With N workers the training images are shared (ideal scaling assumed: the
-all-reduce's cost is not counted, and was not measured on GPUs), while evaluation runs on rank 0 with the other
-N-1 devices held waiting, so its accelerator-hours and the start-up's count N times.
+evaluation and start-up alike. With N workers the training images and the evaluation subsets are shared
+(`rft_ray.evaluation.sharding`; ideal scaling assumed: the all-reduce, the verdicts' gather and the shards'
+unequal PGD work are not counted, and were not measured on GPUs), while the start-up holds all N devices, so
+its accelerator-hours count N times.
 
 Our evaluation savings: PGD exits early, so an image leaves the attack as soon as it is misclassified
 (clean or at any iterate). How much that saves depends on how many images stand: with clean accuracy `a`
@@ -173,7 +174,7 @@ def hours(plan: Plan, costs: dict[str, Costs], clean_acc: float | None = None,
           robust_acc: float | None = None) -> Hours:
     """Accelerator-hours of the plan; full PGD without accuracies, early-exit PGD with them."""
     train = clean = pgd = validation = overhead = 0.0
-    held = plan.workers_per_trial  # devices a trial holds while rank 0 evaluates or the group starts
+    held = plan.workers_per_trial  # devices a trial holds while its group starts
     for g in plan.groups:
         c = costs[g.group]
         train += g.trials * g.train_images * c.train_s_per_image
@@ -184,7 +185,7 @@ def hours(plan: Plan, costs: dict[str, Costs], clean_acc: float | None = None,
         validation += g.total_points * (g.val_clean_images_per_point * c.eval_s_per_image
                                         + g.val_pgd_images_per_point * per_attack)
         overhead += g.trials * c.trial_overhead_s
-    return Hours(train / 3600, held * clean / 3600, held * pgd / 3600, held * overhead / 3600, held * validation / 3600)
+    return Hours(train / 3600, clean / 3600, pgd / 3600, held * overhead / 3600, validation / 3600)
 
 
 def estimate(plan: Plan, costs: dict[str, Costs], clean_acc: float = DEFAULT_CLEAN_ACC,
@@ -303,8 +304,8 @@ def _hour_lines(plan: Plan, result: dict[str, Any]) -> list[str]:
         lines.append(f"wall clock at {plan.concurrency} trial(s) at once: about {_h(main.total / devices)} "
                      f"({other_name} {_h(other.total / devices)})")
     if plan.workers_per_trial > 1:
-        lines.append(f"{plan.workers_per_trial} workers per trial: training shared at ideal scaling (the all-reduce "
-                     "not counted), evaluation on rank 0 with the other devices held")
+        lines.append(f"{plan.workers_per_trial} workers per trial: training and evaluation shared at ideal scaling "
+                     "(the all-reduce and the gather not counted), start-up on every device")
     return lines
 
 

@@ -23,6 +23,7 @@ from rft_ray.evaluation.robustness import (
     clean_correct,
     pgd_robust,
 )
+from rft_ray.evaluation.sharding import EvalShard
 from rft_ray.results.verdicts import Subset
 
 
@@ -142,11 +143,38 @@ def verdict_subset(metric: str) -> str:
     return {"pgd_adv_acc": "test/pgd", "ood_acc": f"ood/{rest}", "val_ood_acc": f"val/ood/{rest}"}[prefix]
 
 
+class _Passes:
+    """The evaluation passes over a subset, each worker on its shard's slice (`EvalShard`), every verdict of the
+    subset gathered on every worker."""
+
+    def __init__(self, model: nn.Module, spec: RunSpec, device: torch.device, dtype: torch.dtype | None,
+                 shard: EvalShard):
+        self.model, self.spec, self.device, self.dtype, self.shard = model, spec, device, dtype, shard
+        self.pgd_batch = spec.evaluation.pgd.batch_size or spec.evaluation.batch_size
+
+    def clean(self, images: EvalSet) -> torch.Tensor:
+        part = self.shard.part(len(images))
+        mine = clean_correct(self.model, images.images[part], images.labels[part], self.spec.evaluation.batch_size,
+                             self.device, self.dtype)
+        return self.shard.gather(mine, len(images), self.device)
+
+    def attack(self, attacked: EvalSet, config: PGDConfig, clean_ok: torch.Tensor) -> torch.Tensor:
+        """PGD on `attacked` (`clean_ok`: its clean verdicts), from the random starts of the whole subset."""
+        part = self.shard.part(len(attacked))
+        mine = pgd_robust(self.model, attacked.images[part], attacked.labels[part], config, self.pgd_batch,
+                          self.device, seed=self.spec.dataset.split_seed, clean_ok=clean_ok[part], first=part.start)
+        return self.shard.gather(mine, len(attacked), self.device)
+
+
 def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.device,
-             dtype: torch.dtype | None, bar=None, verdicts: dict | None = None) -> dict:
+             dtype: torch.dtype | None, bar=None, verdicts: dict | None = None,
+             shard: EvalShard = EvalShard()) -> dict:
     """The point's metrics (EvalRecord's fields); with `verdicts` (a dict), also fills it with each metric's
-    per-image verdicts (metric -> bool numpy array, in its subset's image order; `verdict_subset`)."""
+    per-image verdicts (metric -> bool numpy array, in its subset's image order; `verdict_subset`). `shard`:
+    this data-parallel worker's part of every subset (`rft_ray.evaluation.sharding`); every worker of the
+    group must call this together, and each gets the metrics and verdicts of the whole subsets."""
     e = spec.evaluation
+    passes = _Passes(model, spec, device, dtype, shard)
     was_training = model.training
     model.eval()
 
@@ -156,31 +184,26 @@ def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.devi
 
     try:
         phase("train subset")
-        train_ok = clean_correct(model, sets.train.images, sets.train.labels, e.batch_size, device, dtype)
+        train_ok = passes.clean(sets.train)
         phase("test")
-        test_ok = clean_correct(model, sets.test.images, sets.test.labels, e.batch_size, device, dtype)
+        test_ok = passes.clean(sets.test)
         attacked = sets.test.take(sets.pgd_index)
         pgd = PGDConfig(e.pgd.eps, e.pgd.alpha, e.pgd.steps, e.pgd.random_start, e.pgd.verdict, e.pgd.precision)
-        pgd_batch = e.pgd.batch_size or e.batch_size
         phase(f"PGD-{e.pgd.steps} on {len(attacked)} images")
         # The test pass's clean verdict starts every attack: one clean forward per image, not one per radius.
         clean_ok = test_ok[sets.pgd_index]
-        robust = pgd_robust(model, attacked.images, attacked.labels, pgd, pgd_batch, device,
-                            seed=spec.dataset.split_seed, clean_ok=clean_ok)
+        robust = passes.attack(attacked, pgd, clean_ok)
         extra = {}
         for radius in e.pgd.extra_eps:
             scaled = dataclasses.replace(pgd, eps=radius, alpha=e.pgd.alpha * radius / e.pgd.eps)
             phase(f"PGD-{e.pgd.steps} at eps {eps_label(radius)}")
-            survived = pgd_robust(model, attacked.images, attacked.labels, scaled, pgd_batch, device,
-                                  seed=spec.dataset.split_seed, clean_ok=clean_ok)
+            survived = passes.attack(attacked, scaled, clean_ok)
             extra[eps_label(radius)] = accuracy(survived)
             if verdicts is not None:
                 verdicts[f"pgd_adv_acc/{eps_label(radius)}"] = survived.cpu().numpy()
         phase("OOD")
-        ood_ok = {name: clean_correct(model, s.images, s.labels, e.batch_size, device, dtype)
-                  for name, s in sets.ood.items()}
-        validated = _validate(model, sets.validation, spec, pgd, pgd_batch, device, dtype, phase, verdicts) \
-            if sets.validation is not None else {}
+        ood_ok = {name: passes.clean(s) for name, s in sets.ood.items()}
+        validated = _validate(passes, sets.validation, pgd, phase, verdicts) if sets.validation is not None else {}
     finally:
         model.train(was_training)
     if verdicts is not None:
@@ -193,25 +216,22 @@ def evaluate(model: nn.Module, sets: EvalSets, spec: RunSpec, device: torch.devi
                 ood_images={k: len(v) for k, v in ood_ok.items()}, **validated)
 
 
-def _validate(model: nn.Module, sets: ValidationSets, spec: RunSpec, pgd: PGDConfig, pgd_batch: int,
-              device: torch.device, dtype: torch.dtype | None, phase, verdicts: dict | None = None) -> dict:
+def _validate(passes: _Passes, sets: ValidationSets, pgd: PGDConfig, phase, verdicts: dict | None = None) -> dict:
     """The validation metrics and their image counts (EvalRecord's val_* fields): clean, PGD at the main radius
     (same settings and seed as the test attack), and the pooled OOD validation accuracy when asked."""
-    e = spec.evaluation
+    e = passes.spec.evaluation
     phase("validation")
-    clean_ok = clean_correct(model, sets.clean.images, sets.clean.labels, e.batch_size, device, dtype)
+    clean_ok = passes.clean(sets.clean)
     attacked = sets.clean.take(sets.pgd_index)
     phase(f"validation PGD-{e.pgd.steps} on {len(attacked)} images")
-    robust = pgd_robust(model, attacked.images, attacked.labels, pgd, pgd_batch, device,
-                        seed=spec.dataset.split_seed, clean_ok=clean_ok[sets.pgd_index])
+    robust = passes.attack(attacked, pgd, clean_ok[sets.pgd_index])
     out = dict(val_clean_acc=accuracy(clean_ok), val_pgd_adv_acc=accuracy(robust), val_images=len(clean_ok),
                val_pgd_images=len(robust))
     if verdicts is not None:
         verdicts.update(val_clean_acc=clean_ok.cpu().numpy(), val_pgd_adv_acc=robust.cpu().numpy())
     if e.validation.ood and sets.ood:
         phase("validation OOD")
-        ood_ok = {name: clean_correct(model, s.images, s.labels, e.batch_size, device, dtype)
-                  for name, s in sets.ood.items()}
+        ood_ok = {name: passes.clean(s) for name, s in sets.ood.items()}
         out.update(val_ood_accuracy=pooled_ood_accuracy(ood_ok, sets.ood_sizes, e.ood_pooling),
                    val_ood_images=sum(len(ok) for ok in ood_ok.values()))
         if verdicts is not None:

@@ -88,24 +88,41 @@ def pgd_arithmetic(precision: str, device: torch.device):
 
 def pgd_robust(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: PGDConfig,
                batch_size: int, device: torch.device, seed: int = 0,
-               clean_ok: torch.Tensor | None = None) -> torch.Tensor:
+               clean_ok: torch.Tensor | None = None, first: int = 0) -> torch.Tensor:
     """Boolean [N]: is each image robust under `config.verdict`. Model must be in eval mode.
 
     The random start is drawn for the whole batch from a generator seeded with `seed`, so the same
     seed gives the same attack at every evaluation point (and matches torchattacks' start when its
-    global RNG is seeded alike). `clean_ok` ([N] booleans, e.g. from `clean_correct` on the same
-    images) is the clean verdict when the caller has it: the any-iterate attack then skips its own
-    clean forward pass (the final-iterate verdict does not use it).
+    global RNG is seeded alike). The generator draws one number per pixel in order, serially (torch's
+    CPU `uniform_`), so an image's start depends on its position in the attacked subset alone, not on
+    the batch size. `first`: the position of `images[0]` in that subset, when `images` is a slice of it
+    (a data-parallel worker's shard): the starts of the `first` images before it are drawn and dropped,
+    so the slice is attacked from the very starts the whole subset gets. `clean_ok` ([N] booleans, e.g.
+    from `clean_correct` on the same images) is the clean verdict when the caller has it: the
+    any-iterate attack then skips its own clean forward pass (the final-iterate verdict does not use it).
     """
     if clean_ok is not None and len(clean_ok) != len(images):
         raise ValueError(f"clean_ok has {len(clean_ok)} verdicts for {len(images)} images")
+    if first < 0:
+        raise ValueError(f"first must be a position in the attacked subset (0 or more), got {first}")
     with pgd_arithmetic(config.precision, device) as dtype:
-        return _pgd_batches(model, images, labels, config, batch_size, device, seed, clean_ok, dtype)
+        return _pgd_batches(model, images, labels, config, batch_size, device, seed, clean_ok, dtype, first)
+
+
+def _skip_starts(generator: torch.Generator, images: int, image_shape: torch.Size, config: PGDConfig) -> None:
+    """Advance `generator` past the random starts of `images` images: drawn (float32, as `_as_float` makes
+    every attacked image) and dropped, about 4M numbers at a time so the memory stays 16 MiB."""
+    per_piece = max(1, (1 << 22) // max(1, image_shape.numel()))
+    for start in range(0, images, per_piece):
+        count = min(per_piece, images - start)
+        torch.empty((count, *image_shape), dtype=torch.float32).uniform_(-config.eps, config.eps, generator=generator)
 
 
 def _pgd_batches(model, images, labels, config: PGDConfig, batch_size: int, device: torch.device, seed: int,
-                 clean_ok: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor:
+                 clean_ok: torch.Tensor | None, dtype: torch.dtype | None, first: int = 0) -> torch.Tensor:
     generator = torch.Generator(device="cpu").manual_seed(seed)
+    if config.random_start and first:
+        _skip_starts(generator, first, images.shape[1:], config)
     out = []
     for start in range(0, len(images), batch_size):
         x = _as_float(images[start:start + batch_size], device)

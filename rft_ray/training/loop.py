@@ -22,6 +22,7 @@ from torch import nn
 from rft_ray.config import RunSpec, TrainingSpec
 from rft_ray.evaluation.evaluator import EvalSets, evaluate
 from rft_ray.evaluation.schedule import EvalSchedule
+from rft_ray.evaluation.sharding import EvalShard
 from rft_ray.models.strategies import ParameterCount, count_parameters, create_strategy
 from rft_ray.results.record import EvalRecord
 from rft_ray.training.checkpoint import (
@@ -155,6 +156,7 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     share = parallel.share(run.order.batch_size) if parallel.active else None
     global_share = (share[0], run.order.batch_size) if share is not None else None
     stepped = parallel.wrap(model)  # what the training step calls: DDP over the phase's trainable weights
+    eval_shard = EvalShard(parallel.rank, parallel.world)  # each worker's part of every evaluation subset
     context = RunContext(spec, model, phases.optimizer, phases.scheduler, device, run.total_steps, run.bundle)
 
     point_hooks = hooks(observers, "records_changed")
@@ -172,10 +174,11 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
 
     def evaluation_point(loss: float) -> None:
         record = None
-        if parallel.leads:  # rank 0 measures (and keeps the per-image verdicts); every worker then holds its record
-            began = time.perf_counter()
-            verdicts: dict = {}
-            metrics = evaluate(model, sets, spec, device, dtype, bar, verdicts=verdicts)
+        began = time.perf_counter()
+        verdicts: dict = {}
+        # Every worker measures its shard of every subset, and all gather the whole subsets' verdicts
+        metrics = evaluate(model, sets, spec, device, dtype, bar, verdicts=verdicts, shard=eval_shard)
+        if parallel.leads:  # rank 0 keeps the per-image verdicts and makes the record; every worker then holds it
             for verdicts_measured in verdict_hooks:  # before records_changed, which writes them beside the records
                 verdicts_measured(step, verdicts, sets.subsets)
             elapsed = elapsed_before + time.perf_counter() - started
