@@ -301,6 +301,9 @@ class RunSpec:
                             f"({', '.join(FSDP_STRATEGIES)}); strategy.name {self.strategy.name!r} trains few "
                             "parameters and keeps ddp: set training.sharding: ddp (or leave it out)",
                             "training.sharding")
+        if self.training.sharding == "fsdp" and self.training.compile:
+            raise SpecError("is not supported with training.sharding fsdp yet (the sharded copy FSDP trains is not "
+                            "compiled); set training.compile: false, or training.sharding: ddp", "training.compile")
 
     @property
     def run_id(self) -> str:
