@@ -291,6 +291,8 @@ def step_memory_rows(memories: list[dict[str, Any]], gib: float | None) -> list[
         said = verdict(m["total"], gib)
         status = {"fits": PASS, "tight": WARN}.get(said, FAIL)
         hint = "" if status == PASS else ": lower training.batch_size (or evaluate/attack with smaller batches)"
+        if status != PASS and m.get("shardable"):
+            hint += ", or shard the model over a trial's GPUs: training.sharding fsdp with resources.workers_per_trial"
         rows.append(Row(f"memory: {m['strategy']} step", status,
                         f"batch {m['batch']}: {m['total']:.1f} GiB of {gib:.1f} GiB, {said} (computed, not measured: "
                         f"{m['parts']}){hint}"))
@@ -300,16 +302,20 @@ def step_memory_rows(memories: list[dict[str, Any]], gib: float | None) -> list[
 def step_memories(experiment) -> list[dict[str, Any]]:
     """The training-step memory of each strategy x batch size of the spec (computed: `rft_ray.cost.memory`)."""
     from rft_ray.config import RunSpec
+    from rft_ray.config.run import FSDP_STRATEGIES
     from rft_ray.cost.memory import step_memory
 
     runs: dict[tuple[str, int], Any] = {}
     for group in experiment.groups:
         run = RunSpec.from_dict(group.run)
         runs.setdefault((run.strategy.name, run.training.batch_size), run)
+    workers = experiment.resources.workers_per_trial
+    workers = workers if isinstance(workers, int) else 1  # auto: known once the sweep sees the cluster
     out = []
     for run in runs.values():
-        m = step_memory(run)
-        out.append({"strategy": m.strategy, "batch": m.batch, "total": m.total, "parts": m.parts()})
+        m = step_memory(run, workers)
+        out.append({"strategy": m.strategy, "batch": m.batch, "total": m.total, "parts": m.parts(),
+                    "shardable": m.strategy in FSDP_STRATEGIES and m.sharding != "fsdp"})
     return out
 
 
