@@ -328,3 +328,15 @@ def test_memory_rows_of_fsdp_workers_are_per_gpu(tmp_path):
     assert "per GPU of 4 workers (fsdp: weights, gradients and AdamW sharded, batch 4 each)" in full["parts"]
     assert "per GPU of 4 workers (ddp: each holding the model, batch 4 each)" in lora["parts"]
     assert not full["shardable"] and not lora["shardable"]
+
+
+def test_the_vit_large_spec_is_accepted_and_a_trial_asks_for_four_gpus(tmp_path, capsys, no_gpu):
+    """experiments/vit_large.yaml parses and the doctor checks it: each trial is 4 workers of 10 CPU and 1 GPU,
+    which this CPU machine cannot hold (the row says so); its memory rows need a GPU (tests/test_estimate.py)."""
+    spec = ROOT / "experiments" / "vit_large.yaml"
+    code, rows, out, _ = doctor(capsys, str(spec), "--set", f"storage.path={tmp_path / 'sweep'}",
+                                "--set", f"base.dataset.root={tmp_path / 'cifar10'}")
+    assert code == 1, out
+    status, detail = row(rows, "trial fits this machine")
+    assert status == FAIL and "each trial asks 4 GPU (4 workers) and this machine has" in detail
+    assert row(rows, "storage writable")[0] == PASS

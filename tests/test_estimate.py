@@ -350,6 +350,35 @@ def test_step_memory_of_an_fsdp_spec_shards_the_counted_model():
     assert four.activations < one.activations  # 8 images each instead of 32
 
 
+VIT_LARGE = str(Path(__file__).resolve().parents[1] / "experiments" / "vit_large.yaml")
+GIVEN_COSTS = ["--train-s-per-image", "0.01", "--eval-s-per-image", "0.002", "--pgd-s-per-iteration-image", "0.005"]
+
+
+def test_the_vit_large_spec_is_estimated_with_four_workers_per_trial(capsys):
+    from rft_ray.cli import main
+
+    assert main(["estimate", VIT_LARGE, *GIVEN_COSTS, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["workers_per_trial"] == 4 and plan["trials"] == 16
+    assert sorted(g["strategy"] for g in plan["groups"]) == ["full", "linear", "lora", "lp_ft"]
+
+
+@pytest.mark.slow
+def test_vit_large_training_steps_per_a10g_of_four_workers(capsys):
+    """The figures in experiments/vit_large.yaml's header: counted on this CPU (a ViT-L forward at 224 px)."""
+    from rft_ray.cli import main
+
+    assert main(["estimate", VIT_LARGE, *GIVEN_COSTS, "--gpu", "a10g", "--json"]) == 0
+    steps = {s["strategy"]: s for s in json.loads(capsys.readouterr().out)["training_step_memory"]["strategies"]}
+    assert {name: (s["workers"], s["sharding"]) for name, s in steps.items()} == {
+        "full": (4, "fsdp"), "lp_ft": (4, "fsdp"), "lora": (4, "ddp"), "linear": (4, "ddp")}
+    full = steps["full"]
+    assert full["weights"] == pytest.approx(303.3e6 * 4 / 4 / 2**30, rel=0.01)  # a quarter of ViT-L's fp32 weights
+    assert full["optimizer"] == pytest.approx(2 * full["gradients"]) and full["buckets"] == 0
+    assert steps["lora"]["buckets"] > 0 and steps["lora"]["weights"] == pytest.approx(4 * full["weights"], rel=0.01)
+    assert all(s["verdict"] == "fits" for s in steps.values()), steps
+
+
 def test_gpu_names_and_verdicts():
     from rft_ray.cost.memory import gpu_memory_gib, verdict
 

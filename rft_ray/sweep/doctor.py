@@ -342,19 +342,21 @@ def local_trial_row(experiment) -> Row:
 
     spec = experiment.resources
     gpus_here, cpus_here = cuda_device_count(torch), os.cpu_count() or 1
-    cpus = float(spec.cpus_per_trial)
-    gpus = float(spec.gpus_per_trial) if spec.gpus_per_trial != "auto" else float(gpus_here > 0)
+    workers = spec.workers_per_trial if isinstance(spec.workers_per_trial, int) else 1  # auto: this machine's
+    cpus = float(spec.cpus_per_trial) * workers
+    gpus = (float(spec.gpus_per_trial) if spec.gpus_per_trial != "auto" else float(gpus_here > 0)) * workers
     have = f"this machine has {cpus_here} CPU, {gpus_here} GPU"
+    of = f" ({workers} workers)" if workers > 1 else ""
     if gpus > gpus_here:
-        return Row("trial fits this machine", FAIL, f"each trial asks {gpus:g} GPU and {have}: rft sweep here would "
+        return Row("trial fits this machine", FAIL, f"each trial asks {gpus:g} GPU{of} and {have}: rft sweep here would "
                                                     "refuse to start; run it on a GPU machine or a cluster (rft doctor "
                                                     "--cluster checks its nodes), or --set resources.gpus_per_trial=0 "
                                                     "to train on CPU")
     if cpus > cpus_here:
-        return Row("trial fits this machine", FAIL, f"each trial asks {cpus:g} CPU and {have}: lower "
-                                                    "resources.cpus_per_trial")
+        return Row("trial fits this machine", FAIL, f"each trial asks {cpus:g} CPU{of} and {have}: lower "
+                                                    "resources.cpus_per_trial or resources.workers_per_trial")
     auto = " (gpus_per_trial auto)" if spec.gpus_per_trial == "auto" else ""
-    return Row("trial fits this machine", PASS, f"each trial asks {cpus:g} CPU, {gpus:g} GPU{auto}; {have}")
+    return Row("trial fits this machine", PASS, f"each trial asks {cpus:g} CPU, {gpus:g} GPU{auto}{of}; {have}")
 
 
 def check_local(experiment) -> Report:
