@@ -7,9 +7,10 @@ The runs are those of `test_data_parallel`: random-init 16px ViT (rft_vit_cifar_
 """
 import pytest
 import torch
-from test_data_parallel import StopAt, StopRun, assert_same_records, parallel_run, run_workers
+from test_data_parallel import assert_checkpoints_cross, assert_same_records, parallel_run, run_workers
 
 from rft_ray.config import SpecError
+from rft_ray.models.backbones import create_classifier
 from rft_ray.specs import experiment_spec, run_spec
 from rft_ray.training.loop import train_loop
 from rft_ray.training.sharding import transformer_blocks
@@ -51,8 +52,6 @@ def test_fsdp_with_compile_is_refused_naming_both_fields():
 
 
 def test_fsdp_units_are_the_transformer_blocks(tmp_path):
-    from rft_ray.models.backbones import create_classifier
-
     spec = run_spec(parallel_run(tmp_path, "full"))
     model = create_classifier(spec.model, 10, seed=0)
     assert len(transformer_blocks(model)) == len(model.backbone.blocks) > 1
@@ -86,25 +85,14 @@ def test_fsdp_checkpoints_are_whole_and_cross_to_and_from_one_process(tmp_path):
     of the model's shape) and resumes in one process of training.sharding ddp; one written by one process resumes
     in two FSDP workers: either way the records of an uninterrupted run."""
     spec = parallel_run(tmp_path, "full", **FSDP)
-    whole = train_loop(run_spec(spec), [])
+    model = create_classifier(run_spec(spec).model, 10, seed=0)
+    shapes = sorted((n, tuple(p.shape)) for n, p in model.named_parameters())
 
-    two_dir = tmp_path / "two-ckpt"
-    stopped = run_workers(2, [{"spec": spec, "checkpoint_dir": str(two_dir), "stop_at": 8}], tmp_path / "out2")
-    assert [r.step for r in stopped[0][0]] == [r.step for r in stopped[1][0]] == [0, 8]
-    assert sorted(p.name for p in two_dir.iterdir()) == ["checkpoint.pt"]
-    saved = torch.load(two_dir / "checkpoint.pt", weights_only=True)
-    from rft_ray.models.backbones import create_classifier
+    def whole_tensors(folder):
+        saved = torch.load(folder / "checkpoint.pt", weights_only=True)
+        assert sorted((n, tuple(t.shape)) for n, t in saved["trainable"].items()) == shapes
+        moments = sorted(tuple(s["exp_avg"].shape) for s in saved["optimizer"]["state"].values())
+        assert moments == sorted(shape for _, shape in shapes)
 
-    shapes = {n: p.shape for n, p in create_classifier(run_spec(spec).model, 10, seed=0).named_parameters()}
-    assert {n: t.shape for n, t in saved["trainable"].items()} == shapes
-    moments = [s["exp_avg"].shape for s in saved["optimizer"]["state"].values()]
-    assert len(moments) == len(shapes) and sorted(map(tuple, moments)) == sorted(map(tuple, shapes.values()))
-    ddp = parallel_run(tmp_path, "full")  # training.sharding ddp: the same run for a checkpoint
-    assert_same_records(whole, train_loop(run_spec(ddp), [], resume_from=two_dir))
-
-    one_dir = tmp_path / "one-ckpt"
-    with pytest.raises(StopRun):
-        train_loop(run_spec(ddp), [StopAt(16)], checkpoint_dir=one_dir)
-    resumed = run_workers(2, [{"spec": spec, "resume_from": str(one_dir)}], tmp_path / "out3")
-    assert_same_records(whole, resumed[0][0])
-    assert [r.to_row() for r in resumed[1][0]] == [r.to_row() for r in resumed[0][0]]
+    # training.sharding ddp in one process: the same run, as far as a checkpoint goes
+    assert_checkpoints_cross(tmp_path, spec, alone=parallel_run(tmp_path, "full"), inspect=whole_tensors)
