@@ -162,9 +162,34 @@ def test_cluster_yaml_node_types_have_an_ami_the_driver_resource_and_gpus():
     assert gpu and all(t["min_workers"] == 0 for t in gpu)
     # What the sweep's `auto` resources read from the launcher config before any GPU node exists.
     offers = launcher_node_types(CLUSTER)
-    assert [(o.cpus, o.gpus, o.count) for o in offers] == [(4.0, 1.0, 8)]
-    # The driver requirement of the pinned torch (CUDA 13.0 wheels) is stated where the AMI is chosen.
-    assert "580" in CLUSTER.read_text() and "describe-images" in CLUSTER.read_text()
+    assert [(o.cpus, o.gpus, o.count) for o in offers] == [(4.0, 1.0, 8)]  # gpu_4x_a10g: at max_workers 0
+
+
+def test_cluster_yaml_has_a_4_gpu_node_type_that_holds_one_trial_of_the_vit_large_spec(tmp_path):
+    """gpu_4x_a10g (g5.12xlarge: 4 x A10G, 48 vCPU), off until raised: as shipped the ViT-L spec's trials fit no
+    node type (a clear error); raised to 2 it holds one trial per node (4 workers x 10 CPU and 1 GPU), two at a
+    time."""
+    from rft_ray.specs import load_experiment
+    from rft_ray.sweep.resources import plan_resources
+    from rft_ray.sweep.state import SweepError
+
+    config = cluster()
+    four = config["available_node_types"]["gpu_4x_a10g"]
+    assert four["node_config"]["InstanceType"] == "g5.12xlarge"
+    assert four["resources"] == {"CPU": 48, "GPU": 4} and (four["min_workers"], four["max_workers"]) == (0, 0)
+    assert four["node_config"]["InstanceMarketOptions"] == {"MarketType": "spot"}
+    assert "experiments/vit_large.yaml" in CLUSTER.read_text()
+    spec = load_experiment(str(ROOT / "experiments" / "vit_large.yaml"), {"resources.max_concurrent_trials": "auto"})
+    with pytest.raises(SweepError, match=r"each asks for 40 CPU and 4 GPU \(4 worker"):
+        plan_resources(spec, [], launcher_node_types(CLUSTER))
+    config["available_node_types"]["gpu_4x_a10g"]["max_workers"] = 2
+    raised = tmp_path / "cluster.yaml"
+    raised.write_text(yaml.safe_dump(config, sort_keys=False))
+    offers = launcher_node_types(raised)
+    assert [(o.cpus, o.gpus, o.count) for o in offers] == [(4.0, 1.0, 8), (48.0, 4.0, 2)]
+    plan = plan_resources(spec, [], offers)
+    assert (plan["workers_per_trial"], plan["gpus_per_trial"], plan["cpus_per_trial"]) == (4, 1.0, 10.0)
+    assert plan["max_concurrent_trials"] == 2  # one per 4-GPU node; the 1-GPU nodes hold none
 
 
 def test_cluster_yaml_with_docker_passes_rays_schema_and_config_checks():

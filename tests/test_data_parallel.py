@@ -192,18 +192,27 @@ def test_two_workers_give_the_records_of_one_for_every_strategy(tmp_path):
 def test_checkpoints_cross_between_one_and_two_workers(tmp_path):
     """A checkpoint written by two workers (once, by rank 0) resumes in one process, and one written by one
     process resumes in two workers: either way the records are those of an uninterrupted run."""
-    spec = parallel_run(tmp_path, "lora")
+    assert_checkpoints_cross(tmp_path, parallel_run(tmp_path, "lora"))
+
+
+def assert_checkpoints_cross(tmp_path: Path, spec: dict, alone: dict | None = None, inspect=None) -> None:
+    """`spec`'s checkpoint written by two workers (stopped after step 8; one file, by rank 0; `inspect(folder)`
+    sees it) resumes in one process of `alone` (default: `spec`), and one written by one process of `alone`
+    (stopped after step 16) resumes in two workers: either way the records of an uninterrupted run."""
+    alone = alone or spec
     whole = train_loop(run_spec(spec), [])
 
     two_dir = tmp_path / "two-ckpt"
     stopped = run_workers(2, [{"spec": spec, "checkpoint_dir": str(two_dir), "stop_at": 8}], tmp_path / "out2")
     assert [r.step for r in stopped[0][0]] == [r.step for r in stopped[1][0]] == [0, 8]
     assert sorted(p.name for p in two_dir.iterdir()) == ["checkpoint.pt"]
-    assert_same_records(whole, train_loop(run_spec(spec), [], resume_from=two_dir))
+    if inspect is not None:
+        inspect(two_dir)
+    assert_same_records(whole, train_loop(run_spec(alone), [], resume_from=two_dir))
 
     one_dir = tmp_path / "one-ckpt"
     with pytest.raises(StopRun):
-        train_loop(run_spec(spec), [StopAt(16)], checkpoint_dir=one_dir)
+        train_loop(run_spec(alone), [StopAt(16)], checkpoint_dir=one_dir)
     resumed = run_workers(2, [{"spec": spec, "resume_from": str(one_dir)}], tmp_path / "out3")
     assert_same_records(whole, resumed[0][0])
     assert [r.to_row() for r in resumed[1][0]] == [r.to_row() for r in resumed[0][0]]

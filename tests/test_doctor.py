@@ -153,6 +153,8 @@ def test_each_strategys_training_step_against_the_gpu(tmp_path, monkeypatch):
     assert [r.status for r in rows] == [FAIL, WARN if linear["total"] > 0.9 * between else PASS]
     assert "does not fit" in rows[0].detail and "training.batch_size" in rows[0].detail
     assert step_memory_rows(memories, None) == []
+    assert "shard the model over a trial's GPUs: training.sharding fsdp" in rows[0].detail  # full may shard
+    assert "training.sharding fsdp" not in rows[1].detail  # linear keeps ddp
     monkeypatch.setattr(doctor_module, "smallest_gpu_gib", lambda: 40.0)  # a trial node gets them, others not
     node = doctor_module.check_node([], None, True, memories, True)
     assert [r.check for r in node if r.check.startswith("memory:")] == ["memory: full step", "memory: linear step"]
@@ -312,3 +314,29 @@ def test_cluster_mode_with_no_trial_node_probes_for_one_or_says_none_was_checked
         titles = [line for line in out.splitlines() if line.startswith("node ")]
         assert any(big.node_id in t and "started for the probe" in t and "2 CPU" in t for t in titles)
         assert [r[1] for r in rows if r[0] == "storage writable"] == [PASS] * 3  # the head, the worker, the probe's node
+
+
+def test_memory_rows_of_fsdp_workers_are_per_gpu(tmp_path):
+    """workers_per_trial 4, full on fsdp beside lora on ddp: each row is per GPU of the trial's four workers."""
+    from rft_ray.specs import load_experiment
+
+    (tmp_path / "data").mkdir()
+    spec = write_spec(tmp_path, tmp_path / "data", strategies=[{"name": "full", "sharding": "fsdp"}, "lora"],
+                      resources={"cpus_per_trial": 1, "gpus_per_trial": 1, "workers_per_trial": 4,
+                                 "max_concurrent_trials": 1})
+    full, lora = doctor_module.step_memories(load_experiment(str(spec)))
+    assert "per GPU of 4 workers (fsdp: weights, gradients and AdamW sharded, batch 4 each)" in full["parts"]
+    assert "per GPU of 4 workers (ddp: each holding the model, batch 4 each)" in lora["parts"]
+    assert not full["shardable"] and not lora["shardable"]
+
+
+def test_the_vit_large_spec_is_accepted_and_a_trial_asks_for_four_gpus(tmp_path, capsys, no_gpu):
+    """experiments/vit_large.yaml parses and the doctor checks it: each trial is 4 workers of 10 CPU and 1 GPU,
+    which this CPU machine cannot hold (the row says so); its memory rows need a GPU (tests/test_estimate.py)."""
+    spec = ROOT / "experiments" / "vit_large.yaml"
+    code, rows, out, _ = doctor(capsys, str(spec), "--set", f"storage.path={tmp_path / 'sweep'}",
+                                "--set", f"base.dataset.root={tmp_path / 'cifar10'}")
+    assert code == 1, out
+    status, detail = row(rows, "trial fits this machine")
+    assert status == FAIL and "each trial asks 4 GPU (4 workers) and this machine has" in detail
+    assert row(rows, "storage writable")[0] == PASS

@@ -312,6 +312,73 @@ def test_step_memory_parts_follow_the_strategy_and_the_batch():
     assert full.total * GIB > (full.weights + full.gradients + full.optimizer + full.activations) * GIB
 
 
+def test_memory_per_gpu_with_ddp_and_fsdp_workers_against_a_hand_computed_case():
+    """A model of 2^31 fp32 parameters, all trained (8 GiB each of weights and gradients, 16 GiB of AdamW), 0.5 GiB
+    of saved activations per image and 1 GiB fixed, its largest block 0.25 GiB (all trained), 0.5 GiB outside
+    the blocks; global batch 32."""
+    from rft_ray.cost.memory import CUDA_OVERHEAD_GIB, GIB, ModelCounts, per_gpu
+
+    counts = ModelCounts(per_image=0.5 * GIB, fixed=1 * GIB, weights=8 * GIB, trainable=2 * GIB,
+                         block=GIB // 4, block_trainable=GIB // 16, root=GIB // 2, precision="fp32")
+    one = per_gpu("full", counts, 32)
+    assert (one.weights, one.gradients, one.optimizer, one.activations, one.buckets, one.gathered) == \
+        (8, 8, 16, 0.5 * 32 + 1, 0, 0)
+    assert one.total == 49 + CUDA_OVERHEAD_GIB
+    ddp = per_gpu("full", counts, 32, workers=4)  # a whole model each, 8 images each, buckets as large as gradients
+    assert (ddp.weights, ddp.gradients, ddp.optimizer, ddp.activations, ddp.buckets, ddp.gathered) == \
+        (8, 8, 16, 0.5 * 8 + 1, 8, 0)
+    assert ddp.total == 45 + CUDA_OVERHEAD_GIB
+    fsdp = per_gpu("full", counts, 32, workers=4, sharding="fsdp")  # a quarter each; root + 2 blocks gathered
+    assert (fsdp.weights, fsdp.gradients, fsdp.optimizer, fsdp.activations, fsdp.buckets) == (2, 2, 4, 5, 0)
+    assert fsdp.gathered == 0.5 + 2 * (0.25 + 0.25)
+    assert fsdp.total == 14.5 + CUDA_OVERHEAD_GIB
+    assert per_gpu("full", counts, 32, workers=1, sharding="fsdp") == one  # one worker holds the whole model
+    assert "per GPU of 4 workers (fsdp: weights, gradients and AdamW sharded, batch 8 each)" in fsdp.parts()
+    assert "DDP buckets 8.00" in ddp.parts() and "FSDP gathered units 1.50" in fsdp.parts()
+
+
+def test_step_memory_of_an_fsdp_spec_shards_the_counted_model():
+    from rft_ray.cost.memory import step_memory
+
+    run = run_dict()
+    run["strategy"] = {"name": "full"}
+    run["training"].update(batch_size=32, sharding="fsdp")
+    one, four = step_memory(RunSpec.from_dict(run)), step_memory(RunSpec.from_dict(run), workers=4)
+    assert four.weights == pytest.approx(one.weights / 4) and four.optimizer == pytest.approx(one.optimizer / 4)
+    # 4 equal blocks, all trained: root + 2 x (a block's weights + its gradients) = root + 4 blocks = the model
+    assert four.gathered == pytest.approx(one.weights) and four.buckets == 0
+    assert four.activations < one.activations  # 8 images each instead of 32
+
+
+VIT_LARGE = str(Path(__file__).resolve().parents[1] / "experiments" / "vit_large.yaml")
+GIVEN_COSTS = ["--train-s-per-image", "0.01", "--eval-s-per-image", "0.002", "--pgd-s-per-iteration-image", "0.005"]
+
+
+def test_the_vit_large_spec_is_estimated_with_four_workers_per_trial(capsys):
+    from rft_ray.cli import main
+
+    assert main(["estimate", VIT_LARGE, *GIVEN_COSTS, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["workers_per_trial"] == 4 and plan["trials"] == 16
+    assert sorted(g["strategy"] for g in plan["groups"]) == ["full", "linear", "lora", "lp_ft"]
+
+
+@pytest.mark.slow
+def test_vit_large_training_steps_per_a10g_of_four_workers(capsys):
+    """The figures in experiments/vit_large.yaml's header: counted on this CPU (a ViT-L forward at 224 px)."""
+    from rft_ray.cli import main
+
+    assert main(["estimate", VIT_LARGE, *GIVEN_COSTS, "--gpu", "a10g", "--json"]) == 0
+    steps = {s["strategy"]: s for s in json.loads(capsys.readouterr().out)["training_step_memory"]["strategies"]}
+    assert {name: (s["workers"], s["sharding"]) for name, s in steps.items()} == {
+        "full": (4, "fsdp"), "lp_ft": (4, "fsdp"), "lora": (4, "ddp"), "linear": (4, "ddp")}
+    full = steps["full"]
+    assert full["weights"] == pytest.approx(303.3e6 * 4 / 4 / 2**30, rel=0.01)  # a quarter of ViT-L's fp32 weights
+    assert full["optimizer"] == pytest.approx(2 * full["gradients"]) and full["buckets"] == 0
+    assert steps["lora"]["buckets"] > 0 and steps["lora"]["weights"] == pytest.approx(4 * full["weights"], rel=0.01)
+    assert all(s["verdict"] == "fits" for s in steps.values()), steps
+
+
 def test_gpu_names_and_verdicts():
     from rft_ray.cost.memory import gpu_memory_gib, verdict
 

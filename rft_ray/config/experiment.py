@@ -72,6 +72,8 @@ class StrategyEntry:
     space: SearchSpace | None = described("replaces search.space for this strategy", None)
     grid: Grid | None = described("replaces search.grid for this strategy", None)
     points_to_evaluate: list[Point] | None = described("replace search.points_to_evaluate for this strategy", None)
+    sharding: Literal["ddp", "fsdp"] | None = described(
+        "replaces base.training.sharding for this strategy (e.g. fsdp for full beside PEFT strategies on ddp)", None)
 
 
 @dataclass
@@ -221,9 +223,13 @@ class ExperimentSpec:
                 # The group's label names the dataset in every record (e.g. domainnet-clipart per training domain).
                 run = apply_overrides(self.base, {"strategy": {"name": entry.name, "options": dict(entry.options)},
                                                   "dataset": {**section, "label": label}})
+                if entry.sharding is not None:
+                    run = apply_overrides(run, {"training.sharding": entry.sharding})
                 try:
                     self._check_validation(RunSpec.from_dict(run))
                 except SpecError as err:
+                    if err.field_path == "training.sharding" and entry.sharding is not None:
+                        raise SpecError(err.reason, f"strategies[{i}].sharding") from None
                     raise relocate(err, i, path) from None
                 own = entry.points_to_evaluate is not None
                 points = entry.points_to_evaluate if own else self.search.points_to_evaluate

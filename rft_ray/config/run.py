@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
-from rft_ray.config.fields import build, check, described, to_plain
+from rft_ray.config.fields import SpecError, build, check, described, to_plain
 from rft_ray.config.metrics import same_radius
 from rft_ray.config.recipes import with_recipe
 
@@ -157,6 +157,11 @@ class TrainingSpec:
         "DataLoader worker processes for training batches that are decoded per batch (splits too large to decode "
         "once); auto: the CPUs the run was given (Ray's OMP_NUM_THREADS for a trial, else this process's CPUs) "
         "less one for the training process", 0, bounds="[0, 64]")
+    sharding: Literal["ddp", "fsdp"] = described(
+        "how a trial's data-parallel workers (resources.workers_per_trial) hold the model: ddp (each a whole copy, "
+        "gradients all-reduced) or fsdp (torch FSDP2: weights, gradients and AdamW state sharded over the workers, "
+        "each transformer block gathered when it runs; for full and lp_ft, whose full fine-tuning may not fit one "
+        "GPU); one worker trains alike either way", "ddp")
 
     def __post_init__(self):
         check(self.epochs is None or self.steps is None, "epochs",
@@ -273,6 +278,11 @@ class OutputSpec:
         "time) or none", "frontier")
 
 
+# Strategies whose trials may shard the model (training.sharding: fsdp): those that fine-tune every weight. The
+# parameter-efficient ones train a few MB; their frozen backbone gains nothing from sharding, and they keep DDP.
+FSDP_STRATEGIES = ("full", "lp_ft")
+
+
 @dataclass
 class RunSpec:
     recipe: Literal["default", "paper_code"] = described(
@@ -284,6 +294,16 @@ class RunSpec:
     training: TrainingSpec = described("the optimisation", factory=TrainingSpec)
     evaluation: EvaluationSpec = described("what is measured, and when", factory=EvaluationSpec)
     output: OutputSpec = described("where results and checkpoints go", factory=OutputSpec)
+
+    def __post_init__(self):
+        if self.training.sharding == "fsdp" and self.strategy.name not in FSDP_STRATEGIES:
+            raise SpecError(f"fsdp shards the weights of strategies that train the whole backbone "
+                            f"({', '.join(FSDP_STRATEGIES)}); strategy.name {self.strategy.name!r} trains few "
+                            "parameters and keeps ddp: set training.sharding: ddp (or leave it out)",
+                            "training.sharding")
+        if self.training.sharding == "fsdp" and self.training.compile:
+            raise SpecError("is not supported with training.sharding fsdp yet (the sharded copy FSDP trains is not "
+                            "compiled); set training.compile: false, or training.sharding: ddp", "training.compile")
 
     @property
     def run_id(self) -> str:

@@ -320,7 +320,7 @@ def step_memories(plan: Plan, gpu: str) -> tuple[str, float, list[Any]]:
     shown = {}
     for g in plan.groups:
         shown.setdefault((g.strategy, plan.runs[g.group].training.batch_size), plan.runs[g.group])
-    return label, gib, [step_memory(run) for run in shown.values()]
+    return label, gib, [step_memory(run, plan.workers_per_trial) for run in shown.values()]
 
 
 def memory_lines(label: str, gib: float, memories: list[Any]) -> list[str]:

@@ -291,6 +291,8 @@ def step_memory_rows(memories: list[dict[str, Any]], gib: float | None) -> list[
         said = verdict(m["total"], gib)
         status = {"fits": PASS, "tight": WARN}.get(said, FAIL)
         hint = "" if status == PASS else ": lower training.batch_size (or evaluate/attack with smaller batches)"
+        if status != PASS and m.get("shardable"):
+            hint += ", or shard the model over a trial's GPUs: training.sharding fsdp with resources.workers_per_trial"
         rows.append(Row(f"memory: {m['strategy']} step", status,
                         f"batch {m['batch']}: {m['total']:.1f} GiB of {gib:.1f} GiB, {said} (computed, not measured: "
                         f"{m['parts']}){hint}"))
@@ -300,16 +302,20 @@ def step_memory_rows(memories: list[dict[str, Any]], gib: float | None) -> list[
 def step_memories(experiment) -> list[dict[str, Any]]:
     """The training-step memory of each strategy x batch size of the spec (computed: `rft_ray.cost.memory`)."""
     from rft_ray.config import RunSpec
+    from rft_ray.config.run import FSDP_STRATEGIES
     from rft_ray.cost.memory import step_memory
 
     runs: dict[tuple[str, int], Any] = {}
     for group in experiment.groups:
         run = RunSpec.from_dict(group.run)
         runs.setdefault((run.strategy.name, run.training.batch_size), run)
+    workers = experiment.resources.workers_per_trial
+    workers = workers if isinstance(workers, int) else 1  # auto: known once the sweep sees the cluster
     out = []
     for run in runs.values():
-        m = step_memory(run)
-        out.append({"strategy": m.strategy, "batch": m.batch, "total": m.total, "parts": m.parts()})
+        m = step_memory(run, workers)
+        out.append({"strategy": m.strategy, "batch": m.batch, "total": m.total, "parts": m.parts(),
+                    "shardable": m.strategy in FSDP_STRATEGIES and m.sharding != "fsdp"})
     return out
 
 
@@ -336,19 +342,21 @@ def local_trial_row(experiment) -> Row:
 
     spec = experiment.resources
     gpus_here, cpus_here = cuda_device_count(torch), os.cpu_count() or 1
-    cpus = float(spec.cpus_per_trial)
-    gpus = float(spec.gpus_per_trial) if spec.gpus_per_trial != "auto" else float(gpus_here > 0)
+    workers = spec.workers_per_trial if isinstance(spec.workers_per_trial, int) else 1  # auto: this machine's
+    cpus = float(spec.cpus_per_trial) * workers
+    gpus = (float(spec.gpus_per_trial) if spec.gpus_per_trial != "auto" else float(gpus_here > 0)) * workers
     have = f"this machine has {cpus_here} CPU, {gpus_here} GPU"
+    of = f" ({workers} workers)" if workers > 1 else ""
     if gpus > gpus_here:
-        return Row("trial fits this machine", FAIL, f"each trial asks {gpus:g} GPU and {have}: rft sweep here would "
+        return Row("trial fits this machine", FAIL, f"each trial asks {gpus:g} GPU{of} and {have}: rft sweep here would "
                                                     "refuse to start; run it on a GPU machine or a cluster (rft doctor "
                                                     "--cluster checks its nodes), or --set resources.gpus_per_trial=0 "
                                                     "to train on CPU")
     if cpus > cpus_here:
-        return Row("trial fits this machine", FAIL, f"each trial asks {cpus:g} CPU and {have}: lower "
-                                                    "resources.cpus_per_trial")
+        return Row("trial fits this machine", FAIL, f"each trial asks {cpus:g} CPU{of} and {have}: lower "
+                                                    "resources.cpus_per_trial or resources.workers_per_trial")
     auto = " (gpus_per_trial auto)" if spec.gpus_per_trial == "auto" else ""
-    return Row("trial fits this machine", PASS, f"each trial asks {cpus:g} CPU, {gpus:g} GPU{auto}; {have}")
+    return Row("trial fits this machine", PASS, f"each trial asks {cpus:g} CPU, {gpus:g} GPU{auto}{of}; {have}")
 
 
 def check_local(experiment) -> Report:

@@ -24,18 +24,24 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from (damaged, or not one of ours); the message names it."""
 
 
+# Settings of how the workers hold the model, not of what they compute: a checkpoint crosses between ddp and fsdp.
+RESUMABLE_TRAINING = ("sharding",)
+
+
 def spec_fingerprint(spec: RunSpec) -> dict:
     plain = spec.to_dict()
+    plain["training"] = {k: v for k, v in plain["training"].items() if k not in RESUMABLE_TRAINING}
     return {k: v for k, v in plain.items() if k not in RESUMABLE_CHANGES}
 
 
-def checkpoint_state(step: int, elapsed: float, model, optimizer, scheduler, records: list, spec: RunSpec,
-                     phase: int = 0) -> dict:
-    """What a checkpoint holds: trainable weights, optimizer, scheduler and RNG state, records, the spec, and
-    the index of the phase whose trainable weights, optimizer and scheduler these are."""
+def checkpoint_state(step: int, elapsed: float, model, optimizer_state: dict, scheduler, records: list,
+                     spec: RunSpec, phase: int = 0) -> dict:
+    """What a checkpoint holds: trainable weights, the optimizer's state (an unsharded AdamW's `state_dict()`),
+    scheduler and RNG state, records, the spec, and the index of the phase whose trainable weights, optimizer and
+    scheduler these are."""
     return {"step": step, "elapsed": elapsed, "phase": phase,
             "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "records": [r.to_row() for r in records],
             "spec": spec.to_dict(), "spec_fingerprint": spec_fingerprint(spec)}
 

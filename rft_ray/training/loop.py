@@ -152,12 +152,10 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     state = load_checkpoint(resume_from, spec) if resume_from else None
     phases.enter(state.get("phase", 0) if state is not None else 0)  # the phase the checkpoint was saved in
     params = count_parameters(model)  # what trains in the current phase
-    parallel = DataParallel.current()  # a trial's data-parallel workers (Ray Train's process group), or one
+    parallel = DataParallel.current(t.sharding)  # a trial's data-parallel workers (Ray Train's process group), or one
     share = parallel.share(run.order.batch_size) if parallel.active else None
     global_share = (share[0], run.order.batch_size) if share is not None else None
-    stepped = parallel.wrap(model)  # what the training step calls: DDP over the phase's trainable weights
     eval_shard = EvalShard(parallel.rank, parallel.world)  # each worker's part of every evaluation subset
-    context = RunContext(spec, model, phases.optimizer, phases.scheduler, device, run.total_steps, run.bundle)
 
     point_hooks = hooks(observers, "records_changed")
     verdict_hooks = hooks(observers, "verdicts_measured")  # per-image verdicts (rft_ray.results.verdicts)
@@ -171,8 +169,16 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
         records = _restore(state, model, phases.optimizer, phases.scheduler, resume_from)
         step, elapsed_before = state["step"], state["elapsed"]
         publish(records, None)
+    # What the training step calls: DDP over the phase's trainable weights, or (fsdp) a sharded copy of the restored
+    # model that the phase's optimizer now steps.
+    stepped = parallel.wrap(model, phases)
+    context = RunContext(spec, model, phases.optimizer, phases.scheduler, device, run.total_steps, run.bundle)
 
     def evaluation_point(loss: float) -> None:
+        with parallel.whole(stepped, model, device):  # fsdp: the weights trained so far, gathered into `model`
+            measure_point(loss)
+
+    def measure_point(loss: float) -> None:
         record = None
         began = time.perf_counter()
         verdicts: dict = {}
@@ -185,10 +191,12 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
             record = _record(run, params, step, loss, metrics, elapsed, time.perf_counter() - began)
         records.append(parallel.from_leader(record))
         saved = None
-        if checkpoint_dir is not None and t.checkpoint and parallel.leads:  # written once
-            state = checkpoint_state(step, elapsed_before + time.perf_counter() - started, model, phases.optimizer,
-                                     phases.scheduler, records, spec, phases.index)
-            saved = save_checkpoint(Path(checkpoint_dir), state).parent
+        if checkpoint_dir is not None and t.checkpoint:
+            optimizer_state = parallel.optimizer_state(phases.optimizer)  # fsdp: gathered, by every worker
+            if parallel.leads:  # written once
+                state = checkpoint_state(step, elapsed_before + time.perf_counter() - started, model,
+                                         optimizer_state, phases.scheduler, records, spec, phases.index)
+                saved = save_checkpoint(Path(checkpoint_dir), state).parent
         publish(records, saved)
         if bar is not None:
             bar.set_description_str(spec.run_id)
@@ -205,10 +213,12 @@ def train_loop(spec: RunSpec, observers: RunObserver | Sequence[RunObserver], ch
     batches = train_batches(run.bundle.train, run.order, step, resolve_workers(t.num_workers), device, share)
     with contextlib.closing(batches):  # the batch thread stops with the run, whether it ends or raises
         while step < run.total_steps:
-            if phases.advance(step):  # a new phase: what trains, a fresh optimizer and LR schedule
+            if phases.begins(step):  # a new phase: what trains, a fresh optimizer and LR schedule
+                with parallel.whole(stepped, model, device):  # fsdp: from the weights trained so far
+                    phases.advance(step)
+                    stepped = parallel.wrap(model, phases)  # DDP (or a sharded copy) over what trains now
                 params = count_parameters(model)
                 context.optimizer, context.scheduler = phases.optimizer, phases.scheduler
-                stepped = parallel.wrap(model)  # DDP over what trains now
             for hook in step_hooks:
                 hook(step + 1, context)
             images, labels = next(batches)

@@ -101,10 +101,24 @@ class PhasedTraining:
                                                                          phase.lr)
         self.index = index
 
+    def begins(self, step: int) -> bool:
+        """Is optimizer step `step` (0-based) the first of the next phase."""
+        following = self.index + 1
+        return following < len(self.phases) and step == self.phases[following].start
+
     def advance(self, step: int) -> bool:
         """Enter the next phase if `step` is its first step; whether a phase began."""
-        following = self.index + 1
-        if following < len(self.phases) and step == self.phases[following].start:
-            self.enter(following)
+        if self.begins(step):
+            self.enter(self.index + 1)
             return True
         return False
+
+    def step_other(self, module: nn.Module, place) -> None:
+        """From now on step `module`, a copy of the model with its parameters in the same order (FSDP's sharded
+        copy): a new AdamW and schedule of the current phase over its trainable parameters, given the state of
+        the old ones (`place(state_dict, new_optimizer)` fits the AdamW state to the new parameters)."""
+        optimizer_state, scheduler_state = self.optimizer.state_dict(), self.scheduler.state_dict()
+        phase = self.phases[self.index]
+        self.optimizer, self.scheduler, self.trainable = build_optimizer(module, self.training, phase.steps, phase.lr)
+        self.optimizer.load_state_dict(place(optimizer_state, self.optimizer))
+        self.scheduler.load_state_dict(scheduler_state)

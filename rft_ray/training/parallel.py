@@ -7,11 +7,16 @@ gradient of the mean loss over the whole global batch, as one worker computes it
 floating-point tolerance, whatever the number of workers. Rank 0 evaluates, checkpoints and writes; the
 others receive its record, so every worker holds the same records (and reports the same metrics).
 
+With `training.sharding: fsdp` the workers train a sharded copy of the model instead (`rft_ray.training.sharding`);
+the loop's model is refreshed from it at evaluation points (`whole`) and checkpoints hold the whole AdamW state
+(`optimizer_state`), as with DDP.
+
 Without an initialised process group of more than one process (`rft run`, a one-worker trial) every method
 here is the identity, and the loop runs exactly as before.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -22,15 +27,20 @@ from torch import nn
 class DataParallel:
     rank: int = 0
     world: int = 1
+    sharding: str = "ddp"  # training.sharding: ddp or fsdp
 
     @classmethod
-    def current(cls) -> "DataParallel":
+    def current(cls, sharding: str = "ddp") -> "DataParallel":
         """The torch process group this process is in (Ray Train's), or a single process."""
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            return cls(dist.get_rank(), dist.get_world_size())
+            return cls(dist.get_rank(), dist.get_world_size(), sharding)
         return cls()
+
+    @property
+    def sharded(self) -> bool:
+        return self.active and self.sharding == "fsdp"
 
     @property
     def active(self) -> bool:
@@ -50,15 +60,42 @@ class DataParallel:
         size = global_batch // self.world
         return self.rank * size, size
 
-    def wrap(self, model: nn.Module) -> nn.Module:
+    def wrap(self, model: nn.Module, phases=None) -> nn.Module:
         """The module the training step calls: DDP over `model` (its trainable parameters as they are now: wrap
-        again when a phase changes what trains), or `model` itself. Evaluation and checkpoints use `model`."""
+        again when a phase changes what trains), or `model` itself. Evaluation and checkpoints use `model`.
+
+        fsdp: a sharded copy of `model`; `phases` (`PhasedTraining`) then steps the copy's parameters, its AdamW
+        state and schedule carried over (a restored run's included), and `model` is parked in host memory."""
         if not self.active:
             return model
+        device = next(model.parameters()).device
+        if self.sharded:
+            from rft_ray.training.sharding import park, shard_copy, shard_optimizer_state
+
+            stepped = shard_copy(model, self.world)
+            phases.step_other(stepped, shard_optimizer_state)
+            park(model)
+            return stepped
         from torch.nn.parallel import DistributedDataParallel
 
-        device = next(model.parameters()).device
         return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+    def whole(self, stepped: nn.Module, model: nn.Module, device: torch.device):
+        """A block in which `model` holds the weights trained so far (fsdp: gathered from `stepped` on every
+        worker, which all enter it; on `device`, parked after); otherwise `model` already does."""
+        if not self.sharded:
+            return contextlib.nullcontext()
+        from rft_ray.training.sharding import gathered
+
+        return gathered(stepped, model, device)
+
+    def optimizer_state(self, optimizer) -> dict:
+        """The optimizer's `state_dict()` as an unsharded AdamW has it (fsdp: gathered, a collective)."""
+        if not self.sharded:
+            return optimizer.state_dict()
+        from rft_ray.training.sharding import whole_optimizer_state
+
+        return whole_optimizer_state(optimizer)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean of a scalar over the workers (each worker's mean loss: the global batch's mean loss)."""
