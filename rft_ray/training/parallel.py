@@ -68,7 +68,6 @@ class DataParallel:
         state and schedule carried over (a restored run's included), and `model` is parked in host memory."""
         if not self.active:
             return model
-        device = next(model.parameters()).device
         if self.sharded:
             from rft_ray.training.sharding import park, shard_copy, shard_optimizer_state
 
@@ -78,6 +77,7 @@ class DataParallel:
             return stepped
         from torch.nn.parallel import DistributedDataParallel
 
+        device = next(model.parameters()).device
         return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
     def whole(self, stepped: nn.Module, model: nn.Module, device: torch.device):
