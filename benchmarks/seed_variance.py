@@ -1,6 +1,7 @@
 """Seed-to-seed against image-sampling variation of the frontier AUC, measured: each strategy fine-tuned on the
-demo's single-run setting (`rft_ray/cli/demo.py`'s DEMO: the embedded CIFAR-10 ViT on digits, 300 steps, 300
-test images, PGD at 2/255 on all of them) once per training seed, on the same images, then `rft analyze`'s seed
+demo's single-run setting (`rft_ray/cli/demo.py`'s DEMO: the embedded CIFAR-10 ViT on digits, 300 test images, PGD
+at 2/255 on all of them; --steps of training, 150 by default where the demo trains 300, to fit a shared 2-core
+machine) once per training seed, on the same images, then `rft analyze`'s seed
 section (analysis/seeds.py) and the seeds that would resolve best vs second. Figures: benchmarks/RESULTS.md and
 the comment above search.seeds in experiments/paper.yaml.
 
@@ -24,13 +25,15 @@ parser.add_argument("out", type=Path)
 parser.add_argument("--strategies", nargs="+", default=["bitfit", "lora"])
 parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
 parser.add_argument("--replicates", type=int, default=1000)
+parser.add_argument("--steps", type=int, default=150)
 args = parser.parse_args()
 print("command: benchmarks/seed_variance.py " + " ".join(sys.argv[1:]), flush=True)
 started = time.perf_counter()
 for strategy in args.strategies:
     for seed in args.seeds:
         base = demo_spec(strategy, args.out).to_dict()
-        spec = run_spec(apply_overrides(base, {"training.seed": seed, "output.run_id": f"{strategy}-s{seed}"}))
+        spec = run_spec(apply_overrides(base, {"training.seed": seed, "training.steps": args.steps,
+                                                "output.run_id": f"{strategy}-s{seed}"}))
         t = time.perf_counter()
         records = run_in_process(spec, progress=False, log=lambda _: None).records
         print(f"{strategy} seed {seed} (lr {DEMO_LR[strategy]:g}): final clean {records[-1].test_clean_acc:.3f} "
