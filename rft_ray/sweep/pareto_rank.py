@@ -28,8 +28,8 @@ better and ceil(3 / 2) = 2, so it continues). The rule that preceded this one (i
 than 1/r of its peers dominate) kept 0.75 to 0.87 of each rung's trials at r = 2 in the simulator (up to all of a
 rung whose trials lie on a trade-off) and still cut late bloomers; benchmarks/RESULTS.md measures both.
 Without the noise terms (a raw slope, optimism 1.5: issue 26's first rule) every trial whose slope a noisy
-evaluation tipped upwards was protected, and a rung kept about 0.8 of its trials; with them about 0.77, and 0.06
-to 0.08 less compute for the same share of the front kept (benchmarks/RESULTS.md).
+evaluation tipped upwards was protected, and a rung kept about 0.8 of its trials; with them about 0.77, and 0.02
+to 0.06 less compute for about the same share of the front kept (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
