@@ -4,8 +4,9 @@ process group: gloo on CPU, NCCL on GPUs) train one model with torch DDP.
 Every worker builds the same seeded model and batch order; at step k each takes its contiguous share of the
 global batch (`training.batch_size` split evenly) and DDP averages the gradients, so the update is the
 gradient of the mean loss over the whole global batch, as one worker computes it: the same records, within
-floating-point tolerance, whatever the number of workers. Rank 0 evaluates, checkpoints and writes; the
-others receive its record, so every worker holds the same records (and reports the same metrics).
+floating-point tolerance, whatever the number of workers. Every worker evaluates its slice of each evaluation
+subset (`rft_ray.evaluation.sharding`); rank 0 makes the record, checkpoints and writes; the others receive its
+record, so every worker holds the same records (and reports the same metrics).
 
 With `training.sharding: fsdp` the workers train a sharded copy of the model instead (`rft_ray.training.sharding`);
 the loop's model is refreshed from it at evaluation points (`whole`) and checkpoints hold the whole AdamW state
@@ -48,7 +49,7 @@ class DataParallel:
 
     @property
     def leads(self) -> bool:
-        """Rank 0: the one that evaluates, checkpoints and writes."""
+        """Rank 0: the one that makes the record, checkpoints and writes."""
         return self.rank == 0
 
     def share(self, global_batch: int) -> tuple[int, int]:
