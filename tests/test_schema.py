@@ -66,7 +66,7 @@ GOOD = [
     ("run", {"evaluation": {"validation": {"enabled": False}}}),
     ("experiment", {}),
     ("experiment", {"strategies": ["full", {"name": "lora", "options": {"r": 4}}], "resources": {"gpus_per_trial": 0.5}}),
-    ("experiment", {"base": {"output": {"keep_checkpoints": "all"}, "training": {"steps": 40}},
+    ("experiment", {"base": {"output": {"keep_checkpoints": "all"}, "training": {"steps": 400}},
                     "search": {"scheduler": "asha", "objectives": [{"metric": "pgd_adv_acc", "reduce": "best"}]}}),
     ("experiment", {"datasets": [{"name": "digits"}, {"name": "cifar10", "label": "c10", "root": "data/c10",
                                                      "options": {"classes": ["cat"]}}]}),
@@ -148,6 +148,7 @@ LOADER_ONLY = [
     ("experiment", {"search": {"objectives": [{"metric": "accuracy"}]}}),  # metric names
     ("experiment", {"strategies": ["lora", "lora"]}),
     ("experiment", {"search": {"scheduler": "asha"}}),  # ASHA needs a step budget
+    ("experiment", {"base": {"training": {"steps": 40}}, "search": {"scheduler": "asha"}}),  # grace_period below it
 ]
 
 
