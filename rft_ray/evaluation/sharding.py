@@ -32,10 +32,14 @@ class EvalShard:
         order, are the whole subset once)."""
         return self._part_of(self.rank, images)
 
+    def _size_of(self, rank: int, images: int) -> int:
+        base, extra = divmod(images, self.world)
+        return base + (rank < extra)
+
     def _part_of(self, rank: int, images: int) -> slice:
         base, extra = divmod(images, self.world)
         start = rank * base + min(rank, extra)
-        return slice(start, start + base + (rank < extra))
+        return slice(start, start + self._size_of(rank, images))
 
     def gather(self, verdicts: torch.Tensor, images: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
         """The boolean verdicts of the whole subset of `images` images, from each worker's verdicts on its
@@ -45,7 +49,7 @@ class EvalShard:
             return verdicts
         import torch.distributed as dist
 
-        mine = len(range(images)[self.part(images)])
+        mine = self._size_of(self.rank, images)
         if len(verdicts) != mine:
             raise ValueError(f"rank {self.rank} has {len(verdicts)} verdicts for its {mine} images of {images}")
         # all_gather moves one size from every worker (so padded), as uint8, and with NCCL only from the GPU
@@ -55,5 +59,5 @@ class EvalShard:
         padded[:len(verdicts)] = verdicts.to(device=via, dtype=torch.uint8)
         pieces = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(pieces, padded)
-        whole = [piece[:len(range(images)[self._part_of(rank, images)])] for rank, piece in enumerate(pieces)]
+        whole = [piece[:self._size_of(rank, images)] for rank, piece in enumerate(pieces)]
         return torch.cat(whole).bool().cpu()
