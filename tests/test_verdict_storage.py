@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -18,6 +19,7 @@ from rft_ray.results.verdicts import (
     XOR,
     RunVerdicts,
     Subset,
+    SubsetFiles,
     VerdictError,
     decode,
     encode,
@@ -46,6 +48,14 @@ def _series(points: int = 30, n: int = 10_000, flips: int = 60, seed: int = 0) -
                         "val": Subset.of(np.arange(100), np.zeros(100))})
 
 
+def _decoded(data: bytes, verdicts: RunVerdicts) -> RunVerdicts:
+    """`data` decoded with the identities of `verdicts`' subsets at hand (as a store keeps them)."""
+    identities = SubsetFiles(pafs._MockFileSystem(), "store/verdicts/subsets")
+    for subset in verdicts.subsets.values():
+        identities.put(subset)
+    return decode(data, "memory", identities)
+
+
 def _same(a: RunVerdicts, b: RunVerdicts) -> None:
     assert sorted(a.points) == sorted(b.points)
     for key, point in a.points.items():
@@ -59,8 +69,8 @@ def _same(a: RunVerdicts, b: RunVerdicts) -> None:
 def test_the_chain_round_trips_every_verdict_and_stores_less(flips):
     series = _series(flips=flips)
     chained, plain = encode(series), encode(series, chain=False)
-    _same(series, decode(chained, "memory"))
-    _same(series, decode(plain, "memory"))
+    _same(series, _decoded(chained, series))
+    _same(series, _decoded(plain, series))
     codings = pq.read_table(io.BytesIO(chained)).column("coding").to_pylist()
     assert codings.count(PLAIN) == 1 + 1 + 30  # each metric's first point, and every val point (its size changes)
     # few verdicts change: their positions (60 of 10,000); many: the XOR of the bitmaps (1,000 > 10,000 / 16)
@@ -76,7 +86,7 @@ def test_interpolated_points_are_keyed_by_step_and_alpha():
     rng = np.random.default_rng(1)
     points = {(20, a): {"test_clean_acc": rng.random(300) < a} for a in (1.0, 0.0, 0.5)}
     verdicts = RunVerdicts(points, {"test_clean_acc": "test"}, {"test": Subset.of(np.arange(300), np.zeros(300))})
-    back = decode(encode(verdicts), "memory")
+    back = _decoded(encode(verdicts), verdicts)
     _same(verdicts, back)
     table = pq.read_table(io.BytesIO(encode(verdicts)))
     assert table.column("alpha").to_pylist() == [0.0, 0.5, 1.0]  # in alpha order, each against the one before
@@ -109,9 +119,10 @@ def test_files_written_by_0_2_0_are_read_as_before():
 
 
 def test_a_chain_without_its_first_point_is_named_damaged():
-    table = pq.read_table(io.BytesIO(encode(_series(points=3))))
+    series = _series(points=3)
+    table = pq.read_table(io.BytesIO(encode(series)))
     rows = table.filter(pc.not_equal(table.column("step"), 0))  # drop step 0: step 50 now XORs nothing
     buffer = io.BytesIO()
     pq.write_table(rows, buffer)
     with pytest.raises(VerdictError, match="step 50 of test_clean_acc cannot be decoded .*previous point"):
-        decode(buffer.getvalue(), "cut.parquet")
+        _decoded(buffer.getvalue(), series)
