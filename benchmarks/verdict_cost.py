@@ -62,7 +62,8 @@ def real_stores(roots):
                   f"{sizes[6] / max(points - 1, 1):.0f} B), plain {sizes[3] / points:.0f} B")
         rec, stored, now, plain, points, added, rec_added = totals
         folder = f"{root}/{SUBSETS_DIR}"
-        on_disk = sum(os.path.getsize(f"{folder}/{name}") for name in os.listdir(folder)) if os.path.isdir(folder) else 0
+        on_disk = sum(os.path.getsize(f"{folder}/{name}") for name in os.listdir(folder)) if os.path.isdir(folder) \
+            else 0
         ident = on_disk or sum(identities.values())
         runs = sum(1 for run_id in store.run_ids() if store.has_verdicts(run_id))
         print(f"{root}: {runs} runs, {int(points)} points; records {int(rec)} B ({rec / points:.0f} B/point); "

@@ -85,7 +85,8 @@ def test_identities_live_on_an_object_store_too():
     write_verdicts(fs, "bucket/store", "r1", verdicts)
     write_verdicts(fs, "bucket/store", "r2", _verdicts(1))
     files = fs.get_file_info(pafs.FileSelector(f"bucket/store/{SUBSETS_DIR}"))
-    assert sorted(info.base_name for info in files) == sorted(f"{s.fingerprint}.json" for s in verdicts.subsets.values())
+    names = sorted(f"{subset.fingerprint}.json" for subset in verdicts.subsets.values())
+    assert sorted(info.base_name for info in files) == names
     back = read_verdicts(fs, "bucket/store", "r2")
     assert back.subset_of("test_clean_acc").same_images(verdicts.subsets["test"])
 
@@ -109,7 +110,8 @@ def test_sidecars_with_their_identity_inline_still_read(tmp_path):
     np.testing.assert_array_equal(back.points[20]["test_clean_acc"], verdicts.points[20]["test_clean_acc"])
     # resumed and written again, the run's sidecar moves its identities to the store's files
     ResultStore(tmp_path).write_verdicts("old", back)
-    assert len(_identity_files(tmp_path)) == 2 and "indices" not in _metadata(tmp_path / "verdicts" / "old.parquet")["test"]
+    assert len(_identity_files(tmp_path)) == 2
+    assert "indices" not in _metadata(tmp_path / "verdicts" / "old.parquet")["test"]
 
 
 def test_a_missing_identity_file_is_named(tmp_path):

@@ -13,11 +13,10 @@ alpha). One row per (step[, alpha], metric):
     subset   the images, by name: test, test/pgd, ood/<domain>, val, val/pgd, val/ood/<domain>
     n        how many images (bits)
     coding   how `bits` holds the point against the previous point of the same metric (the row before it, in
-             the file's order, with that metric), whichever is smaller: 0 plain (a metric's first point, or a
-             subset of another size); 1 the XOR of the two bitmaps, packed; 2 the positions of the images whose
-             verdict changed, as little-endian uint16 gaps (when fewer than 1/16 of the images changed and no
-             gap exceeds 65,535). Few images change their verdict between evaluation points, so a point costs a
-             fraction of its bitmap (measured: docs/guides/analysis.md)
+             the file's order, with that metric): plain bits, the XOR of the two bitmaps, or the positions of the
+             images whose verdict changed (`rft_ray.results.verdict_codec`). Few images change their verdict
+             between evaluation points, so a point costs a fraction of its bitmap (measured:
+             docs/guides/analysis.md)
     bits     numpy.packbits of the booleans in the subset's image order (1 = correct / robust), or what `coding`
              says
 
@@ -49,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rft_ray.results.files import read_bytes, write_bytes
+from rft_ray.results.verdict_codec import PLAIN, coded, uncoded
 from rft_ray.results.verdict_subsets import (  # the subsets' identity; Subset and VerdictError are used from here
     SUBSETS_DIR,
     Subset,
@@ -64,7 +64,6 @@ SUBSETS_KEY = b"rft.verdict_subsets"
 _SCHEMA = pa.schema([("step", pa.int64()), ("alpha", pa.float64()), ("metric", pa.string()), ("subset", pa.string()),
                      ("n", pa.int32()), ("coding", pa.int8()), ("bits", pa.binary())])
 _OLD_COLUMNS = ("step", "metric", "subset", "n", "bits")  # 0.2.0's files: every row plain
-PLAIN, XOR, CHANGED = 0, 1, 2  # the codings (module docstring)
 ZSTD_LEVEL = 9
 
 
@@ -104,31 +103,6 @@ def _order(key) -> tuple[int, float]:
     return step, -1.0 if alpha is None else alpha
 
 
-def _coded(ok: np.ndarray, before: np.ndarray | None, chain: bool) -> tuple[int, bytes]:
-    """(coding, bytes) of one point's verdicts against the previous point's (module docstring)."""
-    if not chain or before is None or len(before) != len(ok):
-        return PLAIN, np.packbits(ok).tobytes()
-    changed = np.flatnonzero(ok != before)
-    gaps = np.diff(changed, prepend=0)
-    if len(changed) * 16 < len(ok) and (len(gaps) == 0 or gaps.max() < 2**16):
-        return CHANGED, gaps.astype("<u2").tobytes()
-    return XOR, np.packbits(ok ^ before).tobytes()
-
-
-def _uncoded(coding: int, data: bytes, n: int, before: np.ndarray | None) -> np.ndarray:
-    if coding == PLAIN:
-        return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=n).astype(bool)
-    if before is None or len(before) != n:
-        raise ValueError("it is stored against a previous point the file does not hold")
-    if coding == XOR:
-        return before ^ np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=n).astype(bool)
-    if coding == CHANGED:
-        ok = before.copy()
-        ok[np.cumsum(np.frombuffer(data, dtype="<u2").astype(np.int64))] ^= True
-        return ok
-    raise ValueError(f"unknown coding {coding}")
-
-
 def encode(verdicts: RunVerdicts, chain: bool = True) -> bytes:
     """The sidecar file's bytes (Parquet, zstd; module docstring); `chain` False writes every point plain (what
     the storage measurement compares against)."""
@@ -138,18 +112,20 @@ def encode(verdicts: RunVerdicts, chain: bool = True) -> bytes:
         step, alpha = _split(key)
         for metric, ok in sorted(verdicts.points[key].items()):
             ok = np.asarray(ok, dtype=bool)
-            coding, data = _coded(ok, previous.get(metric), chain)
+            coding, data = coded(ok, previous.get(metric), chain)
             for name, value in (("step", step), ("alpha", alpha), ("metric", metric),
                                 ("subset", verdicts.metric_subsets[metric]), ("n", int(len(ok))),
                                 ("coding", coding), ("bits", data)):
                 rows[name].append(value)
             previous[metric] = ok
-    table = pa.table(rows, schema=_SCHEMA)
     subsets = {name: reference(subset) for name, subset in sorted(verdicts.subsets.items())}
-    table = table.replace_schema_metadata({SUBSETS_KEY: json.dumps(subsets)})
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", compression_level=ZSTD_LEVEL,
-                   use_dictionary=["metric", "subset"])
+    # No Arrow schema (it repeats the metadata, base64) nor column statistics in the footer: nothing reads them,
+    # and they were most of a short run's file
+    with pq.ParquetWriter(buffer, _SCHEMA, compression="zstd", compression_level=ZSTD_LEVEL,
+                          use_dictionary=["metric", "subset"], store_schema=False, write_statistics=False) as out:
+        out.write_table(pa.table(rows, schema=_SCHEMA))
+        out.add_key_value_metadata({SUBSETS_KEY: json.dumps(subsets)})
     return buffer.getvalue()
 
 
@@ -177,7 +153,7 @@ def decode(data: bytes, where: str, identities: SubsetFiles | None = None) -> Ru
     for step, alpha, metric, subset, n, coding, bits in zip(columns["step"], alphas, columns["metric"],
                                                             columns["subset"], columns["n"], codings, columns["bits"]):
         try:
-            ok = _uncoded(coding, bits, n, previous.get(metric))
+            ok = uncoded(coding, bits, n, previous.get(metric))
         except (ValueError, IndexError) as err:
             raise VerdictError(f"verdict file {where}: step {step} of {metric} cannot be decoded ({err}); the file "
                                "is damaged") from err
