@@ -27,13 +27,16 @@ def _first_points(verdicts: RunVerdicts, count: int) -> RunVerdicts:
     return RunVerdicts({k: verdicts.points[k] for k in keys}, verdicts.metric_subsets, verdicts.subsets)
 
 
-def _first_row_bytes(path: str) -> int:
-    """The size of a run file holding only its first record (as `ResultStore.write_run` writes it)."""
+def _first_row_bytes(path: str, rows: int = 1) -> int:
+    """The size of a run file holding only its first `rows` records (as `ResultStore.write_run` writes it)."""
     import io
     import pyarrow.parquet as pq
     buffer = io.BytesIO()
-    pq.write_table(pq.read_table(path).slice(0, 1), buffer)
+    pq.write_table(pq.read_table(path).slice(0, rows), buffer)
     return len(buffer.getvalue())
+
+
+PAPER_POINTS = 17  # a CIFAR-10 run of experiments/paper.yaml (rft estimate experiments/paper.yaml: 7,020 steps)
 
 
 def real_stores(roots):
@@ -55,6 +58,11 @@ def real_stores(roots):
                      now, len(encode(verdicts, chain=False)), points, added * (points - 1),
                      records - _first_row_bytes(f"{root}/{run_id}.parquet")]
             totals += sizes
+            if points >= PAPER_POINTS:  # what a run of the paper study's length would store
+                side, rec = len(encode(_first_points(verdicts, PAPER_POINTS))), _first_row_bytes(
+                    f"{root}/{run_id}.parquet", PAPER_POINTS)
+                print(f"{root} {run_id}, its first {PAPER_POINTS} points: sidecar {side} B, records {rec} B "
+                      f"({side / rec:.2f}x)")
             bits = sum(len(v) for v in next(iter(verdicts.points.values())).values())
             print(f"{root} {run_id}: {points} points, {bits} verdicts a point; per point: records "
                   f"{sizes[0] / points:.0f} B, sidecar as stored {sizes[1] / points:.0f} B, this version "
