@@ -1,7 +1,6 @@
 """How verdicts are stored (rft_ray/results/verdicts.py, verdict_codec.py): each point against the previous point of
-its metric (the changed images' positions, Elias-Fano coded, or the XOR of the bitmaps), zstd, decoded
-transparently; (step, alpha) keys of interpolated points; and files written by 0.2.0 and with uint16 gaps read as
-before."""
+its metric (the changed images' positions as uint16 gaps, or the XOR of the bitmaps), zstd, decoded
+transparently; (step, alpha) keys of interpolated points; and files written by 0.2.0 read as before."""
 from __future__ import annotations
 
 import io
@@ -14,7 +13,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from rft_ray.results.verdict_codec import GAPS, PLAIN, POSITIONS, XOR, positions_bytes, positions_of
+from rft_ray.results.verdict_codec import GAPS, PLAIN, XOR
 from rft_ray.results.verdicts import (
     SUBSETS_KEY,
     RunVerdicts,
@@ -73,8 +72,8 @@ def test_the_chain_round_trips_every_verdict_and_stores_less(flips):
     _same(series, _decoded(plain, series))
     codings = pq.read_table(io.BytesIO(chained)).column("coding").to_pylist()
     assert codings.count(PLAIN) == 1 + 1 + 30  # each metric's first point, and every val point (its size changes)
-    # the positions of the changed images (60 or 1,000 of 10,000, 5 of 200) are smaller than the XOR's bitmap
-    assert codings.count(POSITIONS) == 29 + 9 and codings.count(XOR) == 0
+    # few verdicts change: their positions (60 of 10,000); many: the XOR of the bitmaps (1,000 > 10,000 / 16)
+    assert codings.count(GAPS if flips == 60 else XOR) == 29 + (9 if flips == 60 else 0)
 
     def per_point(chain: bool) -> float:  # what one more point costs (the file's footer is paid once)
         return (len(encode(_series(40, flips=flips), chain)) - len(encode(_series(20, flips=flips), chain))) / 20
@@ -127,58 +126,3 @@ def test_a_chain_without_its_first_point_is_named_damaged():
     with pytest.raises(VerdictError, match="step 50 of test_clean_acc cannot be decoded .*previous point"):
         _decoded(buffer.getvalue(), series)
 
-
-def _rows(verdicts: RunVerdicts, coding, extra: dict) -> bytes:
-    """A sidecar of the current layout whose rows `coding(ok, before)` codes (identities inline, as before)."""
-    from rft_ray.results.verdicts import _SCHEMA
-
-    rows = {name: [] for name in _SCHEMA.names}
-    before = {}
-    for step in sorted(verdicts.points):
-        for metric, ok in sorted(verdicts.points[step].items()):
-            code, data = coding(ok, before.get(metric))
-            for name, value in (("step", step), ("alpha", None), ("metric", metric),
-                                ("subset", verdicts.metric_subsets[metric]), ("n", len(ok)), ("coding", code),
-                                ("bits", data)):
-                rows[name].append(value)
-            before[metric] = ok
-    table = pa.table(rows, schema=_SCHEMA).replace_schema_metadata({SUBSETS_KEY: json.dumps(extra)})
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue()
-
-
-def test_files_with_uint16_gaps_are_read_as_before():
-    """The coding written before Elias-Fano: the changed positions as uint16 gaps."""
-    def gaps(ok, before):
-        if before is None or len(before) != len(ok):
-            return PLAIN, np.packbits(ok).tobytes()
-        return GAPS, np.diff(np.flatnonzero(ok != before), prepend=0).astype("<u2").tobytes()
-
-    series = _series(points=6)
-    data = _rows(series, gaps, {name: s.to_json() for name, s in series.subsets.items()})
-    assert GAPS in pq.read_table(io.BytesIO(data)).column("coding").to_pylist()
-    _same(series, decode(data, "gaps.parquet"))
-
-
-@pytest.mark.parametrize("n, k", [(10_000, 0), (10_000, 1), (10_000, 100), (10_000, 9_999), (200, 200), (1, 1),
-                                  (7, 3), (300_000, 5)])
-def test_changed_positions_round_trip_in_about_2_plus_log2_n_over_k_bits_each(n, k):
-    positions = np.sort(np.random.default_rng(k).choice(n, k, replace=False))
-    data = positions_bytes(positions, n)
-    np.testing.assert_array_equal(positions_of(data, n), positions)
-    bound = k * (2 + np.log2(n / k)) if k else 1
-    assert len(data) <= 5 + bound / 8 + 2, len(data)
-
-
-def test_damaged_positions_are_named():
-    series = _series(points=3)
-    table = pq.read_table(io.BytesIO(encode(series)))
-    bits = table.column("bits").to_pylist()
-    row = table.column("coding").to_pylist().index(POSITIONS)
-    bits[row] = bits[row][:6]  # cut after its header
-    cut = table.set_column(table.column_names.index("bits"), "bits", pa.array(bits, pa.binary()))
-    buffer = io.BytesIO()
-    pq.write_table(cut, buffer)
-    with pytest.raises(VerdictError, match="cannot be decoded .*bits where .* are needed.*damaged"):
-        _decoded(buffer.getvalue(), series)

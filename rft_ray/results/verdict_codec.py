@@ -2,20 +2,18 @@
 
     0 PLAIN      numpy.packbits of the booleans (a metric's first point, or a subset of another size)
     1 XOR        numpy.packbits of the XOR of the two bitmaps
-    2 GAPS       the positions of the images whose verdict changed, as little-endian uint16 gaps (written before
-                 POSITIONS; still read)
-    3 POSITIONS  the same positions, Elias-Fano coded: k (a LEB128 varint), then with L = floor(log2(n / k))
-                 k + (n >> L) + 1 bits holding each position's high part in unary (bit (p >> L) + i set for the
-                 i-th position), then its low L bits, k * L bits, most significant first (both numpy.packbits).
-                 About k (2 + log2(n / k)) bits for k changes of n images, against 16 k for GAPS; vectorised.
+    2 GAPS       the positions of the images whose verdict changed, as little-endian uint16 gaps (when fewer than
+                 1/16 of the images changed and no gap exceeds 65,535)
 
-A point is written as whichever of XOR and POSITIONS is smaller, PLAIN where there is nothing to code against.
+A point is written as GAPS where it can be, else XOR; PLAIN where there is nothing to code against. (Elias-Fano
+coded positions, about k (2 + log2(n / k)) bits for k changes of n images, were tried: on real series of small
+subsets they came out larger after zstd, which halves the uint16 gaps; docs/guides/analysis.md, "Cost".)
 """
 from __future__ import annotations
 
 import numpy as np
 
-PLAIN, XOR, GAPS, POSITIONS = 0, 1, 2, 3
+PLAIN, XOR, GAPS = 0, 1, 2
 
 
 def _bits(data: bytes, count: int, offset: int = 0) -> np.ndarray:
@@ -25,64 +23,15 @@ def _bits(data: bytes, count: int, offset: int = 0) -> np.ndarray:
     return np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=offset), count=count).astype(bool)
 
 
-def _low_bits(k: int, n: int) -> int:
-    return int(np.log2(n / k)) if k else n.bit_length()  # none changed: the unary part is one bit
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
-
-
-def _read_varint(data: bytes) -> tuple[int, int]:
-    """(value, bytes read) of the LEB128 varint `data` starts with."""
-    value = 0
-    for i, byte in enumerate(data[:5]):
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, i + 1
-    raise ValueError("its count is not a varint")
-
-
-def positions_bytes(positions: np.ndarray, n: int) -> bytes:
-    """The Elias-Fano coding of `positions` (sorted, distinct, each < n)."""
-    k = len(positions)
-    low_bits = _low_bits(k, n)
-    upper = np.zeros(k + (n >> low_bits) + 1, dtype=bool)
-    upper[(positions >> low_bits) + np.arange(k)] = True
-    low = (positions[:, None] >> np.arange(low_bits - 1, -1, -1)) & 1
-    return _varint(k) + np.packbits(upper).tobytes() + np.packbits(low.astype(bool)).tobytes()
-
-
-def positions_of(data: bytes, n: int) -> np.ndarray:
-    """The positions `positions_bytes` coded; ValueError where `data` does not hold k positions below n."""
-    k, start = _read_varint(data)
-    if k > n:
-        raise ValueError(f"it says {k} positions among {n} images")
-    low_bits = _low_bits(k, n)
-    upper_len = k + (n >> low_bits) + 1
-    upper = np.flatnonzero(_bits(data, upper_len, start))
-    if len(upper) != k:
-        raise ValueError(f"it holds {len(upper)} positions where it says {k}")
-    low = _bits(data, k * low_bits, start + (upper_len + 7) // 8).reshape(k, low_bits).astype(np.int64)
-    positions = ((upper - np.arange(k)) << low_bits) | (low @ (1 << np.arange(low_bits - 1, -1, -1, dtype=np.int64)))
-    if k and (positions[-1] >= n or np.any(np.diff(positions) <= 0)):
-        raise ValueError("its positions are not distinct images of the subset")
-    return positions
-
-
 def coded(ok: np.ndarray, before: np.ndarray | None, chain: bool) -> tuple[int, bytes]:
     """(coding, bytes) of one point's verdicts against the previous point's (module docstring)."""
     if not chain or before is None or len(before) != len(ok):
         return PLAIN, np.packbits(ok).tobytes()
-    changed = ok != before
-    listed = positions_bytes(np.flatnonzero(changed), len(ok))
-    xor = np.packbits(changed).tobytes()
-    return (POSITIONS, listed) if len(listed) < len(xor) else (XOR, xor)
+    changed = np.flatnonzero(ok != before)
+    gaps = np.diff(changed, prepend=0)
+    if len(changed) * 16 < len(ok) and (len(gaps) == 0 or gaps.max() < 2**16):
+        return GAPS, gaps.astype("<u2").tobytes()
+    return XOR, np.packbits(ok ^ before).tobytes()
 
 
 def uncoded(coding: int, data: bytes, n: int, before: np.ndarray | None) -> np.ndarray:
@@ -93,11 +42,8 @@ def uncoded(coding: int, data: bytes, n: int, before: np.ndarray | None) -> np.n
         raise ValueError("it is stored against a previous point the file does not hold")
     if coding == XOR:
         return before ^ _bits(data, n)
-    ok = before.copy()
-    if coding == GAPS:
-        ok[np.cumsum(np.frombuffer(data, dtype="<u2").astype(np.int64))] ^= True
-    elif coding == POSITIONS:
-        ok[positions_of(data, n)] ^= True
-    else:
+    if coding != GAPS:
         raise ValueError(f"unknown coding {coding}")
+    ok = before.copy()
+    ok[np.cumsum(np.frombuffer(data, dtype="<u2").astype(np.int64))] ^= True
     return ok
