@@ -3,8 +3,11 @@
 root: python benchmarks/verdict_cost.py
 
 With --store DIR [DIR ...]: real runs' verdict series instead. For every run of each store: its records file, its
-sidecar as stored, and the same verdicts encoded by this version (each point against the previous one, zstd) and
-plain in this layout, bytes per point; a store written by 0.2.0 gives the before and after of the change."""
+sidecar as stored, and the same verdicts encoded by this version (each point against the previous one, zstd; the
+subsets' identity kept once per store, not in the sidecar) and plain in this layout; what each point after the
+first adds to the sidecar; and per store the identity files' bytes and the sidecars' total against the records'
+total, with and without the identities. A store written by an earlier version gives the before and after."""
+import json
 import os
 import sys
 import tempfile
@@ -15,30 +18,69 @@ import numpy as np
 sys.path.insert(0, '.')
 from rft_ray.results.record import EvalRecord
 from rft_ray.results.store import ResultStore
-from rft_ray.results.verdicts import RunVerdicts, Subset
+from rft_ray.results.verdicts import SUBSETS_DIR, RunVerdicts, Subset, encode
 from analysis.bootstrap import bootstrap_groups
 
 
+def _first_points(verdicts: RunVerdicts, count: int) -> RunVerdicts:
+    keys = sorted(verdicts.points, key=lambda k: k if isinstance(k, tuple) else (k, -1.0))[:count]
+    return RunVerdicts({k: verdicts.points[k] for k in keys}, verdicts.metric_subsets, verdicts.subsets)
+
+
+def _first_row_bytes(path: str, rows: int = 1) -> int:
+    """The size of a run file holding only its first `rows` records (as `ResultStore.write_run` writes it)."""
+    import io
+    import pyarrow.parquet as pq
+    buffer = io.BytesIO()
+    pq.write_table(pq.read_table(path).slice(0, rows), buffer)
+    return len(buffer.getvalue())
+
+
+PAPER_POINTS = 17  # a CIFAR-10 run of experiments/paper.yaml (rft estimate experiments/paper.yaml: 7,020 steps)
+
+
 def real_stores(roots):
-    from rft_ray.results.verdicts import encode
     for root in roots:
         store = ResultStore(root)
-        totals = np.zeros(5)
+        totals = np.zeros(7)
+        identities = {}
         for run_id in store.run_ids():
             verdicts = store.read_verdicts(run_id)
             if verdicts is None:
                 continue
-            sizes = [os.path.getsize(f"{root}/{run_id}.parquet"), os.path.getsize(f"{root}/verdicts/{run_id}.parquet"),
-                     len(encode(verdicts)), len(encode(verdicts, chain=False)), len(verdicts.points)]
+            identities.update({s.fingerprint: len(json.dumps(s.to_json(), sort_keys=True)) for s in
+                               verdicts.subsets.values()})  # the size of its identity file, stored or not
+            points = len(verdicts.points)
+            now = len(encode(verdicts))
+            added = (now - len(encode(_first_points(verdicts, 1)))) / max(points - 1, 1)
+            records = os.path.getsize(f"{root}/{run_id}.parquet")
+            sizes = [records, os.path.getsize(f"{root}/verdicts/{run_id}.parquet"),
+                     now, len(encode(verdicts, chain=False)), points, added * (points - 1),
+                     records - _first_row_bytes(f"{root}/{run_id}.parquet")]
             totals += sizes
+            if points >= PAPER_POINTS:  # what a run of the paper study's length would store
+                side, rec = len(encode(_first_points(verdicts, PAPER_POINTS))), _first_row_bytes(
+                    f"{root}/{run_id}.parquet", PAPER_POINTS)
+                print(f"{root} {run_id}, its first {PAPER_POINTS} points: sidecar {side} B, records {rec} B "
+                      f"({side / rec:.2f}x)")
             bits = sum(len(v) for v in next(iter(verdicts.points.values())).values())
-            print(f"{root} {run_id}: {sizes[4]} points, {bits} verdicts a point; per point: records {sizes[0] / sizes[4]:.0f} B, "
-                  f"sidecar as stored {sizes[1] / sizes[4]:.0f} B, this version {sizes[2] / sizes[4]:.0f} B, plain "
-                  f"{sizes[3] / sizes[4]:.0f} B")
-        rec, stored, now, plain, points = totals
-        print(f"{root}: {int(points)} points; per point records {rec / points:.0f} B, sidecar as stored "
-              f"{stored / points:.0f} B ({stored / rec:.2f}x the records), this version {now / points:.0f} B "
-              f"({now / rec:.2f}x the records; {stored / now:.2f}x smaller than stored)")
+            print(f"{root} {run_id}: {points} points, {bits} verdicts a point; per point: records "
+                  f"{sizes[0] / points:.0f} B, sidecar as stored {sizes[1] / points:.0f} B, this version "
+                  f"{now / points:.0f} B (each point after the first adds {added:.0f} B; to the records "
+                  f"{sizes[6] / max(points - 1, 1):.0f} B), plain {sizes[3] / points:.0f} B")
+        rec, stored, now, plain, points, added, rec_added = totals
+        folder = f"{root}/{SUBSETS_DIR}"
+        on_disk = sum(os.path.getsize(f"{folder}/{name}") for name in os.listdir(folder)) if os.path.isdir(folder) \
+            else 0
+        ident = on_disk or sum(identities.values())
+        runs = sum(1 for run_id in store.run_ids() if store.has_verdicts(run_id))
+        print(f"{root}: {runs} runs, {int(points)} points; records {int(rec)} B ({rec / points:.0f} B/point); "
+              f"sidecars as stored {int(stored)} B ({stored / rec:.2f}x the records); this version {int(now)} B "
+              f"({now / points:.0f} B/point, {now / rec:.2f}x the records; {stored / now:.2f}x smaller than stored), "
+              f"plus the store's {len(identities)} subset identities {int(ident)} B "
+              f"({'on disk' if on_disk else 'as they would be written'}): {(now + ident) / rec:.2f}x the records "
+              f"with them; each point after a run's first adds {added / max(points - runs, 1):.0f} B to its sidecar, "
+              f"{rec_added / max(points - runs, 1):.0f} B to its records")
 
 
 if "--store" in sys.argv:
@@ -71,16 +113,18 @@ def run_sizes(points, n_test, n_pgd, domains, n_ood, n_val, n_vpgd):
     subsets = {s: Subset.of(np.sort(rng.choice(50000, n, replace=False)), rng.integers(0, 10, n)) for s, n in sizes.items()}
     store.write_verdicts("r", RunVerdicts(pts, metric_subsets, subsets))
     rec = os.path.getsize(f"{tmp}/r.parquet"); ver = os.path.getsize(f"{tmp}/verdicts/r.parquet")
+    ident = sum(os.path.getsize(f"{tmp}/{SUBSETS_DIR}/{name}") for name in os.listdir(f"{tmp}/{SUBSETS_DIR}"))
     bits = n_test + n_pgd + len(domains) * n_ood + n_val + n_vpgd
-    return rec, ver, bits
+    return rec, ver, ident, bits
 
 for label, points, args in (("paper study, cifar10 (test 10,000, PGD 1,000, 4 corruptions x 1,000, val 500 + PGD 200)", 60,
                              (10000, 1000, ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"], 1000, 500, 200)),
                             ("demo (test 300, PGD 200, 4 corruptions x 100, val 500 + PGD 200)", 6,
                              (300, 200, ["gaussian_noise", "gaussian_blur", "contrast", "jpeg"], 100, 500, 200))):
-    rec, ver, bits = run_sizes(points, *args)
+    rec, ver, ident, bits = run_sizes(points, *args)
     print(f"{label}: {points} points; records file {rec} B ({rec/points:.0f} B/point); verdict sidecar {ver} B "
-          f"({ver/points:.0f} B/point; {bits} verdicts = {bits/8:.0f} B packed per point); sidecar/records = {ver/rec:.2f}")
+          f"({ver/points:.0f} B/point; {bits} verdicts = {bits/8:.0f} B packed per point); sidecar/records = "
+          f"{ver/rec:.2f}; the subsets' identity, once per store: {ident} B")
 
 # bootstrap time: demo-sized analysis: 7 strategies x 2 trials x 6 points, 300 test / 200 PGD images, 1000 replicates
 P = 7 * 2 * 6

@@ -1,5 +1,6 @@
-"""How verdicts are stored (rft_ray/results/verdicts.py): each point against the previous point of its metric
-(the changed images' positions, or the XOR of the bitmaps), zstd, decoded transparently; (step, alpha) keys of interpolated points; and files written by 0.2.0 read as before."""
+"""How verdicts are stored (rft_ray/results/verdicts.py, verdict_codec.py): each point against the previous point of
+its metric (the changed images' positions as uint16 gaps, or the XOR of the bitmaps), zstd, decoded
+transparently; (step, alpha) keys of interpolated points; and files written by 0.2.0 read as before."""
 from __future__ import annotations
 
 import io
@@ -8,16 +9,16 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from rft_ray.results.verdict_codec import GAPS, PLAIN, XOR
 from rft_ray.results.verdicts import (
-    CHANGED,
-    PLAIN,
     SUBSETS_KEY,
-    XOR,
     RunVerdicts,
     Subset,
+    SubsetFiles,
     VerdictError,
     decode,
     encode,
@@ -46,6 +47,14 @@ def _series(points: int = 30, n: int = 10_000, flips: int = 60, seed: int = 0) -
                         "val": Subset.of(np.arange(100), np.zeros(100))})
 
 
+def _decoded(data: bytes, verdicts: RunVerdicts) -> RunVerdicts:
+    """`data` decoded with the identities of `verdicts`' subsets at hand (as a store keeps them)."""
+    identities = SubsetFiles(pafs._MockFileSystem(), "store/verdicts/subsets")
+    for subset in verdicts.subsets.values():
+        identities.put(subset)
+    return decode(data, "memory", identities)
+
+
 def _same(a: RunVerdicts, b: RunVerdicts) -> None:
     assert sorted(a.points) == sorted(b.points)
     for key, point in a.points.items():
@@ -59,12 +68,12 @@ def _same(a: RunVerdicts, b: RunVerdicts) -> None:
 def test_the_chain_round_trips_every_verdict_and_stores_less(flips):
     series = _series(flips=flips)
     chained, plain = encode(series), encode(series, chain=False)
-    _same(series, decode(chained, "memory"))
-    _same(series, decode(plain, "memory"))
+    _same(series, _decoded(chained, series))
+    _same(series, _decoded(plain, series))
     codings = pq.read_table(io.BytesIO(chained)).column("coding").to_pylist()
     assert codings.count(PLAIN) == 1 + 1 + 30  # each metric's first point, and every val point (its size changes)
     # few verdicts change: their positions (60 of 10,000); many: the XOR of the bitmaps (1,000 > 10,000 / 16)
-    assert codings.count(CHANGED if flips == 60 else XOR) == 29 + (9 if flips == 60 else 0)
+    assert codings.count(GAPS if flips == 60 else XOR) == 29 + (9 if flips == 60 else 0)
 
     def per_point(chain: bool) -> float:  # what one more point costs (the file's footer is paid once)
         return (len(encode(_series(40, flips=flips), chain)) - len(encode(_series(20, flips=flips), chain))) / 20
@@ -76,7 +85,7 @@ def test_interpolated_points_are_keyed_by_step_and_alpha():
     rng = np.random.default_rng(1)
     points = {(20, a): {"test_clean_acc": rng.random(300) < a} for a in (1.0, 0.0, 0.5)}
     verdicts = RunVerdicts(points, {"test_clean_acc": "test"}, {"test": Subset.of(np.arange(300), np.zeros(300))})
-    back = decode(encode(verdicts), "memory")
+    back = _decoded(encode(verdicts), verdicts)
     _same(verdicts, back)
     table = pq.read_table(io.BytesIO(encode(verdicts)))
     assert table.column("alpha").to_pylist() == [0.0, 0.5, 1.0]  # in alpha order, each against the one before
@@ -109,9 +118,11 @@ def test_files_written_by_0_2_0_are_read_as_before():
 
 
 def test_a_chain_without_its_first_point_is_named_damaged():
-    table = pq.read_table(io.BytesIO(encode(_series(points=3))))
+    series = _series(points=3)
+    table = pq.read_table(io.BytesIO(encode(series)))
     rows = table.filter(pc.not_equal(table.column("step"), 0))  # drop step 0: step 50 now XORs nothing
     buffer = io.BytesIO()
     pq.write_table(rows, buffer)
     with pytest.raises(VerdictError, match="step 50 of test_clean_acc cannot be decoded .*previous point"):
-        decode(buffer.getvalue(), "cut.parquet")
+        _decoded(buffer.getvalue(), series)
+

@@ -28,7 +28,10 @@ from rft_ray.results.verdicts import (
     ATTACK_VERDICTS_DIR,
     VERDICTS_DIR,
     RunVerdicts,
+    SubsetFiles,
+    named_subsets,
     read_verdicts,
+    store_identities,
     verdicts_path,
     write_verdicts,
 )
@@ -63,11 +66,15 @@ def check_run_id(run_id: str) -> str:
 
 
 class ResultStore:
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, identities_of: "ResultStore | None" = None):
+        """`identities_of`: the store whose subset identities this one's verdicts name (`rft interpolate`'s
+        store inside a result store shares that store's; `rft_ray.results.verdict_subsets`)."""
         root = str(root)
         self.fs, self.path = filesystem_for(root)
         self.local = not is_uri(root)
         self.root = root
+        self.identities: SubsetFiles = (identities_of.identities if identities_of is not None
+                                        else store_identities(self.fs, self.path))
 
     def run_path(self, run_id: str) -> str:
         return f"{self.path}/{check_run_id(run_id)}.parquet"
@@ -198,17 +205,26 @@ class ResultStore:
         """Replace the run's per-image verdicts (`rft_ray.results.verdicts`; `rft attack`'s in
         ATTACK_VERDICTS_DIR), atomically, before its file."""
         try:
-            write_verdicts(self.fs, self.path, check_run_id(run_id), verdicts, folder)
+            write_verdicts(self.fs, self.path, check_run_id(run_id), verdicts, folder, self.identities)
         except OSError as err:
             raise StoreWriteError(f"cannot write the verdicts of run {run_id} in {self.root} ({err}); their previous "
                                   "version, if any, is intact", getattr(err, "errno", None)) from err
+
+    def share_identities(self, relatives: list[str], target: "ResultStore") -> None:
+        """Put into `target`'s subset identities those that the verdict files among `relatives` (paths relative
+        to the root, e.g. `derived_files`') name: before those files move or are copied there."""
+        for relative in relatives:
+            if relative.endswith(".parquet") and relative.split("/")[-2:-1] == [VERDICTS_DIR]:
+                path = f"{self.path}/{relative}"
+                for fingerprint, n in named_subsets(self.fs, path).values():
+                    target.identities.put(self.identities.get(fingerprint, n, path))
 
     def has_verdicts(self, run_id: str) -> bool:
         return self.fs.get_file_info(verdicts_path(self.path, check_run_id(run_id))).type == pafs.FileType.File
 
     def read_verdicts(self, run_id: str, folder: str = VERDICTS_DIR) -> RunVerdicts | None:
         """The run's per-image verdicts (in `folder`); None for a run written before they were kept."""
-        return read_verdicts(self.fs, self.path, check_run_id(run_id), folder)
+        return read_verdicts(self.fs, self.path, check_run_id(run_id), folder, self.identities)
 
     def class_names(self, run_id: str) -> list[str] | None:
         """The run's class names in the order of its model's outputs, from its file's metadata; None for a run

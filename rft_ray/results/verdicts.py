@@ -13,22 +13,23 @@ alpha). One row per (step[, alpha], metric):
     subset   the images, by name: test, test/pgd, ood/<domain>, val, val/pgd, val/ood/<domain>
     n        how many images (bits)
     coding   how `bits` holds the point against the previous point of the same metric (the row before it, in
-             the file's order, with that metric), whichever is smaller: 0 plain (a metric's first point, or a
-             subset of another size); 1 the XOR of the two bitmaps, packed; 2 the positions of the images whose
-             verdict changed, as little-endian uint16 gaps (when fewer than 1/16 of the images changed and no
-             gap exceeds 65,535). Few images change their verdict between evaluation points, so a point costs a
-             fraction of its bitmap (measured: docs/guides/analysis.md)
+             the file's order, with that metric): plain bits, the XOR of the two bitmaps, or the positions of the
+             images whose verdict changed (`rft_ray.results.verdict_codec`). Few images change their verdict
+             between evaluation points, so a point costs a fraction of its bitmap (measured:
+             docs/guides/analysis.md)
     bits     numpy.packbits of the booleans in the subset's image order (1 = correct / robust), or what `coding`
              says
 
 Decoding undoes the chain transparently; the file is zstd-compressed. Files written by 0.2.0 (no alpha or coding
 column: every row plain) are read as before.
 
-Image identity (the file's schema metadata, `rft.verdict_subsets`): per subset its image indices into the
-dataset's split (the seeded, class-stratified draw; the PGD subsets index the test or validation split too) and a
-fingerprint (SHA-256 of the indices, labels and pixels). Every run of a dataset with the same `split_seed` and
-subset sizes draws the same images, so the fingerprints agree and two runs' verdicts pair image by image; where
-they differ, pairing is refused (`analysis.bootstrap`).
+Image identity: per subset its image indices into the dataset's split and a fingerprint
+(`rft_ray.results.verdict_subsets`). Every run of a dataset with the same `split_seed` and subset sizes draws the
+same images, so the fingerprints agree and two runs' verdicts pair image by image; where they differ, pairing is
+refused (`analysis.bootstrap`). The identities are kept once per store (`<store>/verdicts/subsets/
+<fingerprint>.json`, written before the first sidecar naming them); the file's schema metadata
+(`rft.verdict_subsets`) names each subset's fingerprint and n. Files written before held each identity (its
+indices too) in that metadata, and still read.
 
 Written before the run's own file at every point (`rft_ray.training.runner.StoreObserver`), replaced whole and
 atomically (a temporary renamed locally, one object write on object stores): every row a reader sees in the run's
@@ -37,8 +38,6 @@ The folder is not a run: `ResultStore.run_ids` lists the root's files only.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 import zlib
@@ -49,6 +48,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rft_ray.results.files import read_bytes, write_bytes
+from rft_ray.results.verdict_codec import PLAIN, coded, uncoded
+from rft_ray.results.verdict_subsets import (  # the subsets' identity; Subset and VerdictError are used from here
+    SUBSETS_DIR,
+    Subset,
+    SubsetFiles,
+    VerdictError,
+    reference,
+)
 
 VERDICTS_DIR = "verdicts"
 ATTACK_VERDICTS_DIR = "attacks/verdicts"  # `rft attack`'s, one file per attacked run
@@ -57,39 +64,7 @@ SUBSETS_KEY = b"rft.verdict_subsets"
 _SCHEMA = pa.schema([("step", pa.int64()), ("alpha", pa.float64()), ("metric", pa.string()), ("subset", pa.string()),
                      ("n", pa.int32()), ("coding", pa.int8()), ("bits", pa.binary())])
 _OLD_COLUMNS = ("step", "metric", "subset", "n", "bits")  # 0.2.0's files: every row plain
-PLAIN, XOR, CHANGED = 0, 1, 2  # the codings (module docstring)
 ZSTD_LEVEL = 9
-
-
-class VerdictError(ValueError):
-    """A verdict file that cannot be read, or verdicts that do not pair."""
-
-
-@dataclass(frozen=True)
-class Subset:
-    """The images a metric is measured on: indices into the split, and the fingerprint of those images."""
-
-    indices: np.ndarray  # int64
-    fingerprint: str
-
-    @classmethod
-    def of(cls, indices, labels, images=None) -> "Subset":
-        """The identity of a subset from its split indices, labels and (optionally) pixels."""
-        idx = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
-        digest = hashlib.sha256(idx.tobytes())
-        digest.update(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)).tobytes())
-        if images is not None:
-            digest.update(np.ascontiguousarray(np.asarray(images)).tobytes())
-        return cls(idx, digest.hexdigest())
-
-    def to_json(self) -> dict:
-        packed = base64.b64encode(zlib.compress(np.diff(self.indices, prepend=0).astype("<i8").tobytes())).decode()
-        return {"n": int(len(self.indices)), "fingerprint": self.fingerprint, "indices": packed}
-
-    @classmethod
-    def from_json(cls, value: dict) -> "Subset":
-        deltas = np.frombuffer(zlib.decompress(base64.b64decode(value["indices"])), dtype="<i8")
-        return cls(np.cumsum(deltas).astype(np.int64), str(value["fingerprint"]))
 
 
 @dataclass
@@ -128,31 +103,6 @@ def _order(key) -> tuple[int, float]:
     return step, -1.0 if alpha is None else alpha
 
 
-def _coded(ok: np.ndarray, before: np.ndarray | None, chain: bool) -> tuple[int, bytes]:
-    """(coding, bytes) of one point's verdicts against the previous point's (module docstring)."""
-    if not chain or before is None or len(before) != len(ok):
-        return PLAIN, np.packbits(ok).tobytes()
-    changed = np.flatnonzero(ok != before)
-    gaps = np.diff(changed, prepend=0)
-    if len(changed) * 16 < len(ok) and (len(gaps) == 0 or gaps.max() < 2**16):
-        return CHANGED, gaps.astype("<u2").tobytes()
-    return XOR, np.packbits(ok ^ before).tobytes()
-
-
-def _uncoded(coding: int, data: bytes, n: int, before: np.ndarray | None) -> np.ndarray:
-    if coding == PLAIN:
-        return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=n).astype(bool)
-    if before is None or len(before) != n:
-        raise ValueError("it is stored against a previous point the file does not hold")
-    if coding == XOR:
-        return before ^ np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=n).astype(bool)
-    if coding == CHANGED:
-        ok = before.copy()
-        ok[np.cumsum(np.frombuffer(data, dtype="<u2").astype(np.int64))] ^= True
-        return ok
-    raise ValueError(f"unknown coding {coding}")
-
-
 def encode(verdicts: RunVerdicts, chain: bool = True) -> bytes:
     """The sidecar file's bytes (Parquet, zstd; module docstring); `chain` False writes every point plain (what
     the storage measurement compares against)."""
@@ -162,31 +112,39 @@ def encode(verdicts: RunVerdicts, chain: bool = True) -> bytes:
         step, alpha = _split(key)
         for metric, ok in sorted(verdicts.points[key].items()):
             ok = np.asarray(ok, dtype=bool)
-            coding, data = _coded(ok, previous.get(metric), chain)
+            coding, data = coded(ok, previous.get(metric), chain)
             for name, value in (("step", step), ("alpha", alpha), ("metric", metric),
                                 ("subset", verdicts.metric_subsets[metric]), ("n", int(len(ok))),
                                 ("coding", coding), ("bits", data)):
                 rows[name].append(value)
             previous[metric] = ok
-    table = pa.table(rows, schema=_SCHEMA)
-    subsets = {name: subset.to_json() for name, subset in sorted(verdicts.subsets.items())}
-    table = table.replace_schema_metadata({SUBSETS_KEY: json.dumps(subsets)})
+    subsets = {name: reference(subset) for name, subset in sorted(verdicts.subsets.items())}
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", compression_level=ZSTD_LEVEL,
-                   use_dictionary=["metric", "subset"])
+    # No Arrow schema (it repeats the metadata, base64) nor column statistics in the footer: nothing reads them,
+    # and they were most of a short run's file
+    with pq.ParquetWriter(buffer, _SCHEMA, compression="zstd", compression_level=ZSTD_LEVEL,
+                          use_dictionary=["metric", "subset"], store_schema=False, write_statistics=False) as out:
+        out.write_table(pa.table(rows, schema=_SCHEMA))
+        out.add_key_value_metadata({SUBSETS_KEY: json.dumps(subsets)})
     return buffer.getvalue()
 
 
-def decode(data: bytes, where: str) -> RunVerdicts:
-    """The verdicts of a sidecar's bytes, of this version or of 0.2.0 (module docstring)."""
+def decode(data: bytes, where: str, identities: SubsetFiles | None = None) -> RunVerdicts:
+    """The verdicts of a sidecar's bytes, of this version or an earlier one (module docstring); `identities`:
+    the store's subset files, where the sidecar names its subsets by fingerprint (those before it did not)."""
     try:
         table = pq.read_table(io.BytesIO(data))
-        subsets = {name: Subset.from_json(v) for name, v in
-                   json.loads((table.schema.metadata or {})[SUBSETS_KEY]).items()}
+        named = json.loads((table.schema.metadata or {})[SUBSETS_KEY])
+        inline = {name: Subset.from_json(v) for name, v in named.items() if "indices" in v}  # earlier files
+        refs = {name: (str(v["fingerprint"]), int(v["n"])) for name, v in named.items() if name not in inline}
         columns = {c: table.column(c).to_pylist() for c in _OLD_COLUMNS}
-    except (pa.ArrowInvalid, OSError, KeyError, ValueError, zlib.error) as err:
+    except (pa.ArrowInvalid, OSError, KeyError, TypeError, ValueError, zlib.error) as err:
         raise VerdictError(f"verdict file {where} is not readable ({type(err).__name__}: {err}); it is written by "
                            "rft run (rft attack, rft interpolate) beside the results") from err
+    if refs and identities is None:
+        raise VerdictError(f"verdict file {where} names its subsets by fingerprint: read it through its result "
+                           "store, which keeps their identities")
+    subsets = {**inline, **{name: identities.get(fingerprint, n, where) for name, (fingerprint, n) in refs.items()}}
     alphas = table.column("alpha").to_pylist() if "alpha" in table.column_names else [None] * table.num_rows
     codings = table.column("coding").to_pylist() if "coding" in table.column_names else [PLAIN] * table.num_rows
     points: dict = {}
@@ -195,7 +153,7 @@ def decode(data: bytes, where: str) -> RunVerdicts:
     for step, alpha, metric, subset, n, coding, bits in zip(columns["step"], alphas, columns["metric"],
                                                             columns["subset"], columns["n"], codings, columns["bits"]):
         try:
-            ok = _uncoded(coding, bits, n, previous.get(metric))
+            ok = uncoded(coding, bits, n, previous.get(metric))
         except (ValueError, IndexError) as err:
             raise VerdictError(f"verdict file {where}: step {step} of {metric} cannot be decoded ({err}); the file "
                                "is damaged") from err
@@ -205,14 +163,35 @@ def decode(data: bytes, where: str) -> RunVerdicts:
     return RunVerdicts(points, metric_subsets, subsets)
 
 
-def write_verdicts(filesystem, root_path: str, run_id: str, verdicts: RunVerdicts, folder: str = VERDICTS_DIR
-                   ) -> None:
-    """Replace the run's sidecar in `folder` (atomically locally, one object write remotely)."""
+def store_identities(filesystem, root_path: str) -> SubsetFiles:
+    """The subset identities of the store at `root_path` (`SUBSETS_DIR`)."""
+    return SubsetFiles(filesystem, f"{root_path}/{SUBSETS_DIR}")
+
+
+def named_subsets(filesystem, path: str) -> dict[str, tuple[str, int]]:
+    """The subsets the sidecar at `path` names by fingerprint (name -> fingerprint, n), from its footer alone;
+    empty for a file that holds its identities itself (those written before)."""
+    try:
+        with filesystem.open_input_file(path) as handle:
+            named = json.loads((pq.read_schema(handle).metadata or {})[SUBSETS_KEY])
+        return {name: (str(v["fingerprint"]), int(v["n"])) for name, v in named.items() if "indices" not in v}
+    except (pa.ArrowInvalid, OSError, KeyError, TypeError, ValueError) as err:
+        raise VerdictError(f"verdict file {path} is not readable ({type(err).__name__}: {err})") from err
+
+
+def write_verdicts(filesystem, root_path: str, run_id: str, verdicts: RunVerdicts, folder: str = VERDICTS_DIR,
+                   identities: SubsetFiles | None = None) -> None:
+    """Replace the run's sidecar in `folder` (atomically locally, one object write remotely), after making sure
+    the identities it names are in `identities` (by default the store's)."""
+    identities = identities or store_identities(filesystem, root_path)
+    for subset in verdicts.subsets.values():  # first: no reader ever sees a sidecar naming a missing identity
+        identities.put(subset)
     write_bytes(filesystem, verdicts_path(root_path, run_id, folder), encode(verdicts))
 
 
-def read_verdicts(filesystem, root_path: str, run_id: str, folder: str = VERDICTS_DIR) -> RunVerdicts | None:
+def read_verdicts(filesystem, root_path: str, run_id: str, folder: str = VERDICTS_DIR,
+                  identities: SubsetFiles | None = None) -> RunVerdicts | None:
     """The run's verdicts in `folder`, None where it has no sidecar (runs written before verdicts were kept)."""
     path = verdicts_path(root_path, run_id, folder)
     data = read_bytes(filesystem, path)
-    return None if data is None else decode(data, path)
+    return None if data is None else decode(data, path, identities or store_identities(filesystem, root_path))

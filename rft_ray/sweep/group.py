@@ -27,10 +27,13 @@ def _set_aside_orphans(folder: SweepFolder, experiment: ExperimentSpec, group: G
     for run_id in store.run_ids():
         suffix = run_id[len(prefix):]
         if run_id.startswith(prefix) and "-" not in suffix and suffix not in known:
-            for relative in [path for paths in store.derived_files(run_id).values() for path in paths]:
+            relatives = [path for paths in store.derived_files(run_id).values() for path in paths]
+            # its per-image verdicts go with it, and first the identities of the images they name (kept once
+            # per store, shared with the store's other runs: copied, not moved)
+            verdicts = [f"{VERDICTS_DIR}/{run_id}.parquet"] if store.has_verdicts(run_id) else []
+            store.share_identities(relatives + verdicts, ResultStore(folder.uri("orphans")))
+            for relative in relatives + verdicts:
                 folder.move(f"store/{relative}", "/".join(["orphans", *relative.split("/")[:-1]]))
-            if store.has_verdicts(run_id):  # its per-image verdicts go with it
-                folder.move(f"store/{VERDICTS_DIR}/{run_id}.parquet", f"orphans/{VERDICTS_DIR}")
             folder.move(f"store/{run_id}.parquet", "orphans")
             orphans.append(run_id)
     if orphans:
