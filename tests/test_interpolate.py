@@ -257,7 +257,7 @@ def test_rows_reproduce_the_runs_own_points_at_alpha_one_and_zero(store, trained
     own_files = _files(store)
     rows = interpolate_store(str(store), [0.0, 0.5, 1.0], on="all", head="interpolate", log=lambda m: None)
     assert _files(store) == own_files  # the runs' own files are untouched
-    wise = ResultStore(store / "interpolated", identities_of=ResultStore(store))  # the store's subsets
+    wise = ResultStore(store / "interpolated")
     assert wise.run_ids() == ["lora-tiny.wise-step0", "lora-tiny.wise-step10", "lora-tiny.wise-step20"]
     assert [r.run_id for r in rows] == [f"lora-tiny.wise-step{s}" for s in (0, 10, 20) for _ in range(3)]
     for step in (10, 20):
@@ -300,7 +300,7 @@ def test_by_default_the_fine_tuned_head_stays_and_a_rerun_in_another_mode_replac
     assert by_alpha[0.0].val_clean_acc is not None
     assert "head kept fine-tuned at every alpha" in said[0]
     assert any("another head mode" in line and "all replaced" in line for line in said)
-    wise = ResultStore(store / "interpolated", identities_of=ResultStore(store))  # the store's subsets
+    wise = ResultStore(store / "interpolated")
     assert wise.file_metadata("lora-tiny.wise-step20")["rft.wise_head"] == "fine_tuned"
     assert [r.wise_alpha for r in wise.read_run("lora-tiny.wise-step20")] == [0.0, 1.0]
 
@@ -311,7 +311,7 @@ def test_a_narrower_rerun_replaces_the_alphas_it_measures_again_and_keeps_the_re
     before = [f.read_bytes() for f in files]
     said = []
     interpolate_store(str(store), [0.25, 0.5], on="final", log=said.append)
-    wise = ResultStore(store / "interpolated", identities_of=ResultStore(store))  # the store's subsets
+    wise = ResultStore(store / "interpolated")
     assert wise.run_ids() == ["lora-tiny.wise-step0", "lora-tiny.wise-step10", "lora-tiny.wise-step20"]
     assert [f.read_bytes() for f in files] == before  # checkpoints not chosen this time: untouched
     rows = wise.read_run("lora-tiny.wise-step20")

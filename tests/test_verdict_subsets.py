@@ -67,15 +67,16 @@ def test_runs_of_a_store_share_one_identity_file_per_subset_and_read_back_bit_fo
     assert store.run_ids() == []  # neither folder is a run
 
 
-def test_interpolated_sidecars_name_the_identities_of_the_store_they_sit_in(tmp_path):
+def test_an_interpolated_store_keeps_the_identities_its_sidecars_name_and_reads_alone(tmp_path):
     store = ResultStore(tmp_path)
-    interpolated = ResultStore(tmp_path / "interpolated", identities_of=store)  # as `rft interpolate` makes it
+    store.write_verdicts("r1", _verdicts())
+    interpolated = ResultStore(tmp_path / "interpolated")  # as `rft interpolate` makes it, inside the result store
     verdicts = _verdicts()
     verdicts.points = {(20, alpha): point for alpha, point in zip((0.0, 0.5, 1.0), verdicts.points.values())}
     interpolated.write_verdicts("r1.wise-step20", verdicts)
-    assert not (tmp_path / "interpolated" / SUBSETS_DIR).exists()
-    assert len(_identity_files(tmp_path)) == 2
-    back = ResultStore(tmp_path / "interpolated", identities_of=ResultStore(tmp_path)).read_verdicts("r1.wise-step20")
+    assert len(_identity_files(tmp_path / "interpolated")) == 2  # its own copies, the same files as the store's
+    assert _identity_files(tmp_path / "interpolated") == _identity_files(tmp_path)
+    back = ResultStore(tmp_path / "interpolated").read_verdicts("r1.wise-step20")
     assert sorted(back.points) == [(20, 0.0), (20, 0.5), (20, 1.0)]
 
 

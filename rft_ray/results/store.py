@@ -66,15 +66,14 @@ def check_run_id(run_id: str) -> str:
 
 
 class ResultStore:
-    def __init__(self, root: str | os.PathLike, identities_of: "ResultStore | None" = None):
-        """`identities_of`: the store whose subset identities this one's verdicts name (`rft interpolate`'s
-        store inside a result store shares that store's; `rft_ray.results.verdict_subsets`)."""
+    def __init__(self, root: str | os.PathLike):
         root = str(root)
         self.fs, self.path = filesystem_for(root)
         self.local = not is_uri(root)
         self.root = root
-        self.identities: SubsetFiles = (identities_of.identities if identities_of is not None
-                                        else store_identities(self.fs, self.path))
+        # the subset identities its verdicts name, kept in this store so that it reads alone (`rft interpolate`'s
+        # store inside a result store keeps its own copies; `rft_ray.results.verdict_subsets`)
+        self.identities: SubsetFiles = store_identities(self.fs, self.path)
 
     def run_path(self, run_id: str) -> str:
         return f"{self.path}/{check_run_id(run_id)}.parquet"

@@ -11,7 +11,8 @@ zlib-compressed int64 gaps, base64), content-addressed: written once, by the fir
 it and before that sidecar, and never replaced. Writers of the same subset write the same content, so concurrent
 writers are harmless; a file there with other indices under the fingerprint is refused (`VerdictError`). The
 sidecars of `rft run`, `rft attack` and `rft interpolate` name their subsets by fingerprint and n only, so a
-study's 10,000-index test subset is stored once, not once per run. Sidecars written before this (0.2.0's, and
+study's 10,000-index test subset is stored once per store, not once per run (`rft interpolate`'s store inside
+a result store keeps its own copies, so each store reads alone). Sidecars written before this (0.2.0's, and
 those with `Subset.to_json` inline) still read.
 """
 from __future__ import annotations

@@ -182,7 +182,7 @@ def interpolate_store(root: str, alphas: Iterable[float] = DEFAULT_ALPHAS, *, on
     sources, notes = choose_checkpoints(store, runs, on)
     for note in notes:
         log(f"note: {note}")
-    out_store = ResultStore(wise_root(root), identities_of=store)  # its verdicts name the store's subsets
+    out_store = ResultStore(wise_root(root))
     out_store.ensure_writable()
     by_run: dict[str, list[Source]] = {}
     for source in sources:
