@@ -107,6 +107,10 @@ def test_an_orphaned_sweep_run_is_set_aside_with_its_checkpoints_attacks_and_int
         _plant_derived(store, run_id, [20])
         store.write_verdicts(run_id, RunVerdicts({0: {"test_clean_acc": np.array([True, False])}},
                                                  {"test_clean_acc": "test"}, {"test": Subset.of([3, 7], [0, 1])}))
+    # `rft interpolate`'s store keeps its own subset identities (here images the runs' own sidecars never name)
+    ResultStore(sweep / "store" / "interpolated").write_verdicts("g-aaa.wise-step20", RunVerdicts(
+        {(20, 0.5): {"test_clean_acc": np.array([False, True, True])}}, {"test_clean_acc": "test"},
+        {"test": Subset.of([1, 4, 9], [2, 0, 1])}))
     known = SimpleNamespace(trial_id="bbb")  # of a TrialSummary, _set_aside_orphans reads the trial id
     moved = _set_aside_orphans(SweepFolder(str(sweep)), SimpleNamespace(store_root=str(sweep / "store")),
                                SimpleNamespace(name="g"), [known])
@@ -119,11 +123,14 @@ def test_an_orphaned_sweep_run_is_set_aside_with_its_checkpoints_attacks_and_int
     orphans = ResultStore(sweep / "orphans")  # the same layout: a store of its own
     assert orphans.run_ids() == ["g-aaa"] and sorted(orphans.checkpoints("g-aaa")) == [0, 20]
     assert orphans.derived_files("g-aaa")["attacks"] == ["attacks/g-aaa.parquet"]
-    assert orphans.derived_files("g-aaa")["interpolated"] == ["interpolated/g-aaa.wise-step20.parquet"]
+    assert orphans.derived_files("g-aaa")["interpolated"] == ["interpolated/g-aaa.wise-step20.parquet",
+                                                              "interpolated/verdicts/g-aaa.wise-step20.parquet"]
     assert [r["aa_adv_acc/4/255"] for r in orphans.read().to_pylist() if r["step"] == 20] == [0.125]
     # the per-image verdicts go with their run
     assert not store.has_verdicts("g-aaa") and store.has_verdicts("g-bbb")
     assert orphans.read_verdicts("g-aaa").points[0]["test_clean_acc"].tolist() == [True, False]
+    interpolated = ResultStore(sweep / "orphans" / "interpolated").read_verdicts("g-aaa.wise-step20")
+    assert interpolated.points[(20, 0.5)]["test_clean_acc"].tolist() == [False, True, True]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -215,8 +215,16 @@ class ResultStore:
         for relative in relatives:
             if relative.endswith(".parquet") and relative.split("/")[-2:-1] == [VERDICTS_DIR]:
                 path = f"{self.path}/{relative}"
+                source, destination = self._identities_for(relative), target._identities_for(relative)
                 for fingerprint, n in named_subsets(self.fs, path).values():
-                    target.identities.put(self.identities.get(fingerprint, n, path))
+                    destination.put(source.get(fingerprint, n, path))
+
+    def _identities_for(self, relative: str) -> SubsetFiles:
+        """The subset identities a sidecar at `relative` names: `rft interpolate`'s store keeps its own; every
+        other sidecar (the runs', `rft attack`'s) names this store's."""
+        if relative.startswith(f"{INTERPOLATED_DIR}/"):
+            return ResultStore(f"{self.root}/{INTERPOLATED_DIR}").identities
+        return self.identities
 
     def has_verdicts(self, run_id: str) -> bool:
         return self.fs.get_file_info(verdicts_path(self.path, check_run_id(run_id))).type == pafs.FileType.File
