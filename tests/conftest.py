@@ -39,25 +39,23 @@ def cli_error(err: str) -> str:
     return err[len(prefix):]
 
 
-def free_port() -> int:
-    import socket
+def rendezvous_file(folder) -> str:
+    """A path for a gloo group's rendezvous (torch's FileStore) in `folder`: no TCP port is picked in advance, so
+    no other process on the machine can take it between the pick and the bind."""
+    import tempfile
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return str(Path(tempfile.mkdtemp(prefix="gloo-", dir=folder)) / "store")
 
 
 @contextmanager
-def gloo_group(rank: int, world: int, port: int):
-    """This spawned process as worker `rank` of a gloo process group of `world` on `port` (what Ray Train sets
-    up for a trial's workers), one torch thread each; the group is destroyed after."""
-    import os
-
+def gloo_group(rank: int, world: int, rendezvous: str):
+    """This spawned process as worker `rank` of a gloo process group of `world` meeting at the file `rendezvous`
+    (`rendezvous_file`; Ray Train sets up a trial's workers with a TCP store instead: how they meet does not change
+    what they compute), one torch thread each; the group is destroyed after."""
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         yield
     finally:

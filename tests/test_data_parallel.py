@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import free_port, gloo_group, tiny_run
+from conftest import gloo_group, rendezvous_file, tiny_run
 
 from rft_ray.config import SpecError
 from rft_ray.results.record import EvalRecord
@@ -48,10 +48,10 @@ class StopAt:
             raise StopRun
 
 
-def _worker(rank: int, world: int, port: int, jobs: list[dict], out: str) -> None:
+def _worker(rank: int, world: int, rendezvous: str, jobs: list[dict], out: str) -> None:
     """One data-parallel worker: each job is a spec dict, and optionally checkpoint_dir, resume_from and stop_at
     (the step after whose point the run ends); the records of each run, as rows, to `out`."""
-    with gloo_group(rank, world, port):
+    with gloo_group(rank, world, rendezvous):
         results = []
         for job in jobs:
             spec = run_spec(job["spec"])
@@ -69,7 +69,7 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict], out: str) -> Non
 def run_workers(world: int, jobs: list[dict], out: Path) -> list[list[list[EvalRecord]]]:
     """Each rank's records of each job, run by `world` gloo workers."""
     out.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_worker, args=(world, free_port(), jobs, str(out)), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, rendezvous_file(out), jobs, str(out)), nprocs=world, join=True)
     return [[[EvalRecord.from_row(row) for row in rows] for rows in json.loads((out / f"rank{r}.json").read_text())]
             for r in range(world)]
 

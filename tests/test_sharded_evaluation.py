@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import free_port, gloo_group, tiny_run
+from conftest import gloo_group, rendezvous_file, tiny_run
 
 from rft_ray.evaluation.evaluator import EvalSets, evaluate
 from rft_ray.evaluation.robustness import PGDConfig, pgd_robust
@@ -44,10 +44,10 @@ class Verdicts:
         self.points[str(step)] = {metric: np.asarray(v).tolist() for metric, v in verdicts.items()}
 
 
-def _worker(rank: int, world: int, port: int, specs: list[dict], out: str) -> None:
+def _worker(rank: int, world: int, rendezvous: str, specs: list[dict], out: str) -> None:
     """One data-parallel worker: the training loop on each spec; its records (and on rank 0 the verdicts) to
     `out`."""
-    with gloo_group(rank, world, port):
+    with gloo_group(rank, world, rendezvous):
         results = []
         for spec in specs:
             seen = Verdicts()
@@ -66,8 +66,8 @@ def _evaluated(spec: dict, shard: EvalShard) -> dict:
     return {"metrics": metrics, "verdicts": {metric: v.tolist() for metric, v in verdicts.items()}}
 
 
-def _evaluating_worker(rank: int, world: int, port: int, spec: dict, out: str) -> None:
-    with gloo_group(rank, world, port):
+def _evaluating_worker(rank: int, world: int, rendezvous: str, spec: dict, out: str) -> None:
+    with gloo_group(rank, world, rendezvous):
         Path(out, f"rank{rank}.json").write_text(json.dumps(_evaluated(spec, EvalShard(rank, world))))
 
 
@@ -125,7 +125,7 @@ def test_three_workers_evaluate_a_point_as_one_process_does(tmp_path):
     assert sorted(alone["verdicts"]) == MEASURED
     out = tmp_path / "out"
     out.mkdir()
-    mp.spawn(_evaluating_worker, args=(3, free_port(), spec, str(out)), nprocs=3, join=True)
+    mp.spawn(_evaluating_worker, args=(3, rendezvous_file(out), spec, str(out)), nprocs=3, join=True)
     for rank in range(3):
         assert json.loads((out / f"rank{rank}.json").read_text()) == alone, rank
 
@@ -143,7 +143,7 @@ def test_two_workers_evaluate_every_point_as_one_process_does(tmp_path):
         alone.append(([r.to_row() for r in train_loop(run_spec(spec), [seen])], seen.points))
     out = tmp_path / "out"
     out.mkdir()
-    mp.spawn(_worker, args=(2, free_port(), specs, str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, rendezvous_file(out), specs, str(out)), nprocs=2, join=True)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     for (rows, verdicts), two, other in zip(alone, ranks[0], ranks[1]):
         assert [r["step"] for r in two["records"]] == [0, 8, 16]
