@@ -5,7 +5,7 @@ root: python benchmarks/verdict_cost.py
 With --store DIR [DIR ...]: real runs' verdict series instead. For every run of each store: its records file, its
 sidecar as stored, and the same verdicts encoded by this version (each point against the previous one, zstd; the
 subsets' identity kept once per store, not in the sidecar) and plain in this layout; what each point after the
-first adds to the sidecar; and per store the identity files' bytes and the sidecars' total against the records'
+first adds to the sidecar, against the entropy of its changes (`change_entropy`); and per store the identity files' bytes and the sidecars' total against the records'
 total, with and without the identities. A store written by an earlier version gives the before and after."""
 import json
 import os
@@ -36,13 +36,37 @@ def _first_row_bytes(path: str, rows: int = 1) -> int:
     return len(buffer.getvalue())
 
 
+def _entropy_bits(changed: np.ndarray) -> float:
+    p = changed.mean() if len(changed) else 0.0
+    return 0.0 if p in (0.0, 1.0) else -len(changed) * (p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+
+def change_entropy(verdicts: RunVerdicts) -> tuple[float, float]:
+    """Bytes, over every point after the first: the empirical entropy of "this image's verdict changed since the
+    metric's previous point", (a) one rate per metric and point, (b) one rate each for the images right and wrong
+    at the previous point. No coding that gives every image of a metric (or of each of those two groups) the same
+    change probability at a point can store the changes in fewer bits than these, the cost of the rates aside."""
+    order0 = conditioned = 0.0
+    previous: dict = {}
+    for key in sorted(verdicts.points, key=lambda k: k if isinstance(k, tuple) else (k, -1.0)):
+        for metric, ok in verdicts.points[key].items():
+            ok = np.asarray(ok, dtype=bool)
+            before = previous.get(metric)
+            if before is not None and len(before) == len(ok):
+                changed = ok != before
+                order0 += _entropy_bits(changed)
+                conditioned += _entropy_bits(changed[before]) + _entropy_bits(changed[~before])
+            previous[metric] = ok
+    return order0 / 8, conditioned / 8
+
+
 PAPER_POINTS = 17  # a CIFAR-10 run of experiments/paper.yaml (rft estimate experiments/paper.yaml: 7,020 steps)
 
 
 def real_stores(roots):
     for root in roots:
         store = ResultStore(root)
-        totals = np.zeros(7)
+        totals = np.zeros(8)
         identities = {}
         for run_id in store.run_ids():
             verdicts = store.read_verdicts(run_id)
@@ -56,7 +80,8 @@ def real_stores(roots):
             records = os.path.getsize(f"{root}/{run_id}.parquet")
             sizes = [records, os.path.getsize(f"{root}/verdicts/{run_id}.parquet"),
                      now, len(encode(verdicts, chain=False)), points, added * (points - 1),
-                     records - _first_row_bytes(f"{root}/{run_id}.parquet")]
+                     records - _first_row_bytes(f"{root}/{run_id}.parquet"), change_entropy(verdicts)[0]]
+            floor, floor_given = change_entropy(verdicts)
             totals += sizes
             if points >= PAPER_POINTS:  # what a run of the paper study's length would store
                 side, rec = len(encode(_first_points(verdicts, PAPER_POINTS))), _first_row_bytes(
@@ -67,8 +92,10 @@ def real_stores(roots):
             print(f"{root} {run_id}: {points} points, {bits} verdicts a point; per point: records "
                   f"{sizes[0] / points:.0f} B, sidecar as stored {sizes[1] / points:.0f} B, this version "
                   f"{now / points:.0f} B (each point after the first adds {added:.0f} B; to the records "
-                  f"{sizes[6] / max(points - 1, 1):.0f} B), plain {sizes[3] / points:.0f} B")
-        rec, stored, now, plain, points, added, rec_added = totals
+                  f"{sizes[6] / max(points - 1, 1):.0f} B), plain {sizes[3] / points:.0f} B; the entropy of the "
+                  f"changes a point {floor / max(points - 1, 1):.0f} B ({floor_given / max(points - 1, 1):.0f} B "
+                  f"given each image's previous verdict)")
+        rec, stored, now, plain, points, added, rec_added, floor = totals
         folder = f"{root}/{SUBSETS_DIR}"
         on_disk = sum(os.path.getsize(f"{folder}/{name}") for name in os.listdir(folder)) if os.path.isdir(folder) \
             else 0
@@ -80,7 +107,8 @@ def real_stores(roots):
               f"plus the store's {len(identities)} subset identities {int(ident)} B "
               f"({'on disk' if on_disk else 'as they would be written'}): {(now + ident) / rec:.2f}x the records "
               f"with them; each point after a run's first adds {added / max(points - runs, 1):.0f} B to its sidecar, "
-              f"{rec_added / max(points - runs, 1):.0f} B to its records")
+              f"{rec_added / max(points - runs, 1):.0f} B to its records; the entropy of its changes "
+              f"{floor / max(points - runs, 1):.0f} B")
 
 
 if "--store" in sys.argv:
