@@ -111,6 +111,14 @@ def test_dataset_label_names_the_group_whichever_loader_reads_it():
     assert [g.name for g in e.groups] == ["lora-cifar100-10cls"]
     with pytest.raises(SpecError, match=r"datasets\[0\]\.label: use 1-100 letters"):
         spec(strategies=["lora"], datasets=[{"name": "digits", "label": "../escape"}])
+    # a label that is not a string is refused by name before it names a group (it raised TypeError: found by
+    # test_prop_generated_experiment_specs_get_a_spec_error_or_a_valid_spec)
+    for where, section in (("base", {"base": {"dataset": {"label": [None]}}}),
+                           ("datasets", {"datasets": [{"name": "digits", "label": 3}]})):
+        with pytest.raises(SpecError) as err:
+            spec(strategies=["lora"], **section)
+        assert err.value.field_path == ("base.dataset.label" if where == "base" else "datasets[0].label")
+        assert "must be a string" in str(err.value)
 
 
 def test_multi_objective_defaults_to_gp_and_keys():

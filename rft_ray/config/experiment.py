@@ -203,8 +203,10 @@ class ExperimentSpec:
         for section, path in entries:
             if not isinstance(section, dict):
                 raise SpecError(f"must be a dataset section (a mapping), got {section!r}", path)
-            root = section.get("root")
-            labels.append(dataset_title(str(section.get("name", "digits")), section.get("label"),
+            root, label = section.get("root"), section.get("label")
+            if label is not None and not isinstance(label, str):  # before it names groups; DatasetSpec checks the rest
+                raise SpecError(f"must be a string (the dataset's name in results), got {label!r}", f"{path}.label")
+            labels.append(dataset_title(str(section.get("name", "digits")), label,
                                         root if isinstance(root, str) else None))
         if len(set(labels)) < len(labels):  # e.g. one DomainNet entry per training domain
             refined = []
