@@ -5,8 +5,9 @@ root: python benchmarks/verdict_cost.py
 With --store DIR [DIR ...]: real runs' verdict series instead. For every run of each store: its records file, its
 sidecar as stored, and the same verdicts encoded by this version (each point against the previous one, zstd; the
 subsets' identity kept once per store, not in the sidecar) and plain in this layout; what each point after the
-first adds to the sidecar, against the entropy of its changes (`change_entropy`); and per store the identity files' bytes and the sidecars' total against the records'
-total, with and without the identities. A store written by an earlier version gives the before and after."""
+first adds to the sidecar, against the entropy of its changes (`change_entropy`); and per store the identity
+files' bytes and the sidecars' total against the records' total, with and without the identities. A store written
+by an earlier version gives the before and after."""
 import json
 import os
 import sys
@@ -22,8 +23,13 @@ from rft_ray.results.verdicts import SUBSETS_DIR, RunVerdicts, Subset, encode
 from analysis.bootstrap import bootstrap_groups
 
 
+def _in_order(verdicts: RunVerdicts) -> list:
+    """The run's points by step (and alpha, in `rft interpolate`'s files)."""
+    return sorted(verdicts.points, key=lambda k: k if isinstance(k, tuple) else (k, -1.0))
+
+
 def _first_points(verdicts: RunVerdicts, count: int) -> RunVerdicts:
-    keys = sorted(verdicts.points, key=lambda k: k if isinstance(k, tuple) else (k, -1.0))[:count]
+    keys = _in_order(verdicts)[:count]
     return RunVerdicts({k: verdicts.points[k] for k in keys}, verdicts.metric_subsets, verdicts.subsets)
 
 
@@ -48,7 +54,7 @@ def change_entropy(verdicts: RunVerdicts) -> tuple[float, float]:
     change probability at a point can store the changes in fewer bits than these, the cost of the rates aside."""
     order0 = conditioned = 0.0
     previous: dict = {}
-    for key in sorted(verdicts.points, key=lambda k: k if isinstance(k, tuple) else (k, -1.0)):
+    for key in _in_order(verdicts):
         for metric, ok in verdicts.points[key].items():
             ok = np.asarray(ok, dtype=bool)
             before = previous.get(metric)
@@ -78,10 +84,10 @@ def real_stores(roots):
             now = len(encode(verdicts))
             added = (now - len(encode(_first_points(verdicts, 1)))) / max(points - 1, 1)
             records = os.path.getsize(f"{root}/{run_id}.parquet")
+            floor, floor_given = change_entropy(verdicts)
             sizes = [records, os.path.getsize(f"{root}/verdicts/{run_id}.parquet"),
                      now, len(encode(verdicts, chain=False)), points, added * (points - 1),
-                     records - _first_row_bytes(f"{root}/{run_id}.parquet"), change_entropy(verdicts)[0]]
-            floor, floor_given = change_entropy(verdicts)
+                     records - _first_row_bytes(f"{root}/{run_id}.parquet"), floor]
             totals += sizes
             if points >= PAPER_POINTS:  # what a run of the paper study's length would store
                 side, rec = len(encode(_first_points(verdicts, PAPER_POINTS))), _first_row_bytes(
